@@ -1,0 +1,5 @@
+from typing import Any
+
+__version__: str
+
+def build_info() -> dict[str, Any]: ...

@@ -1,0 +1,34 @@
+"""fastspec: the geometry of neural representations, fast.
+
+Eigenspectra of activation covariances, RankMe and alpha-ReQ, streamed and mergeable.
+See README.md for the conventions and ``fastspec.backends()`` for what this install has.
+"""
+
+try:
+    from . import _C  # noqa: F401  (the compiled core; every install has it)
+except ImportError as err:  # pragma: no cover - only a source tree that was never built
+    import os as _os
+
+    raise ImportError(
+        f"fastspec's compiled module fastspec._C is missing from {_os.path.dirname(__file__)}: "
+        "this looks like a source checkout that was not installed. Install it with "
+        "`pip install .` and run from outside the source directory (or use pytest, which "
+        "imports the installed package)."
+    ) from err
+
+from ._version import __version__
+from .accumulator import CovarianceAccumulator
+from .backends import backends
+from .metrics import AlphaFit, alpha_req, rankme
+from .spectrum import Spectrum, spectrum
+
+__all__ = [
+    "AlphaFit",
+    "CovarianceAccumulator",
+    "Spectrum",
+    "__version__",
+    "alpha_req",
+    "backends",
+    "rankme",
+    "spectrum",
+]

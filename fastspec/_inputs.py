@@ -1,0 +1,83 @@
+"""Turn what users hand us (torch, NumPy, DLPack) into a checked 2-D torch tensor.
+
+One place for the checks, so every entry point names the same faults the same way.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+import torch
+
+FLOAT_DTYPES = (torch.bfloat16, torch.float16, torch.float32, torch.float64)
+NAN_POLICIES = ("raise", "omit")
+
+
+def as_matrix(x: Any, name: str = "acts") -> torch.Tensor:
+    """Return ``x`` as a 2-D floating torch tensor without copying where possible.
+
+    Accepts torch tensors on any device, NumPy arrays (memory-mapped ones included: they
+    stay on disk until read), and anything that implements ``__dlpack__`` (JAX, CuPy, ...).
+    """
+    if isinstance(x, torch.Tensor):
+        t = x.detach()
+    elif isinstance(x, np.ndarray):
+        if x.dtype.kind != "f" or x.dtype.itemsize > 8:
+            raise TypeError(
+                f"{name}: dtype {x.dtype} is not supported; expected a floating array "
+                f"(float16, bfloat16, float32 or float64), e.g. x.astype(np.float32)"
+            )
+        with warnings.catch_warnings():
+            # A read-only array (np.load(mmap_mode='r')) is fine: fastspec never writes to it.
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            t = torch.from_numpy(x)
+    elif hasattr(x, "__dlpack__"):
+        t = torch.from_dlpack(x)
+    else:
+        raise TypeError(
+            f"{name}: expected a torch tensor, a NumPy array or a DLPack-capable array, "
+            f"got {type(x).__name__}"
+        )
+    if t.dtype not in FLOAT_DTYPES:
+        raise TypeError(
+            f"{name}: dtype {t.dtype} is not supported; expected bfloat16, float16, "
+            f"float32 or float64 (integer, boolean and complex activations are refused)"
+        )
+    if t.ndim != 2:
+        raise ValueError(
+            f"{name}: expected a 2-D array (samples × features), got shape {tuple(t.shape)}"
+            + ("; pass x.reshape(len(x), -1) to flatten features" if t.ndim > 2 else "")
+            + ("; pass x.reshape(-1, 1) for one feature" if t.ndim == 1 else "")
+        )
+    return t
+
+
+def check_nan_policy(nan_policy: str) -> str:
+    if nan_policy not in NAN_POLICIES:
+        raise ValueError(f"nan_policy must be one of {NAN_POLICIES}, got {nan_policy!r}")
+    return nan_policy
+
+
+def nonfinite_rows(x: torch.Tensor, name: str, row_offset: int, nan_policy: str) -> torch.Tensor | None:
+    """Locate non-finite entries of ``x``.
+
+    Returns None when every entry is finite. Otherwise raises ValueError naming how many
+    entries are bad and where the first one is (``nan_policy="raise"``), or returns a
+    boolean mask of the rows to keep (``nan_policy="omit"``).
+    """
+    bad = ~torch.isfinite(x)
+    if not bool(bad.any()):
+        return None
+    if nan_policy == "omit":
+        return ~bad.any(dim=1)
+    count = int(bad.sum())
+    rows = int(bad.any(dim=1).sum())
+    r, c = (int(v) for v in bad.nonzero()[0])
+    value = float(x[r, c])
+    raise ValueError(
+        f"{name}: {count} non-finite value(s) (NaN or Inf) in {rows} row(s); the first is "
+        f"{value} at row {row_offset + r}, column {c}. Fix the input, or pass "
+        f"nan_policy='omit' to drop rows that contain them."
+    )

@@ -1,0 +1,342 @@
+"""Streaming covariance: O(d²) state, batches of any size, exact merges.
+
+Numerical convention (DESIGN.md): every chunk is centred on its own mean before its cross
+product is formed (in float32 for bf16/fp16/fp32 input, float64 for float64 input), and
+chunks are merged into float64 state with the pairwise update of Chan, Golub and LeVeque:
+
+    n = n_a + n_b,   δ = μ_b − μ_a,   μ = μ_a + δ·n_b/n,   M2 = M2_a + M2_b + δδᵀ·n_a·n_b/n
+
+so columns with a large mean (LLM activations have a few) never meet the one-pass
+Σxxᵀ − nμμᵀ cancellation. The covariance is M2/(n−1) (ddof=1).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import torch
+
+from ._inputs import as_matrix, check_nan_policy, nonfinite_rows
+
+STATE_FORMAT = "fastspec.CovarianceAccumulator"
+STATE_VERSION = 1
+# Column-block width of the one-triangle product: wide enough for GEMM efficiency, narrow
+# enough that the skipped lower blocks save most of the second half of the flops.
+_BLOCK = 512
+# Rows are buffered until there are this many, so that small batches (16 sequences at a
+# time in extraction) still feed the GEMM efficiently and pay the O(d²) merge rarely.
+_MIN_FLUSH_ROWS = 1024
+# Bytes of one centred chunk; bounds the working copy whatever the batch size.
+_CHUNK_BYTES = 64 << 20
+
+
+def upper_gram(y: torch.Tensor) -> torch.Tensor:
+    """yᵀy with only the upper triangle filled (block-wise), in y's dtype.
+
+    A symmetric product needs only one triangle: with column blocks of width 512 this does
+    (k+1)/2k of a full GEMM's work for k blocks. The lower triangle is left at zero.
+    """
+    d = y.shape[1]
+    if d <= 2 * _BLOCK:
+        return y.T @ y
+    out = torch.zeros(d, d, dtype=y.dtype, device=y.device)
+    for i in range(0, d, _BLOCK):
+        j = min(i + _BLOCK, d)
+        out[i:j, i:] = y[:, i:j].T @ y[:, i:]
+    return out
+
+
+def symmetrize_upper(m: torch.Tensor) -> torch.Tensor:
+    """The symmetric matrix whose upper triangle is m's."""
+    return torch.triu(m) + torch.triu(m, 1).T
+
+
+class _Moments:
+    """n, mean and M2 (float64, upper triangle authoritative) of a set of rows."""
+
+    def __init__(self, dim: int, device: torch.device):
+        self.n = 0
+        self.mean = torch.zeros(dim, dtype=torch.float64, device=device)
+        self.m2 = torch.zeros(dim, dim, dtype=torch.float64, device=device)
+
+    def add_centred(self, n: int, mean: torch.Tensor, m2: torch.Tensor) -> None:
+        """Chan's pairwise merge of another set's (n, mean, M2) into this one."""
+        if n == 0:
+            return
+        if self.n == 0:
+            self.n, self.mean, self.m2 = n, mean.clone(), m2.clone()
+            return
+        total = self.n + n
+        delta = mean - self.mean
+        self.m2 += m2
+        self.m2.addr_(delta, delta, alpha=self.n * n / total)
+        self.mean += delta * (n / total)
+        self.n = total
+
+    def add_chunk(self, x: torch.Tensor) -> bool:
+        """Add finite rows ``x``; returns False (and adds nothing) if the product overflowed
+        or ``x`` holds a non-finite value, so the caller can locate the fault."""
+        b = x.shape[0]
+        cdtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+        shift = x.sum(0, dtype=cdtype) / b  # approximate mean, in the compute dtype
+        y = torch.sub(x, shift)  # upcasts bf16/fp16 as it reads
+        s = y.sum(0, dtype=torch.float64)  # what is left of the mean after the shift
+        p = upper_gram(y)
+        if not (bool(torch.isfinite(p.diagonal()).all()) and bool(torch.isfinite(s).all())):
+            return False
+        # Exact centring of the shifted rows: Σ(y − s/b)(y − s/b)ᵀ = yᵀy − ssᵀ/b.
+        m2 = p.to(torch.float64)
+        m2.addr_(s, s, alpha=-1.0 / b)
+        self.add_centred(b, shift.to(torch.float64) + s / b, m2)
+        return True
+
+
+class CovarianceAccumulator:
+    """Streaming (ddof=1) covariance of d-dimensional rows, mergeable and all-reducible.
+
+    Memory is O(d²) plus one batch (and fewer than 1024 buffered rows), never O(N·d).
+    State is float64. ``nan_policy="raise"`` (default) refuses batches with NaN/Inf,
+    naming how many and where the first is; ``"omit"`` drops those rows and counts them in
+    :attr:`n_dropped` (reported again by :meth:`spectrum`).
+
+    >>> acc = CovarianceAccumulator(4096)
+    >>> for batch in batches:
+    ...     acc.update(batch)
+    >>> acc.spectrum().rankme
+    """
+
+    def __init__(self, dim: int, *, device: str | torch.device | None = None, nan_policy: str = "raise"):
+        if int(dim) != dim or dim < 1:
+            raise ValueError(f"dim must be a positive integer, got {dim!r}")
+        self.dim = int(dim)
+        self.nan_policy = check_nan_policy(nan_policy)
+        self._device = torch.device(device) if device is not None else None
+        self._moments: _Moments | None = None
+        self._pending: list[torch.Tensor] = []
+        self._pending_rows = 0
+        self._rows_seen = 0  # rows offered, dropped included: for error messages
+        self.n_dropped = 0
+
+    # -- state -------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return self._device if self._device is not None else torch.device("cpu")
+
+    def _state(self) -> _Moments:
+        if self._moments is None:
+            self._moments = _Moments(self.dim, self.device)
+        return self._moments
+
+    @property
+    def n_samples(self) -> int:
+        return (self._moments.n if self._moments is not None else 0) + self._pending_rows
+
+    def __repr__(self) -> str:
+        return (
+            f"CovarianceAccumulator(dim={self.dim}, n_samples={self.n_samples}, "
+            f"device={str(self.device)!r}, n_dropped={self.n_dropped})"
+        )
+
+    # -- ingestion ---------------------------------------------------------------------
+    def update(self, batch: Any) -> "CovarianceAccumulator":
+        """Add the rows of an N×dim batch (torch on any device, NumPy, DLPack; any float
+        dtype). An empty batch is a no-op. A batch with a fault changes nothing."""
+        x = as_matrix(batch, "batch")
+        if x.shape[1] != self.dim:
+            raise ValueError(
+                f"batch has {x.shape[1]} features (shape {tuple(x.shape)}), but this "
+                f"accumulator was made for dim={self.dim}"
+            )
+        if x.shape[0] == 0:
+            return self
+        if self._device is None:
+            self._device = x.device
+        offset = self._rows_seen
+        if x.shape[0] < _MIN_FLUSH_ROWS:
+            # Small batches are checked now, so that a fault is reported by the call that
+            # brought it rather than by a later flush.
+            keep = nonfinite_rows(x, "batch", offset, self.nan_policy)
+            if keep is not None:
+                self.n_dropped += int((~keep).sum())
+                x = x[keep]
+            self._rows_seen += int(keep.numel()) if keep is not None else int(x.shape[0])
+            self._buffer(x.to(self.device))
+            return self
+        self._flush()
+        local = _Moments(self.dim, self.device)
+        dropped = 0
+        for start, chunk in self._chunks(x):
+            chunk = chunk.to(self.device)
+            if local.add_chunk(chunk):
+                continue
+            keep = nonfinite_rows(chunk, "batch", offset + start, self.nan_policy)
+            if keep is None:
+                raise OverflowError(
+                    f"batch: rows {offset + start}..{offset + start + chunk.shape[0] - 1} are "
+                    f"finite but their cross product overflows {chunk.dtype} (largest |value| "
+                    f"{float(chunk.abs().max()):.3g}); pass float64 input"
+                )
+            dropped += int((~keep).sum())
+            if keep.any() and not local.add_chunk(chunk[keep]):
+                raise OverflowError(f"batch: the cross product of rows from {offset + start} overflows; pass float64 input")
+        self._state().add_centred(local.n, local.mean, local.m2)
+        self.n_dropped += dropped
+        self._rows_seen += int(x.shape[0])
+        return self
+
+    def _chunks(self, x: torch.Tensor) -> Iterator[tuple[int, torch.Tensor]]:
+        rows = max(_MIN_FLUSH_ROWS, _CHUNK_BYTES // (4 * self.dim))
+        for start in range(0, x.shape[0], rows):
+            yield start, x[start : start + rows]
+
+    def _buffer(self, x: torch.Tensor) -> None:
+        if x.shape[0] == 0:
+            return
+        self._pending.append(x.clone())  # the caller may reuse its batch tensor
+        self._pending_rows += int(x.shape[0])
+        if self._pending_rows >= _MIN_FLUSH_ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        rows = torch.cat(self._pending)
+        if not self._state().add_chunk(rows):
+            raise OverflowError(
+                f"buffered rows are finite but their cross product overflows {rows.dtype} "
+                f"(largest |value| {float(rows.abs().max()):.3g}); pass float64 input"
+            )
+        self._pending, self._pending_rows = [], 0
+
+    # -- combining ---------------------------------------------------------------------
+    def merge(self, other: "CovarianceAccumulator") -> "CovarianceAccumulator":
+        """Add another accumulator's rows to this one (Chan's update); ``other`` is unchanged."""
+        if not isinstance(other, CovarianceAccumulator):
+            raise TypeError(f"merge expects a CovarianceAccumulator, got {type(other).__name__}")
+        if other.dim != self.dim:
+            raise ValueError(f"cannot merge an accumulator of dim={other.dim} into one of dim={self.dim}")
+        other._flush()
+        self._flush()
+        if other._moments is not None:
+            m = other._moments
+            self._state().add_centred(m.n, m.mean.to(self.device), m.m2.to(self.device))
+        self.n_dropped += other.n_dropped
+        self._rows_seen += other._rows_seen
+        return self
+
+    def all_reduce(self, group: Any = None) -> "CovarianceAccumulator":
+        """Combine the accumulators of every rank of ``group`` (torch.distributed), in place.
+
+        Afterwards every rank holds the statistics of all ranks' rows, equal to merging them
+        one by one. Uses one all_gather of (n, mean) and one all_reduce(SUM) of d×d: each
+        rank shifts its M2 to the global mean, M2_k + n_k (μ_k − μ)(μ_k − μ)ᵀ, and the sum
+        of those is the global M2. The state must live on a device the backend supports
+        (CPU for gloo, CUDA for NCCL).
+        """
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()):
+            raise RuntimeError(
+                "all_reduce needs torch.distributed to be initialised "
+                "(torch.distributed.init_process_group, or run under torchrun)"
+            )
+        self._flush()
+        state = self._state()
+        world = dist.get_world_size(group)
+        header = torch.tensor([float(self.dim), float(state.n), float(self.n_dropped), float(self._rows_seen)],
+                              dtype=torch.float64, device=self.device)
+        headers = [torch.empty_like(header) for _ in range(world)]
+        dist.all_gather(headers, header, group=group)
+        dims = [int(h[0]) for h in headers]
+        if len(set(dims)) != 1:
+            raise ValueError(f"all_reduce: ranks hold accumulators of different dims {dims}")
+        means = [torch.empty_like(state.mean) for _ in range(world)]
+        dist.all_gather(means, state.mean, group=group)
+        ns = [int(h[1]) for h in headers]
+        total = sum(ns)
+        if total == 0:
+            return self
+        mean = sum(n * m for n, m in zip(ns, means)) / total
+        delta = state.mean - mean
+        m2 = state.m2.clone()
+        if state.n:
+            m2.addr_(delta, delta, alpha=float(state.n))
+        dist.all_reduce(m2, op=dist.ReduceOp.SUM, group=group)
+        state.n, state.mean, state.m2 = total, mean, m2
+        self.n_dropped = sum(int(h[2]) for h in headers)
+        self._rows_seen = sum(int(h[3]) for h in headers)
+        return self
+
+    # -- persistence -------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """A dict of plain values and float64 CPU tensors, for ``torch.save``."""
+        self._flush()
+        state = self._state()
+        return {
+            "format": STATE_FORMAT,
+            "version": STATE_VERSION,
+            "dim": self.dim,
+            "n_samples": state.n,
+            "n_dropped": self.n_dropped,
+            "rows_seen": self._rows_seen,
+            "mean": state.mean.cpu().clone(),
+            "m2": symmetrize_upper(state.m2).cpu(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Replace this accumulator's statistics by those of :meth:`state_dict`'s output."""
+        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+            raise ValueError("not a CovarianceAccumulator state_dict (missing format tag)")
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(f"state_dict version {state.get('version')!r} is not supported (expected {STATE_VERSION})")
+        if state.get("dim") != self.dim:
+            raise ValueError(f"state_dict is for dim={state.get('dim')}, this accumulator has dim={self.dim}")
+        mean, m2, n = state.get("mean"), state.get("m2"), state.get("n_samples")
+        if not (isinstance(mean, torch.Tensor) and tuple(mean.shape) == (self.dim,)):
+            raise ValueError(f"state_dict 'mean' must be a tensor of shape ({self.dim},)")
+        if not (isinstance(m2, torch.Tensor) and tuple(m2.shape) == (self.dim, self.dim)):
+            raise ValueError(f"state_dict 'm2' must be a tensor of shape ({self.dim}, {self.dim})")
+        if not (isinstance(n, int) and n >= 0):
+            raise ValueError(f"state_dict 'n_samples' must be a non-negative int, got {n!r}")
+        if not (bool(torch.isfinite(mean).all()) and bool(torch.isfinite(m2).all())):
+            raise ValueError("state_dict holds non-finite statistics")
+        self._pending, self._pending_rows = [], 0
+        moments = _Moments(self.dim, self.device)
+        moments.n = n
+        moments.mean = mean.to(self.device, torch.float64).clone()
+        moments.m2 = m2.to(self.device, torch.float64).clone()
+        self._moments = moments
+        self.n_dropped = int(state.get("n_dropped", 0))
+        self._rows_seen = int(state.get("rows_seen", n + self.n_dropped))
+
+    # -- results -----------------------------------------------------------------------
+    @property
+    def mean(self) -> torch.Tensor:
+        """Column means (float64)."""
+        self._flush()
+        return self._state().mean.clone()
+
+    def covariance(self, *, center: bool = True) -> torch.Tensor:
+        """The d×d float64 covariance M2/(n−1) (ddof=1); with ``center=False`` the raw
+        second-moment matrix XᵀX/(n−1), which equals it for data of exactly zero mean."""
+        self._flush()
+        state = self._state()
+        if state.n < 2:
+            raise ValueError(f"a covariance needs at least 2 samples; this accumulator has {state.n}")
+        m = symmetrize_upper(state.m2)
+        if not center:
+            m.addr_(state.mean, state.mean, alpha=float(state.n))
+        return m / (state.n - 1)
+
+    def spectrum(self, *, center: bool = True, top_k_eigenvectors: int = 0):
+        """The :class:`fastspec.Spectrum` of the rows seen so far (eigenvalues of
+        :meth:`covariance`, the min(n, d) leading ones, descending)."""
+        from .spectrum import spectrum_of_covariance
+
+        return spectrum_of_covariance(
+            self.covariance(center=center),
+            n_samples=self._state().n,
+            center=center,
+            top_k_eigenvectors=top_k_eigenvectors,
+            n_dropped=self.n_dropped,
+        )

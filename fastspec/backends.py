@@ -1,0 +1,35 @@
+"""What this install of fastspec can do, and for what it cannot, why."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from . import _C
+
+
+def backends() -> dict[str, dict[str, Any]]:
+    """Report each compute path: ``{"name": {"available": bool, "detail"|"reason": str}}``.
+
+    - ``torch_cpu``: the reference path (always there).
+    - ``torch_cuda``: the torch path on a CUDA device (needs a CUDA build of torch and a GPU).
+    - ``cuda_kernels``: fastspec's own fused CUDA kernels (compiled into ``fastspec._C``).
+    - ``infgram``: the C++ suffix-array ∞-gram engine (compiled into ``fastspec._C``).
+    """
+    info = _C.build_info()
+    out: dict[str, dict[str, Any]] = {
+        "torch_cpu": {"available": True, "detail": f"torch {torch.__version__}, float64 accumulation and eigensolver"},
+    }
+    if torch.cuda.is_available():
+        out["torch_cuda"] = {"available": True, "detail": f"{torch.cuda.device_count()} device(s): {torch.cuda.get_device_name(0)}"}
+    elif torch.version.cuda is None:
+        out["torch_cuda"] = {"available": False, "reason": f"torch {torch.__version__} was built without CUDA"}
+    else:
+        out["torch_cuda"] = {"available": False, "reason": f"torch built for CUDA {torch.version.cuda}, but no CUDA device is visible"}
+    for name in ("cuda_kernels", "infgram"):
+        part = info[name]
+        out[name] = {"available": bool(part["built"])}
+        out[name]["detail" if part["built"] else "reason"] = part.get("detail", part.get("reason", ""))
+    out["build"] = {"available": True, "detail": f"fastspec._C {info['version']}, {info['compiler']}"}
+    return out
