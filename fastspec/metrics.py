@@ -71,8 +71,9 @@ def rankme(
 class AlphaFit:
     """A power-law fit λ_r ≈ exp(intercept) · r^(-alpha) over 0-based indices [start, stop).
 
-    ``r2`` is the coefficient of determination of log|λ| over the fitted range (unweighted;
-    equal to Reptrix's ``fit_R2_100`` when ``fit_range=(10, 100)``).
+    ``r2`` is the coefficient of determination of log|λ| over the fitted range (unweighted).
+    Reptrix's ``r2_100`` differs slightly: its range array is incremented in place before
+    scoring, so it scores a (10, 100) fit over indices 11..99.
     """
 
     alpha: float

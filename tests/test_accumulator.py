@@ -1,0 +1,169 @@
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from reference import make_activations, ref_eigenvalues, ref_rankme, rel
+
+import fastspec
+from fastspec import CovarianceAccumulator
+
+D = 24
+LAM = np.arange(1, D + 1, dtype=np.float64) ** -1.0
+MEAN = np.r_[np.full(3, 1e3), np.zeros(D - 3)]
+X = make_activations(2500, LAM, mean=MEAN, seed=20, dtype=torch.float64)
+ONE_SHOT = fastspec.spectrum(X)
+HYP = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def _cov_close(a: CovarianceAccumulator, b_cov: np.ndarray, tol=1e-10):
+    np.testing.assert_allclose(a.covariance().numpy(), b_cov, rtol=0, atol=tol * np.abs(b_cov).max())
+
+
+def _ref_cov(x):
+    x = x.numpy().astype(np.float64)
+    return np.cov(x, rowvar=False, ddof=1)
+
+
+@HYP
+@given(cuts=st.lists(st.integers(0, 2500), max_size=12))
+def test_any_split_into_batches_equals_one_shot(cuts):
+    edges = sorted({0, 2500, *cuts})
+    acc = CovarianceAccumulator(D)
+    for a, b in zip(edges[:-1], edges[1:]):
+        acc.update(X[a:b])
+    assert acc.n_samples == 2500
+    _cov_close(acc, _ref_cov(X))
+    np.testing.assert_allclose(acc.spectrum().eigenvalues, ONE_SHOT.eigenvalues, rtol=0, atol=1e-10 * ONE_SHOT.eigenvalues[0])
+
+
+@st.composite
+def merge_trees(draw, lo, hi, depth=0):
+    """A random binary merge tree over the rows [lo, hi)."""
+    if hi - lo < 2 or depth > 4 or draw(st.booleans()):
+        return (lo, hi)
+    mid = draw(st.integers(lo + 1, hi - 1))
+    return (draw(merge_trees(lo, mid, depth + 1)), draw(merge_trees(mid, hi, depth + 1)))
+
+
+def _build(tree):
+    if isinstance(tree[0], int):
+        return CovarianceAccumulator(D).update(X[tree[0] : tree[1]])
+    left, right = _build(tree[0]), _build(tree[1])
+    return left.merge(right)
+
+
+@HYP
+@given(tree=merge_trees(0, 2500))
+def test_any_merge_tree_equals_one_shot(tree):
+    acc = _build(tree)
+    assert acc.n_samples == 2500
+    _cov_close(acc, _ref_cov(X))
+
+
+@HYP
+@given(perm_seed=st.integers(0, 2**32 - 1))
+def test_row_permutation_changes_nothing(perm_seed):
+    perm = np.random.default_rng(perm_seed).permutation(2500)
+    s = fastspec.spectrum(X[perm])
+    np.testing.assert_allclose(s.eigenvalues, ONE_SHOT.eigenvalues, rtol=0, atol=1e-11 * ONE_SHOT.eigenvalues[0])
+
+
+@HYP
+@given(scale=st.floats(1e-6, 1e6), seed=st.integers(0, 100))
+def test_rankme_is_invariant_to_scaling(scale, seed):
+    x = make_activations(300, LAM, seed=seed, dtype=torch.float64)
+    assert rel(fastspec.spectrum(x * scale).rankme, fastspec.spectrum(x).rankme) < 1e-9
+
+
+def test_many_small_batches_in_float32_keep_accuracy():
+    """Batches of 16 (as extraction feeds them) are buffered; the result stays exact."""
+    x = make_activations(3000, LAM, mean=MEAN, seed=21, dtype=torch.float32)
+    acc = CovarianceAccumulator(D)
+    for i in range(0, 3000, 16):
+        acc.update(x[i : i + 16])
+    assert acc.n_samples == 3000
+    want = ref_eigenvalues(x)
+    assert rel(acc.spectrum().rankme, ref_rankme(want)) < 1e-6
+
+
+def test_caller_may_reuse_its_batch_buffer():
+    buf = torch.empty(10, D, dtype=torch.float64)
+    acc = CovarianceAccumulator(D)
+    for i in range(0, 200, 10):
+        buf.copy_(X[i : i + 10])
+        acc.update(buf)
+    _cov_close(acc, _ref_cov(X[:200]))
+
+
+def test_state_dict_round_trip(tmp_path):
+    acc = CovarianceAccumulator(D).update(X[:1000]).update(X[1000:1007])
+    path = tmp_path / "acc.pt"
+    torch.save(acc.state_dict(), path)
+    other = CovarianceAccumulator(D)
+    other.load_state_dict(torch.load(path, weights_only=True))
+    other.update(X[1007:])
+    assert other.n_samples == 2500
+    _cov_close(other, _ref_cov(X))
+    np.testing.assert_allclose(other.mean.numpy(), X.numpy().mean(0), rtol=1e-12)
+
+
+def test_empty_batch_is_a_no_op():
+    acc = CovarianceAccumulator(D).update(X[:100])
+    before = acc.covariance().clone()
+    acc.update(torch.empty(0, D)).update(np.empty((0, D)))
+    assert acc.n_samples == 100
+    assert torch.equal(acc.covariance(), before)
+
+
+def test_a_faulty_batch_changes_nothing():
+    acc = CovarianceAccumulator(D).update(X[:1500])
+    before = acc.state_dict()
+    for rows in (5, 2000):  # a buffered batch and a streamed one
+        bad = X[:rows].clone()
+        bad[rows - 1, 2] = float("nan")
+        with pytest.raises(ValueError, match=rf"row {1500 + rows - 1}, column 2"):
+            acc.update(bad)
+    after = acc.state_dict()
+    assert after["n_samples"] == before["n_samples"]
+    assert torch.equal(after["m2"], before["m2"])
+
+
+def test_nan_policy_omit_counts_dropped_rows():
+    acc = CovarianceAccumulator(D, nan_policy="omit")
+    bad = X.clone()
+    bad[[3, 1700]] = float("nan")
+    acc.update(bad[:10]).update(bad[10:])
+    assert (acc.n_samples, acc.n_dropped) == (2498, 2)
+    keep = np.setdiff1d(np.arange(2500), [3, 1700])
+    _cov_close(acc, _ref_cov(X[keep]))
+    with pytest.warns(UserWarning, match=r"dropped 2 row"):
+        assert acc.spectrum().n_dropped == 2
+
+
+@pytest.mark.parametrize(
+    "call, exc, match",
+    [
+        (lambda a: a.update(torch.zeros(5, D + 1)), ValueError, rf"batch has {D + 1} features \(shape \(5, {D + 1}\)\), but this accumulator was made for dim={D}"),
+        (lambda a: a.update(torch.zeros(5, D, dtype=torch.int32)), TypeError, r"dtype torch.int32"),
+        (lambda a: a.merge(CovarianceAccumulator(D + 1)), ValueError, rf"dim={D + 1} into one of dim={D}"),
+        (lambda a: a.merge("x"), TypeError, r"expects a CovarianceAccumulator"),
+        (lambda a: a.load_state_dict(CovarianceAccumulator(D + 1).update(torch.randn(3, D + 1)).state_dict()), ValueError, rf"state_dict is for dim={D + 1}"),
+        (lambda a: a.load_state_dict({"format": "x"}), ValueError, r"not a CovarianceAccumulator state_dict"),
+        (lambda a: a.load_state_dict({**a.state_dict(), "m2": torch.zeros(D, D - 1)}), ValueError, r"'m2' must be a tensor of shape"),
+        (lambda a: a.load_state_dict({**a.state_dict(), "version": 99}), ValueError, r"version 99 is not supported"),
+        (lambda a: a.covariance(), ValueError, r"at least 2 samples; this accumulator has 1"),
+        (lambda a: a.all_reduce(), RuntimeError, r"torch.distributed to be initialised"),
+    ],
+)
+def test_accumulator_errors(call, exc, match):
+    acc = CovarianceAccumulator(D).update(X[:1])
+    with pytest.raises(exc, match=match):
+        call(acc)
+
+
+def test_bad_constructor_arguments():
+    with pytest.raises(ValueError, match="dim must be a positive integer"):
+        CovarianceAccumulator(0)
+    with pytest.raises(ValueError, match="nan_policy must be one of"):
+        CovarianceAccumulator(3, nan_policy="zero")

@@ -1,0 +1,128 @@
+"""The command line, run as a user runs it (console script in a subprocess) and in-process."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from reference import make_activations, ref_eigenvalues, ref_rankme, rel
+from safetensors.torch import save_file
+
+from fastspec.cli import main
+
+D = 128
+LAM = np.arange(1, D + 1, dtype=np.float64) ** -1.0
+X = make_activations(3000, LAM, mean=np.full(D, 3.0), seed=40, dtype=torch.float32)
+
+
+def _run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _check_metrics(out: dict, x: torch.Tensor):
+    want = ref_eigenvalues(x)
+    assert (out["n_samples"], out["dim"]) == tuple(x.shape)
+    assert rel(out["rankme"], ref_rankme(want)) < 1e-6
+    assert rel(out["rankme_sv"], ref_rankme(ref_eigenvalues(x, center=False), sv=True)) < 1e-6
+    assert out["alpha"] is not None and 0 < out["alpha_r2"] <= 1
+
+
+def test_demo_console_script_writes_table_json_and_png(tmp_path):
+    exe = os.path.join(os.path.dirname(sys.executable), "fastspec")
+    proc = subprocess.run([exe, "demo", "--n", "3000", "--dim", "256", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "RankMe (eig, centred)" in proc.stdout and "construction" in proc.stdout
+    result = json.loads((tmp_path / "metrics.json").read_text())
+    assert rel(result["measured"]["alpha"], 1.0) < 0.05  # finite-sample noise only
+    assert rel(result["measured"]["rankme"], result["implied"]["rankme"]) < 0.05
+    png = (tmp_path / "spectrum.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+
+
+@pytest.mark.parametrize("fmt", ["npy", "pt", "pt-dict", "safetensors"])
+def test_spectrum_reads_each_file_format(tmp_path, capsys, fmt):
+    path = tmp_path / f"acts.{fmt.split('-')[0]}"
+    key = None
+    if fmt == "npy":
+        np.save(path, X.numpy())
+    elif fmt == "pt":
+        torch.save(X, path)
+    elif fmt == "pt-dict":
+        torch.save({"layer3": X, "layer4": X[:10]}, path)
+        key = "layer3"
+    else:
+        save_file({"acts": X, "other": X[:5].clone()}, str(path))
+        key = "acts"
+    argv = ["spectrum", str(path), "--quiet", "--out", str(tmp_path / "m.json")] + (["--key", key] if key else [])
+    code, out, _ = _run(capsys, *argv)
+    assert code == 0
+    metrics = json.loads(out)
+    assert metrics == json.loads((tmp_path / "m.json").read_text())
+    _check_metrics(metrics, X)
+    assert "eigenvalues" not in metrics
+
+
+def test_spectrum_of_wide_file_uses_all_rows(tmp_path, capsys):
+    x = make_activations(90, LAM, seed=41, dtype=torch.float32)  # N < d
+    np.save(tmp_path / "w.npy", x.numpy())
+    code, out, _ = _run(capsys, "spectrum", str(tmp_path / "w.npy"), "--quiet", "--eigenvalues", "--fit-range", "5", "50")
+    assert code == 0
+    metrics = json.loads(out)
+    assert len(metrics["eigenvalues"]) == 90 and metrics["alpha_fit_range"] == [5, 50]
+    assert rel(metrics["rankme"], ref_rankme(ref_eigenvalues(x))) < 1e-6
+
+
+@pytest.mark.parametrize(
+    "setup, argv_tail, match",
+    [
+        (lambda p: None, [], r"no such file"),
+        (lambda p: p.write_bytes(b"\x93NUMPY garbage"), [], r"not a readable .npy file"),
+        (lambda p: np.save(p, np.zeros((4, 5, 6), np.float32)), [], r"expected a 2-D array .* got shape \(4, 5, 6\)"),
+        (lambda p: np.save(p, np.zeros((40, 5), np.int64)), [], r"dtype int64 is not supported"),
+        (lambda p: np.save(p, np.zeros((40, 5), np.float32)), ["--key", "x"], r"holds one array"),
+    ],
+)
+def test_spectrum_errors_name_the_file(tmp_path, capsys, setup, argv_tail, match):
+    path = tmp_path / "bad file (1).npy"
+    setup(path)
+    code, _, err = _run(capsys, "spectrum", str(path), "--quiet", *argv_tail)
+    assert code == 2
+    assert err.startswith("fastspec spectrum: error:")
+    assert __import__("re").search(match, err), err
+
+
+def test_spectrum_errors_for_containers(tmp_path, capsys):
+    torch.save({"a": X, "b": X}, tmp_path / "two.pt")
+    code, _, err = _run(capsys, "spectrum", str(tmp_path / "two.pt"), "--quiet")
+    assert code == 2 and "holds 2 tensors ['a', 'b']; choose one with --key" in err
+    code, _, err = _run(capsys, "spectrum", str(tmp_path / "two.pt"), "--quiet", "--key", "c")
+    assert code == 2 and "no tensor named 'c'" in err
+    (tmp_path / "t.safetensors").write_bytes(b"\x05\x00\x00\x00\x00\x00\x00\x00{}")
+    code, _, err = _run(capsys, "spectrum", str(tmp_path / "t.safetensors"), "--quiet")
+    assert code == 2 and "t.safetensors" in err
+    (tmp_path / "x.csv").write_text("1,2\n")
+    code, _, err = _run(capsys, "spectrum", str(tmp_path / "x.csv"), "--quiet")
+    assert code == 2 and "unsupported file type '.csv'" in err
+
+
+def test_spectrum_nan_in_file(tmp_path, capsys):
+    x = X.clone()
+    x[2500, 7] = float("nan")
+    np.save(tmp_path / "n.npy", x.numpy())
+    code, _, err = _run(capsys, "spectrum", str(tmp_path / "n.npy"), "--quiet")
+    assert code == 2 and "row 2500, column 7" in err
+    with pytest.warns(UserWarning, match="dropped 1 row"):
+        code, out, _ = _run(capsys, "spectrum", str(tmp_path / "n.npy"), "--quiet", "--nan-policy", "omit")
+    assert code == 0 and json.loads(out)["n_dropped"] == 1
+
+
+def test_backends_command(capsys):
+    code, out, _ = _run(capsys, "backends")
+    assert code == 0
+    assert "torch_cpu" in out and "cuda_kernels" in out and "infgram" in out
