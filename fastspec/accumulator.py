@@ -316,25 +316,28 @@ class CovarianceAccumulator:
         self._flush()
         return self._state().mean.clone()
 
-    def covariance(self, *, center: bool = True) -> torch.Tensor:
-        """The d×d float64 covariance M2/(n−1) (ddof=1); with ``center=False`` the raw
-        second-moment matrix XᵀX/(n−1), which equals it for data of exactly zero mean."""
+    def _scatter(self, center: bool) -> torch.Tensor:
+        """(n−1)·covariance with only the upper triangle authoritative (no symmetrising copy)."""
         self._flush()
         state = self._state()
         if state.n < 2:
             raise ValueError(f"a covariance needs at least 2 samples; this accumulator has {state.n}")
-        m = symmetrize_upper(state.m2)
-        if not center:
-            m.addr_(state.mean, state.mean, alpha=float(state.n))
-        return m / (state.n - 1)
+        if center:
+            return state.m2
+        return state.m2.clone().addr_(state.mean, state.mean, alpha=float(state.n))
+
+    def covariance(self, *, center: bool = True) -> torch.Tensor:
+        """The d×d float64 covariance M2/(n−1) (ddof=1); with ``center=False`` the raw
+        second-moment matrix XᵀX/(n−1), which equals it for data of exactly zero mean."""
+        return symmetrize_upper(self._scatter(center)) / (self._state().n - 1)
 
     def spectrum(self, *, center: bool = True, top_k_eigenvectors: int = 0):
         """The :class:`fastspec.Spectrum` of the rows seen so far (eigenvalues of
         :meth:`covariance`, the min(n, d) leading ones, descending)."""
-        from .spectrum import spectrum_of_covariance
+        from .spectrum import spectrum_of_scatter
 
-        return spectrum_of_covariance(
-            self.covariance(center=center),
+        return spectrum_of_scatter(
+            self._scatter(center),
             n_samples=self._state().n,
             center=center,
             top_k_eigenvectors=top_k_eigenvectors,

@@ -66,12 +66,13 @@ class Spectrum:
         return out
 
 
-def _eigh(cov: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray | None]:
-    """Descending eigenvalues of a symmetric float64 matrix, and the top-k eigenvectors."""
+def _eigh(sym: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """Descending eigenvalues of a float64 matrix whose upper triangle defines it (the lower
+    is not read), and the top-k eigenvectors."""
     if k:
-        values, vectors = torch.linalg.eigh(cov)
+        values, vectors = torch.linalg.eigh(sym, UPLO="U")
         return values.flip(0).cpu().numpy(), vectors[:, -k:].flip(1).cpu().numpy()
-    return torch.linalg.eigvalsh(cov).flip(0).cpu().numpy(), None
+    return torch.linalg.eigvalsh(sym, UPLO="U").flip(0).cpu().numpy(), None
 
 
 def _check_k(k: int, n_samples: int, dim: int) -> int:
@@ -81,16 +82,17 @@ def _check_k(k: int, n_samples: int, dim: int) -> int:
     return int(k)
 
 
-def spectrum_of_covariance(
-    cov: torch.Tensor, *, n_samples: int, center: bool, top_k_eigenvectors: int = 0, n_dropped: int = 0
+def spectrum_of_scatter(
+    scatter: torch.Tensor, *, n_samples: int, center: bool, top_k_eigenvectors: int = 0, n_dropped: int = 0
 ) -> Spectrum:
-    """Spectrum of a d×d float64 covariance made from ``n_samples`` rows."""
-    dim = cov.shape[0]
+    """Spectrum of the covariance scatter/(n−1), given the float64 d×d scatter matrix of
+    ``n_samples`` rows by its upper triangle."""
+    dim = scatter.shape[0]
     k = _check_k(top_k_eigenvectors, n_samples, dim)
     if n_dropped:
         warnings.warn(f"dropped {n_dropped} row(s) with non-finite values (nan_policy='omit')", stacklevel=3)
-    values, vectors = _eigh(cov, k)
-    return Spectrum(values[: min(n_samples, dim)].copy(), n_samples, dim, center, vectors, n_dropped)
+    values, vectors = _eigh(scatter, k)
+    return Spectrum(values[: min(n_samples, dim)] / (n_samples - 1), n_samples, dim, center, vectors, n_dropped)
 
 
 def _gram_spectrum(x: torch.Tensor, center: bool, k: int, n_dropped: int) -> Spectrum:
