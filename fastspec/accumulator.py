@@ -46,26 +46,52 @@ def upper_gram(y: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def add_upper_(acc: torch.Tensor, p: torch.Tensor) -> None:
+    """acc += p on the upper triangle's row blocks only (the rest of p is not read): a
+    float32 → float64 add over the whole matrix costs five times as much."""
+    d = acc.shape[0]
+    if d <= 2 * _BLOCK:
+        acc.add_(p)
+        return
+    for i in range(0, d, _BLOCK):
+        acc[i : i + _BLOCK, i:].add_(p[i : i + _BLOCK, i:])
+
+
 def symmetrize_upper(m: torch.Tensor) -> torch.Tensor:
     """The symmetric matrix whose upper triangle is m's."""
     return torch.triu(m) + torch.triu(m, 1).T
 
 
 class _Moments:
-    """n, mean and M2 (float64, upper triangle authoritative) of a set of rows."""
+    """n, mean and M2 (float64, upper triangle authoritative) of a set of rows.
+
+    Tensors are made by the first rows that arrive, and taken over rather than copied
+    where the caller hands them over, so streaming pays one d×d pass per chunk, not four.
+    """
 
     def __init__(self, dim: int, device: torch.device):
+        self.dim, self.device = dim, device
         self.n = 0
-        self.mean = torch.zeros(dim, dtype=torch.float64, device=device)
-        self.m2 = torch.zeros(dim, dim, dtype=torch.float64, device=device)
+        self.mean: torch.Tensor | None = None
+        self.m2: torch.Tensor | None = None
 
-    def add_centred(self, n: int, mean: torch.Tensor, m2: torch.Tensor) -> None:
-        """Chan's pairwise merge of another set's (n, mean, M2) into this one."""
+    def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, M2), zeros when no row has arrived."""
+        if self.mean is None or self.m2 is None:
+            self.mean = torch.zeros(self.dim, dtype=torch.float64, device=self.device)
+            self.m2 = torch.zeros(self.dim, self.dim, dtype=torch.float64, device=self.device)
+        return self.mean, self.m2
+
+    def add_centred(self, n: int, mean: torch.Tensor, m2: torch.Tensor, *, own: bool = False) -> None:
+        """Chan's pairwise merge of another set's (n, mean, M2) into this one; with
+        ``own=True`` the tensors are taken over instead of copied when this set is empty."""
         if n == 0:
             return
         if self.n == 0:
-            self.n, self.mean, self.m2 = n, mean.clone(), m2.clone()
+            self.n = n
+            self.mean, self.m2 = (mean, m2) if own else (mean.clone(), m2.clone())
             return
+        assert self.mean is not None and self.m2 is not None
         total = self.n + n
         delta = mean - self.mean
         self.m2 += m2
@@ -80,14 +106,27 @@ class _Moments:
         cdtype = torch.float64 if x.dtype == torch.float64 else torch.float32
         shift = x.sum(0, dtype=cdtype) / b  # approximate mean, in the compute dtype
         y = torch.sub(x, shift)  # upcasts bf16/fp16 as it reads
-        s = y.sum(0, dtype=torch.float64)  # what is left of the mean after the shift
+        # What is left of the mean after the shift: small, so a compute-dtype sum is exact
+        # enough (a float64-dtype reduction costs 15× more here).
+        s = y.sum(0).to(torch.float64)
         p = upper_gram(y)
         if not (bool(torch.isfinite(p.diagonal()).all()) and bool(torch.isfinite(s).all())):
             return False
-        # Exact centring of the shifted rows: Σ(y − s/b)(y − s/b)ᵀ = yᵀy − ssᵀ/b.
-        m2 = p.to(torch.float64)
-        m2.addr_(s, s, alpha=-1.0 / b)
-        self.add_centred(b, shift.to(torch.float64) + s / b, m2)
+        mean = shift.to(torch.float64) + s / b
+        if self.n == 0:
+            # Exact centring of the shifted rows: Σ(y − s/b)(y − s/b)ᵀ = yᵀy − ssᵀ/b.
+            self.n, self.mean, self.m2 = b, mean, p.to(torch.float64).addr_(s, s, alpha=-1.0 / b)
+            return True
+        assert self.mean is not None and self.m2 is not None
+        # The same, fused with Chan's merge so M2 is passed over once: M2 += yᵀy (read in
+        # the compute dtype, summed in float64), then the two rank-one corrections.
+        total = self.n + b
+        delta = mean - self.mean
+        add_upper_(self.m2, p)
+        self.m2.addr_(s, s, alpha=-1.0 / b)
+        self.m2.addr_(delta, delta, alpha=self.n * b / total)
+        self.mean += delta * (b / total)
+        self.n = total
         return True
 
 
@@ -124,6 +163,7 @@ class CovarianceAccumulator:
 
     def _state(self) -> _Moments:
         if self._moments is None:
+            self._device = self.device  # fixed from now on: state and batches meet here
             self._moments = _Moments(self.dim, self.device)
         return self._moments
 
@@ -156,18 +196,22 @@ class CovarianceAccumulator:
             # Small batches are checked now, so that a fault is reported by the call that
             # brought it rather than by a later flush.
             keep = nonfinite_rows(x, "batch", offset, self.nan_policy)
+            self._rows_seen += int(x.shape[0])
             if keep is not None:
                 self.n_dropped += int((~keep).sum())
                 x = x[keep]
-            self._rows_seen += int(keep.numel()) if keep is not None else int(x.shape[0])
             self._buffer(x.to(self.device))
             return self
         self._flush()
-        local = _Moments(self.dim, self.device)
+        chunks = list(self._chunks(x))
+        # add_chunk changes nothing when it fails, so one chunk can go straight into the
+        # state; several go through a private set first, so that a fault in a later chunk
+        # leaves the state as it was.
+        target = self._state() if len(chunks) == 1 else _Moments(self.dim, self.device)
         dropped = 0
-        for start, chunk in self._chunks(x):
+        for start, chunk in chunks:
             chunk = chunk.to(self.device)
-            if local.add_chunk(chunk):
+            if target.add_chunk(chunk):
                 continue
             keep = nonfinite_rows(chunk, "batch", offset + start, self.nan_policy)
             if keep is None:
@@ -177,9 +221,11 @@ class CovarianceAccumulator:
                     f"{float(chunk.abs().max()):.3g}); pass float64 input"
                 )
             dropped += int((~keep).sum())
-            if keep.any() and not local.add_chunk(chunk[keep]):
+            if keep.any() and not target.add_chunk(chunk[keep]):
                 raise OverflowError(f"batch: the cross product of rows from {offset + start} overflows; pass float64 input")
-        self._state().add_centred(local.n, local.mean, local.m2)
+        if target is not self._moments and target.n:
+            assert target.mean is not None and target.m2 is not None
+            self._state().add_centred(target.n, target.mean, target.m2, own=True)
         self.n_dropped += dropped
         self._rows_seen += int(x.shape[0])
         return self
@@ -217,9 +263,9 @@ class CovarianceAccumulator:
             raise ValueError(f"cannot merge an accumulator of dim={other.dim} into one of dim={self.dim}")
         other._flush()
         self._flush()
-        if other._moments is not None:
-            m = other._moments
-            self._state().add_centred(m.n, m.mean.to(self.device), m.m2.to(self.device))
+        if other._moments is not None and other._moments.n:
+            mean, m2 = other._moments.tensors()
+            self._state().add_centred(other._moments.n, mean.to(self.device), m2.to(self.device))
         self.n_dropped += other.n_dropped
         self._rows_seen += other._rows_seen
         return self
@@ -250,15 +296,16 @@ class CovarianceAccumulator:
         dims = [int(h[0]) for h in headers]
         if len(set(dims)) != 1:
             raise ValueError(f"all_reduce: ranks hold accumulators of different dims {dims}")
-        means = [torch.empty_like(state.mean) for _ in range(world)]
-        dist.all_gather(means, state.mean, group=group)
+        local_mean, local_m2 = state.tensors()
+        means = [torch.empty_like(local_mean) for _ in range(world)]
+        dist.all_gather(means, local_mean, group=group)
         ns = [int(h[1]) for h in headers]
         total = sum(ns)
         if total == 0:
             return self
         mean = sum(n * m for n, m in zip(ns, means)) / total
-        delta = state.mean - mean
-        m2 = state.m2.clone()
+        delta = local_mean - mean
+        m2 = local_m2.clone()
         if state.n:
             m2.addr_(delta, delta, alpha=float(state.n))
         dist.all_reduce(m2, op=dist.ReduceOp.SUM, group=group)
@@ -279,8 +326,8 @@ class CovarianceAccumulator:
             "n_samples": state.n,
             "n_dropped": self.n_dropped,
             "rows_seen": self._rows_seen,
-            "mean": state.mean.cpu().clone(),
-            "m2": symmetrize_upper(state.m2).cpu(),
+            "mean": state.tensors()[0].cpu().clone(),
+            "m2": symmetrize_upper(state.tensors()[1]).cpu(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -314,7 +361,7 @@ class CovarianceAccumulator:
     def mean(self) -> torch.Tensor:
         """Column means (float64)."""
         self._flush()
-        return self._state().mean.clone()
+        return self._state().tensors()[0].clone()
 
     def _scatter(self, center: bool) -> torch.Tensor:
         """(n−1)·covariance with only the upper triangle authoritative (no symmetrising copy)."""
@@ -322,9 +369,10 @@ class CovarianceAccumulator:
         state = self._state()
         if state.n < 2:
             raise ValueError(f"a covariance needs at least 2 samples; this accumulator has {state.n}")
+        mean, m2 = state.tensors()
         if center:
-            return state.m2
-        return state.m2.clone().addr_(state.mean, state.mean, alpha=float(state.n))
+            return m2
+        return m2.clone().addr_(mean, mean, alpha=float(state.n))
 
     def covariance(self, *, center: bool = True) -> torch.Tensor:
         """The d×d float64 covariance M2/(n−1) (ddof=1); with ``center=False`` the raw

@@ -1,0 +1,215 @@
+"""Turn pytest-benchmark JSON from test_bench_spectrum.py into Markdown tables.
+
+    FASTSPEC_BENCH_FULL=1 pytest benchmarks --benchmark-json=bench.json
+    python benchmarks/report.py bench.json [-o bench.md]
+
+One table per shape: each method's median time, its time relative to fastspec's (a baseline's
+``× fastspec`` above 1 means fastspec is that many times faster), its peak resident memory
+in a fresh process (above the input and libraries, and in total), and, for spectrum shapes,
+fastspec's time relative to the floor (XᵀX in fp32 plus fp32 eigvalsh, timed separately in
+the same run). Standard library only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+LABELS = {
+    "fastspec": "fastspec: `spectrum` + `.rankme` + `alpha_req`",
+    "reptrix": "Reptrix: `get_rankme` + `get_alpha` (2 PCAs)",
+    "torch_svdvals": "torch `svdvals` of centred X (Garrido-style)",
+    "torch_cov_eigvalsh": "torch `cov` + `eigvalsh` (fp32)",
+    "floor_gemm": "floor: XᵀX alone (fp32 GEMM)",
+    "floor_eigvalsh_fp32": "floor: `eigvalsh` alone (fp32, d×d)",
+    "fastspec_stream": "fastspec `CovarianceAccumulator.update`",
+    "torch_fp64_stream": "torch fp64 running Σxᵀx + Σx",
+}
+ORDER = list(LABELS)
+FLOOR_PARTS = ("floor_gemm", "floor_eigvalsh_fp32")
+BASELINES = ("reptrix", "torch_svdvals", "torch_cov_eigvalsh")
+
+
+def load(paths: list[Path]) -> tuple[list[dict[str, Any]], dict[str, Any], str]:
+    """Benchmarks of all files (a later file's run of the same test replaces an earlier one)."""
+    by_name: dict[str, dict[str, Any]] = {}
+    machine: dict[str, Any] = {}
+    when = ""
+    for path in paths:
+        data = json.loads(path.read_text())
+        machine = data.get("machine_info", machine)
+        when = data.get("datetime", when)
+        for b in data.get("benchmarks", []):
+            if "method" in b.get("extra_info", {}):
+                by_name[b["fullname"]] = b
+    return list(by_name.values()), machine, when
+
+
+def fmt_time(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    if seconds >= 1:
+        return f"{seconds:.3g} s"
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.3g} ms"
+    return f"{seconds * 1e6:.3g} µs"
+
+
+def fmt_ratio(x: float | None) -> str:
+    return "—" if x is None else (f"{x:.3g}×" if x < 100 else f"{x:.0f}×")
+
+
+def fmt_mb(x: Any) -> str:
+    return "—" if x is None else f"{float(x):,.0f}" if float(x) >= 10 else f"{float(x):.1f}"
+
+
+def fmt_rate(x: Any) -> str:
+    if x is None:
+        return "—"
+    x = float(x)
+    return f"{x / 1e6:.3g} M" if x >= 1e6 else f"{x / 1e3:.3g} k" if x >= 1e3 else f"{x:.3g}"
+
+
+def median(b: dict[str, Any] | None) -> float | None:
+    return None if b is None else float(b["stats"]["median"])
+
+
+def group_key(benches: list[dict[str, Any]]) -> tuple:
+    e = benches[0]["extra_info"]
+    return (e["kind"] != "spectrum", e["d"], e["n"], e.get("batch") or 0)
+
+
+def table(rows: list[list[str]], header: list[str], align: str) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join(":--" if a == "l" else "--:" for a in align) + "|"]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    return out
+
+
+def spectrum_section(group: str, benches: dict[str, dict[str, Any]]) -> list[str]:
+    ref = median(benches.get("fastspec"))
+    rows = []
+    for method in ORDER:
+        b = benches.get(method)
+        if b is None:
+            continue
+        e, t = b["extra_info"], median(b)
+        rows.append([
+            LABELS[method],
+            fmt_time(t),
+            fmt_ratio(t / ref) if ref and method != "fastspec" else ("1×" if method == "fastspec" else "—"),
+            fmt_mb(e.get("peak_rss_mb")),
+            fmt_mb(e.get("peak_rss_total_mb")),
+            f"{e['rankme']:.2f}" if "rankme" in e else "",
+            str(b["stats"]["rounds"]),
+        ])
+    lines = [f"### {group}", ""]
+    lines += table(rows, ["method", "median", "× fastspec", "peak RSS above input (MB)", "peak RSS total (MB)", "RankMe", "rounds"],
+                   "lrrrrrr")
+    floor = floor_time(benches)
+    d = next(iter(benches.values()))["extra_info"]["d"]
+    if "reptrix" in benches and d > 2048:
+        lines += ["", "Reptrix's RankMe keeps only the top 2048 PCA components (its default), so it differs "
+                      "from fastspec's full-spectrum value here; it was checked against "
+                      "`fastspec.rankme(s, max_eigenvalues=2048)`."]
+    if floor is not None:
+        lines += ["", f"Floor (XᵀX + fp32 eigvalsh, timed apart): {fmt_time(floor)}; "
+                      f"fastspec / floor = {fmt_ratio(ref / floor) if ref else '—'}."]
+    return lines + [""]
+
+
+def stream_section(group: str, benches: dict[str, dict[str, Any]]) -> list[str]:
+    ref = median(benches.get("fastspec_stream"))
+    rows = []
+    for method in ORDER:
+        b = benches.get(method)
+        if b is None:
+            continue
+        e, t = b["extra_info"], median(b)
+        rate = e.get("rows_per_s") or (e["n"] / t if t else None)
+        rows.append([
+            LABELS[method],
+            fmt_time(t),
+            fmt_rate(rate) + " rows/s",
+            fmt_ratio(t / ref) if ref and method != "fastspec_stream" else ("1×" if method == "fastspec_stream" else "—"),
+            fmt_mb(e.get("peak_rss_mb")),
+            fmt_mb(e.get("peak_rss_total_mb")),
+            str(b["stats"]["rounds"]),
+        ])
+    lines = [f"### {group}", ""]
+    lines += table(rows, ["method", "median", "throughput", "× fastspec", "peak RSS above input (MB)", "peak RSS total (MB)", "rounds"],
+                   "lrrrrrr")
+    return lines + [""]
+
+
+def floor_time(benches: dict[str, dict[str, Any]]) -> float | None:
+    parts = [median(benches.get(m)) for m in FLOOR_PARTS]
+    return None if any(p is None for p in parts) else sum(parts)  # type: ignore[arg-type]
+
+
+def summary(groups: list[tuple[str, dict[str, dict[str, Any]]]]) -> list[str]:
+    rows = []
+    for _group, benches in groups:
+        f = benches.get("fastspec")
+        if f is None:
+            continue
+        ref, e = median(f), f["extra_info"]
+        floor = floor_time(benches)
+        row = [f"{e['n']} × {e['d']}", fmt_time(ref)]
+        row += [fmt_ratio(median(benches[m]) / ref) if m in benches and ref else "—" for m in BASELINES]
+        row.append(fmt_ratio(ref / floor) if floor and ref else "—")
+        rows.append(row)
+    if not rows:
+        return []
+    header = ["N × d", "fastspec", "Reptrix ×", "svdvals ×", "cov+eigvalsh ×", "fastspec / floor"]
+    return ["## Summary: spectrum + RankMe + α", "",
+            "A baseline's `×` is its median time over fastspec's (above 1: fastspec is faster). "
+            "The floor is XᵀX (fp32 GEMM) plus fp32 `eigvalsh` on a d×d matrix.", ""] + table(rows, header, "lrrrrr") + [""]
+
+
+def render(benchmarks: list[dict[str, Any]], machine: dict[str, Any], when: str) -> str:
+    grouped: dict[str, dict[str, dict[str, Any]]] = {}
+    for b in benchmarks:
+        grouped.setdefault(b.get("group") or b["name"], {})[b["extra_info"]["method"]] = b
+    groups = sorted(grouped.items(), key=lambda kv: group_key(list(kv[1].values())))
+    info = machine.get("fastspec_bench", {})
+    cpu = machine.get("cpu", {}).get("brand_raw") or machine.get("processor") or "unknown CPU"
+    lines = ["# fastspec benchmarks", ""]
+    lines.append(
+        f"{when or 'undated'}; {cpu}, {info.get('cpu_count', '?')} CPUs, torch {info.get('torch', '?')} "
+        f"({info.get('torch_threads', '?')} threads), numpy {info.get('numpy', '?')}, "
+        f"scikit-learn {info.get('scikit-learn', '?')}, reptrix {info.get('reptrix') or 'absent'}, "
+        f"fastspec {info.get('fastspec', '?')}; sizes: {'full' if info.get('full') else 'small (CI)'}."
+    )
+    lines += ["", "Times are medians over the rounds shown. Peak RSS: one run of the method in a fresh process "
+                  "(VmHWM), above what the process held just before the call (libraries and the N×d float32 "
+                  "input), and in total.", ""]
+    lines += summary([g for g in groups if next(iter(g[1].values()))["extra_info"]["kind"] == "spectrum"])
+    lines += ["## Per shape", ""]
+    for group, benches in groups:
+        kind = next(iter(benches.values()))["extra_info"]["kind"]
+        lines += spectrum_section(group, benches) if kind == "spectrum" else stream_section(group, benches)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("json", nargs="+", type=Path, help="pytest-benchmark --benchmark-json output(s)")
+    parser.add_argument("-o", "--output", type=Path, help="write the Markdown here (default: stdout)")
+    args = parser.parse_args(argv)
+    benchmarks, machine, when = load(args.json)
+    if not benchmarks:
+        print("no fastspec benchmarks in " + ", ".join(map(str, args.json)), file=sys.stderr)
+        return 1
+    text = render(benchmarks, machine, when)
+    if args.output:
+        args.output.write_text(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
