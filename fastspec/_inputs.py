@@ -29,6 +29,8 @@ def as_matrix(x: Any, name: str = "acts") -> torch.Tensor:
                 f"{name}: dtype {x.dtype} is not supported; expected a floating array "
                 f"(float16, bfloat16, float32 or float64), e.g. x.astype(np.float32)"
             )
+        if not x.dtype.isnative:  # torch reads native byte order only
+            x = x.astype(x.dtype.newbyteorder("="))
         with warnings.catch_warnings():
             # A read-only array (np.load(mmap_mode='r')) is fine: fastspec never writes to it.
             warnings.filterwarnings("ignore", message="The given NumPy array is not writable")

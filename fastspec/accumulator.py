@@ -12,6 +12,8 @@ so columns with a large mean (LLM activations have a few) never meet the one-pas
 
 from __future__ import annotations
 
+import contextlib
+from numbers import Integral
 from typing import Any, Iterator
 
 import torch
@@ -30,6 +32,25 @@ _MIN_FLUSH_ROWS = 1024
 _CHUNK_BYTES = 64 << 20
 
 
+# Beyond this magnitude a float64 sum of squares can overflow; such rows are refused.
+_F64_SAFE = 1e150
+
+
+@contextlib.contextmanager
+def exact_fp32_matmul() -> Iterator[None]:
+    """Float32 products in true float32 (IEEE) whatever the caller set: TF32 on CUDA or
+    bf16 on CPU ("high"/"medium" precision, common in LLM code) would cost ~1e-5 on RankMe."""
+    matmuls = [m for m in (torch.backends.cuda.matmul, torch.backends.mkldnn.matmul) if hasattr(m, "fp32_precision")]
+    saved = [m.fp32_precision for m in matmuls]
+    for m in matmuls:
+        m.fp32_precision = "ieee"
+    try:
+        yield
+    finally:
+        for m, value in zip(matmuls, saved):
+            m.fp32_precision = value
+
+
 def upper_gram(y: torch.Tensor) -> torch.Tensor:
     """yᵀy with only the upper triangle filled (block-wise), in y's dtype.
 
@@ -37,12 +58,13 @@ def upper_gram(y: torch.Tensor) -> torch.Tensor:
     (k+1)/2k of a full GEMM's work for k blocks. The lower triangle is left at zero.
     """
     d = y.shape[1]
-    if d <= 2 * _BLOCK:
-        return y.T @ y
-    out = torch.zeros(d, d, dtype=y.dtype, device=y.device)
-    for i in range(0, d, _BLOCK):
-        j = min(i + _BLOCK, d)
-        out[i:j, i:] = y[:, i:j].T @ y[:, i:]
+    with exact_fp32_matmul():
+        if d <= 2 * _BLOCK:
+            return y.T @ y
+        out = torch.zeros(d, d, dtype=y.dtype, device=y.device)
+        for i in range(0, d, _BLOCK):
+            j = min(i + _BLOCK, d)
+            out[i:j, i:] = y[:, i:j].T @ y[:, i:]
     return out
 
 
@@ -100,8 +122,10 @@ class _Moments:
         self.n = total
 
     def add_chunk(self, x: torch.Tensor) -> bool:
-        """Add finite rows ``x``; returns False (and adds nothing) if the product overflowed
-        or ``x`` holds a non-finite value, so the caller can locate the fault."""
+        """Add the rows ``x``. Returns False, adding nothing, if ``x`` holds a non-finite
+        value (the caller locates it). A float32 product that overflows is redone in
+        float64; float64 input beyond ~1e150 raises OverflowError. Either way a failure
+        leaves this set as it was."""
         b = x.shape[0]
         cdtype = torch.float64 if x.dtype == torch.float64 else torch.float32
         shift = x.sum(0, dtype=cdtype) / b  # approximate mean, in the compute dtype
@@ -111,7 +135,13 @@ class _Moments:
         s = y.sum(0).to(torch.float64)
         p = upper_gram(y)
         if not (bool(torch.isfinite(p.diagonal()).all()) and bool(torch.isfinite(s).all())):
-            return False
+            if not bool(torch.isfinite(x).all()):
+                return False
+            if cdtype == torch.float32:
+                return self.add_chunk(x.to(torch.float64))
+            raise OverflowError(
+                f"rows with |value| up to {float(x.abs().max()):.3g} overflow a float64 sum of squares"
+            )
         mean = shift.to(torch.float64) + s / b
         if self.n == 0:
             # Exact centring of the shifted rows: Σ(y − s/b)(y − s/b)ᵀ = yᵀy − ssᵀ/b.
@@ -181,48 +211,52 @@ class CovarianceAccumulator:
     def update(self, batch: Any) -> "CovarianceAccumulator":
         """Add the rows of an N×dim batch (torch on any device, NumPy, DLPack; any float
         dtype). An empty batch is a no-op. A batch with a fault changes nothing."""
-        x = as_matrix(batch, "batch")
+        return self._update(as_matrix(batch, "batch"), "batch")
+
+    def _update(self, x: torch.Tensor, name: str) -> "CovarianceAccumulator":
         if x.shape[1] != self.dim:
             raise ValueError(
-                f"batch has {x.shape[1]} features (shape {tuple(x.shape)}), but this "
+                f"{name} has {x.shape[1]} features (shape {tuple(x.shape)}), but this "
                 f"accumulator was made for dim={self.dim}"
             )
         if x.shape[0] == 0:
             return self
-        if self._device is None:
+        if self._device is None:  # the first batch decides where the state lives
             self._device = x.device
         offset = self._rows_seen
         if x.shape[0] < _MIN_FLUSH_ROWS:
             # Small batches are checked now, so that a fault is reported by the call that
             # brought it rather than by a later flush.
-            keep = nonfinite_rows(x, "batch", offset, self.nan_policy)
-            self._rows_seen += int(x.shape[0])
+            keep = nonfinite_rows(x, name, offset, self.nan_policy)
             if keep is not None:
-                self.n_dropped += int((~keep).sum())
                 x = x[keep]
+            if x.numel() and float(x.abs().max()) > _F64_SAFE:
+                raise OverflowError(f"{name}: |values| up to {float(x.abs().max()):.3g} overflow a float64 sum of squares")
+            self._rows_seen += int(keep.numel() if keep is not None else x.shape[0])
+            self.n_dropped += int((~keep).sum()) if keep is not None else 0
             self._buffer(x.to(self.device))
             return self
         self._flush()
         chunks = list(self._chunks(x))
-        # add_chunk changes nothing when it fails, so one chunk can go straight into the
-        # state; several go through a private set first, so that a fault in a later chunk
-        # leaves the state as it was.
+        # A failing add_chunk changes nothing, so one chunk can go straight into the state;
+        # several go through a private set first, so that a fault in a later chunk leaves
+        # the state as it was.
         target = self._state() if len(chunks) == 1 else _Moments(self.dim, self.device)
         dropped = 0
-        for start, chunk in chunks:
-            chunk = chunk.to(self.device)
-            if target.add_chunk(chunk):
-                continue
-            keep = nonfinite_rows(chunk, "batch", offset + start, self.nan_policy)
-            if keep is None:
-                raise OverflowError(
-                    f"batch: rows {offset + start}..{offset + start + chunk.shape[0] - 1} are "
-                    f"finite but their cross product overflows {chunk.dtype} (largest |value| "
-                    f"{float(chunk.abs().max()):.3g}); pass float64 input"
-                )
-            dropped += int((~keep).sum())
-            if keep.any() and not target.add_chunk(chunk[keep]):
-                raise OverflowError(f"batch: the cross product of rows from {offset + start} overflows; pass float64 input")
+        try:
+            for start, chunk in chunks:
+                chunk = chunk.to(self.device)
+                if target.add_chunk(chunk):
+                    continue
+                if self.nan_policy == "raise":  # count over the whole batch, not this chunk
+                    nonfinite_rows(x, name, offset, "raise")
+                keep = nonfinite_rows(chunk, name, offset + start, "omit")
+                assert keep is not None
+                dropped += int((~keep).sum())
+                if keep.any():
+                    target.add_chunk(chunk[keep])
+        except OverflowError as err:
+            raise OverflowError(f"{name}: {err}") from None
         if target is not self._moments and target.n:
             assert target.mean is not None and target.m2 is not None
             self._state().add_centred(target.n, target.mean, target.m2, own=True)
@@ -247,11 +281,9 @@ class CovarianceAccumulator:
         if not self._pending:
             return
         rows = torch.cat(self._pending)
-        if not self._state().add_chunk(rows):
-            raise OverflowError(
-                f"buffered rows are finite but their cross product overflows {rows.dtype} "
-                f"(largest |value| {float(rows.abs().max()):.3g}); pass float64 input"
-            )
+        # Buffered rows were checked finite and below _F64_SAFE, so this cannot fail.
+        added = self._state().add_chunk(rows)
+        assert added, "buffered rows were checked on arrival"
         self._pending, self._pending_rows = [], 0
 
     # -- combining ---------------------------------------------------------------------
@@ -343,16 +375,17 @@ class CovarianceAccumulator:
             raise ValueError(f"state_dict 'mean' must be a tensor of shape ({self.dim},)")
         if not (isinstance(m2, torch.Tensor) and tuple(m2.shape) == (self.dim, self.dim)):
             raise ValueError(f"state_dict 'm2' must be a tensor of shape ({self.dim}, {self.dim})")
-        if not (isinstance(n, int) and n >= 0):
+        if not (isinstance(n, Integral) and n >= 0):
             raise ValueError(f"state_dict 'n_samples' must be a non-negative int, got {n!r}")
         if not (bool(torch.isfinite(mean).all()) and bool(torch.isfinite(m2).all())):
             raise ValueError("state_dict holds non-finite statistics")
-        self._pending, self._pending_rows = [], 0
         moments = _Moments(self.dim, self.device)
-        moments.n = n
+        moments.n = int(n)
         moments.mean = mean.to(self.device, torch.float64).clone()
         moments.m2 = m2.to(self.device, torch.float64).clone()
+        self._device = self.device
         self._moments = moments
+        self._pending, self._pending_rows = [], 0
         self.n_dropped = int(state.get("n_dropped", 0))
         self._rows_seen = int(state.get("rows_seen", n + self.n_dropped))
 

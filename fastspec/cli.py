@@ -30,12 +30,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def file_metrics(path: str, *, key: str | None = None, fit_range: tuple[int, int] = (11, 100),
                  nan_policy: str = "raise", progress: bool = True) -> dict[str, Any]:
     """Metrics of the activations stored in ``path``, streamed block by block."""
-    from .accumulator import CovarianceAccumulator
     from .io import open_activations
+
+    src = open_activations(path, key)
+    try:
+        out = _source_metrics(src, fit_range, nan_policy, progress)
+    except (ValueError, OverflowError) as err:  # name the file the fault is in
+        raise type(err)(f"{src.name}: {err}") from err
+    return {"file": path, "key": src.key, **out}
+
+
+def _source_metrics(src: Any, fit_range: tuple[int, int], nan_policy: str, progress: bool) -> dict[str, Any]:
+    from .accumulator import CovarianceAccumulator
     from .metrics import rankme
     from .spectrum import spectrum, summarize
 
-    src = open_activations(path, key)
     n, d = src.shape
     if n < d:  # the Gram path needs all rows at once; N < d keeps that within O(d²)
         x = src.read(0, n)
@@ -45,17 +54,19 @@ def file_metrics(path: str, *, key: str | None = None, fit_range: tuple[int, int
     else:
         acc = CovarianceAccumulator(d, nan_policy=nan_policy)
         rows = max(1024, (64 << 20) // (4 * d))
-        with tqdm(total=n, unit="row", desc=os.path.basename(path), disable=not progress) as bar:
+        with tqdm(total=n, unit="row", desc=os.path.basename(src.path), disable=not progress) as bar:
             for block in src.blocks(rows):
                 acc.update(block)
                 bar.update(block.shape[0])
         out = summarize(acc, fit_range=fit_range)
-    return {"file": path, "key": src.key, **out}
+    return out
 
 
 def cmd_spectrum(args: argparse.Namespace) -> int:
-    out = file_metrics(args.file, key=args.key, fit_range=_fit_range(args.fit_range),
-                       nan_policy=args.nan_policy, progress=not args.quiet)
+    fit_range = _fit_range(args.fit_range or (11, 100))
+    out = file_metrics(args.file, key=args.key, fit_range=fit_range, nan_policy=args.nan_policy, progress=not args.quiet)
+    if args.fit_range and out["alpha"] is None:  # asked for explicitly: not a result but an error
+        raise ValueError(f"{args.file}: {out['alpha_error']}")
     if not args.eigenvalues:
         out.pop("eigenvalues")
     text = json.dumps(out, indent=1)
@@ -94,8 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     spec.add_argument("file")
     spec.add_argument("--key", help="tensor name, when the file holds several")
     spec.add_argument("--out", help="also write the JSON to this file")
-    spec.add_argument("--fit-range", type=int, nargs=2, default=(11, 100), metavar=("START", "STOP"),
-                      help="0-based [start, stop) of the alpha fit (default 11 100; Reptrix: 10 100)")
+    spec.add_argument("--fit-range", type=int, nargs=2, metavar=("START", "STOP"),
+                      help="0-based [start, stop) of the alpha fit (default 11 100, reported as null with "
+                           "the reason when the spectrum is shorter; Reptrix: 10 100)")
     spec.add_argument("--nan-policy", choices=("raise", "omit"), default="raise")
     spec.add_argument("--eigenvalues", action="store_true", help="include the eigenvalues in the JSON")
     spec.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -14,6 +14,10 @@ import numpy as np
 RANKME_CONVENTIONS = ("eig", "sv")
 
 
+class SpectrumTooShort(ValueError):
+    """The spectrum has fewer (non-zero) eigenvalues than the fit range needs."""
+
+
 def eigenvalues_of(x: Any) -> np.ndarray:
     """Descending float64 eigenvalues of a Spectrum or of an array-like, checked."""
     values = getattr(x, "eigenvalues", x)
@@ -93,6 +97,19 @@ class AlphaFit:
         return d
 
 
+def check_fit_range(fit_range: Any) -> tuple[int, int]:
+    """(start, stop) as ints, or a ValueError saying what is wrong with it."""
+    try:
+        start, stop = fit_range
+    except (TypeError, ValueError):
+        raise ValueError(f"fit_range must be two integers (start, stop), got {fit_range!r}") from None
+    if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in (start, stop)):
+        raise ValueError(f"fit_range must be two integers (start, stop), got {fit_range!r}")
+    if not 0 <= start < stop - 1:
+        raise ValueError(f"fit_range {tuple(fit_range)!r} must satisfy 0 <= start < stop - 1 (at least 2 points)")
+    return int(start), int(stop)
+
+
 def alpha_req(
     spectrum_or_eigenvalues: Any,
     *,
@@ -106,24 +123,28 @@ def alpha_req(
     default (11, 100) is the seed paper's (ranks 12..100); Reptrix's ``get_alpha`` uses
     ``fit_range=(10, 100)``.
     """
+    start, stop = check_fit_range(fit_range)
     lam = eigenvalues_of(spectrum_or_eigenvalues)
-    try:
-        start, stop = (int(v) for v in fit_range)
-    except (TypeError, ValueError):
-        raise ValueError(f"fit_range must be two integers (start, stop), got {fit_range!r}") from None
-    if not 0 <= start < stop - 1:
-        raise ValueError(f"fit_range {fit_range!r} must satisfy 0 <= start < stop - 1 (at least 2 points)")
     if stop > lam.size:
-        raise ValueError(
+        raise SpectrumTooShort(
             f"fit_range ({start}, {stop}) needs at least {stop} eigenvalues; this spectrum has "
             f"{lam.size} (min(N, d)). Pass a smaller fit_range."
         )
+    n = getattr(spectrum_or_eigenvalues, "n_samples", None)
+    if getattr(spectrum_or_eigenvalues, "centered", False) and n is not None and stop > n - 1:
+        raise SpectrumTooShort(
+            f"fit_range ({start}, {stop}) needs {stop} non-zero eigenvalues, but a centred "
+            f"spectrum of N={n} samples has rank at most N − 1 = {n - 1}; pass a smaller fit_range"
+        )
     seg = np.abs(lam[start:stop])
-    if (seg == 0).any():
-        first = start + int(np.argmax(seg == 0))
-        raise ValueError(
-            f"eigenvalue at index {first} is exactly 0, inside fit_range ({start}, {stop}): "
-            f"the spectrum's numerical rank is below {stop}; pass a smaller fit_range"
+    # Structural zeros come out of an eigensolver as rounding noise, not exact 0.
+    zero = seg <= np.abs(lam[0]) * lam.size * np.finfo(np.float64).eps
+    if zero.any():
+        first = start + int(np.argmax(zero))
+        raise SpectrumTooShort(
+            f"eigenvalue at index {first} is zero (|λ| = {seg[first - start]:.3g} against "
+            f"λ₁ = {lam[0]:.3g}), inside fit_range ({start}, {stop}): the spectrum's numerical "
+            f"rank is below {stop}; pass a smaller fit_range"
         )
     ranks = np.arange(start, stop, dtype=np.float64) + 1.0
     y = np.log(seg)

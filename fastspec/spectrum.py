@@ -10,8 +10,8 @@ import numpy as np
 import torch
 
 from ._inputs import as_matrix, check_nan_policy, nonfinite_rows
-from .accumulator import CovarianceAccumulator
-from .metrics import AlphaFit, alpha_req, rankme
+from .accumulator import CovarianceAccumulator, exact_fp32_matmul
+from .metrics import AlphaFit, SpectrumTooShort, alpha_req, check_fit_range, rankme
 
 BACKENDS = ("auto", "torch", "cuda")
 
@@ -56,9 +56,10 @@ class Spectrum:
             "n_dropped": self.n_dropped,
             "rankme": rankme(self),
         }
+        check_fit_range(fit_range)  # a malformed range is the caller's error, not a result
         try:
             out.update({f"alpha_{k}" if k != "alpha" else k: v for k, v in alpha_req(self, fit_range=fit_range).to_dict().items()})
-        except ValueError as err:
+        except SpectrumTooShort as err:
             out.update(alpha=None, alpha_intercept=None, alpha_r2=None, alpha_fit_range=list(fit_range),
                        alpha_weighted=True, alpha_error=str(err))
         if eigenvalues:
@@ -75,10 +76,13 @@ def _eigh(sym: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray | None]:
     return torch.linalg.eigvalsh(sym, UPLO="U").flip(0).cpu().numpy(), None
 
 
-def _check_k(k: int, n_samples: int, dim: int) -> int:
-    limit = min(n_samples, dim)
-    if int(k) != k or not 0 <= k <= limit:
-        raise ValueError(f"top_k_eigenvectors must be an integer in [0, min(N, d) = {limit}], got {k!r}")
+def _check_k(k: Any, n_samples: int, dim: int, center: bool) -> int:
+    """k ≤ the rank the data can have: min(N − 1, d) centred, min(N, d) raw; beyond it the
+    eigenvectors span a null space and are arbitrary."""
+    limit = min(n_samples - 1 if center else n_samples, dim)
+    if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or not 0 <= k <= limit:
+        rank = "min(N − 1, d)" if center else "min(N, d)"
+        raise ValueError(f"top_k_eigenvectors must be an integer in [0, {rank} = {limit}], got {k!r}")
     return int(k)
 
 
@@ -88,7 +92,7 @@ def spectrum_of_scatter(
     """Spectrum of the covariance scatter/(n−1), given the float64 d×d scatter matrix of
     ``n_samples`` rows by its upper triangle."""
     dim = scatter.shape[0]
-    k = _check_k(top_k_eigenvectors, n_samples, dim)
+    k = _check_k(top_k_eigenvectors, n_samples, dim, center)
     if n_dropped:
         warnings.warn(f"dropped {n_dropped} row(s) with non-finite values (nan_policy='omit')", stacklevel=3)
     values, vectors = _eigh(scatter, k)
@@ -107,19 +111,21 @@ def _gram_spectrum(x: torch.Tensor, center: bool, k: int, n_dropped: int) -> Spe
     cdtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     shift = x.sum(0, dtype=cdtype) / n
     y = torch.sub(x, shift)
+    with exact_fp32_matmul():
+        gram = (y @ y.T).to(torch.float64)
+    if not bool(torch.isfinite(gram.diagonal()).all()):  # rows are finite: an overflow
+        if cdtype == torch.float32:
+            return _gram_spectrum(x.to(torch.float64), center, k, n_dropped)
+        raise OverflowError(f"acts: |values| up to {float(x.abs().max()):.3g} overflow a float64 sum of squares")
     c = -y.sum(0, dtype=torch.float64) / n if center else shift.to(torch.float64)
     y64 = y.to(torch.float64)
     u = y64 @ c
-    gram = (y @ y.T).to(torch.float64)
     gram += u[:, None] + u[None, :] + float(c @ c)
     values, vectors = _eigh(gram, k)
     if vectors is not None:
         ev = torch.from_numpy(vectors).to(y64.device)
         z_t_u = y64.T @ ev + c[:, None] * ev.sum(0)[None, :]
-        norms = torch.linalg.vector_norm(z_t_u, dim=0)
-        if bool((norms == 0).any()):
-            raise ValueError("a requested eigenvector has eigenvalue 0; ask for fewer top_k_eigenvectors")
-        vectors = (z_t_u / norms).cpu().numpy()
+        vectors = (z_t_u / torch.linalg.vector_norm(z_t_u, dim=0)).cpu().numpy()
     return Spectrum(values / (n - 1), n, d, center, vectors, n_dropped)
 
 
@@ -157,9 +163,11 @@ def spectrum(
     check_nan_policy(nan_policy)
     x = as_matrix(acts)
     n, d = x.shape
+    if n >= 2:  # refuse a bad k before the pass over the data, not after
+        _check_k(top_k_eigenvectors, n, d, center)
     if n >= d:
         acc = CovarianceAccumulator(d, device=x.device, nan_policy=nan_policy)
-        acc.update(x)
+        acc._update(x, "acts")
         if acc.n_samples < 2:
             raise ValueError(f"acts: a spectrum needs at least 2 finite rows, got {acc.n_samples} (shape {tuple(x.shape)})")
         return acc.spectrum(center=center, top_k_eigenvectors=top_k_eigenvectors)
@@ -169,7 +177,7 @@ def spectrum(
         x = x[keep]
     if x.shape[0] < 2:
         raise ValueError(f"acts: a spectrum needs at least 2 finite rows, got {x.shape[0]} (shape {(n, d)})")
-    k = _check_k(top_k_eigenvectors, x.shape[0], d)
+    k = _check_k(top_k_eigenvectors, x.shape[0], d, center)
     if n_dropped:
         warnings.warn(f"dropped {n_dropped} row(s) with non-finite values (nan_policy='omit')", stacklevel=2)
     return _gram_spectrum(x, center, k, n_dropped)

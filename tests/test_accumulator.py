@@ -87,6 +87,68 @@ def test_many_small_batches_in_float32_keep_accuracy():
     assert rel(acc.spectrum().rankme, ref_rankme(want)) < 1e-6
 
 
+def test_wide_features_stream_and_merge_through_the_block_path(monkeypatch):
+    """d > 1024: one-triangle products, upper-block adds, merges, and (with a small chunk
+    size) several chunks per batch, against the float64 reference."""
+    import fastspec.accumulator as accumulator
+
+    monkeypatch.setattr(accumulator, "_CHUNK_BYTES", 1100 * 4 * 1100)  # 1100-row chunks
+    d = 1100
+    lam = np.arange(1, d + 1, dtype=np.float64) ** -1.1
+    x = make_activations(4000, lam, mean=np.r_[np.full(2, 1e3), np.zeros(d - 2)], seed=22, dtype=torch.float32)
+    acc = CovarianceAccumulator(d)
+    acc.update(x[:1500]).update(x[1500:1510])  # streamed, then buffered
+    other = CovarianceAccumulator(d).update(x[1510:])  # 2490 rows: three chunks
+    acc.merge(other)
+    want = ref_eigenvalues(x)
+    s = acc.spectrum()
+    assert np.max(np.abs(s.eigenvalues - want)) < 1e-6 * want[0]
+    assert rel(s.rankme, ref_rankme(want)) < 1e-6
+    m2 = acc.state_dict()["m2"]
+    assert torch.equal(m2, m2.T)
+
+
+def test_nan_report_counts_the_whole_batch_across_chunks(monkeypatch):
+    import fastspec.accumulator as accumulator
+
+    monkeypatch.setattr(accumulator, "_CHUNK_BYTES", 1024 * 4 * D)  # 1024-row chunks
+    bad = X.clone()
+    bad[[10, 1500, 2400], [1, 2, 3]] = float("nan")
+    acc = CovarianceAccumulator(D).update(X[:50])
+    with pytest.raises(ValueError, match=r"batch: 3 non-finite value\(s\) \(NaN or Inf\) in 3 row\(s\); the first is nan at row 60, column 1"):
+        acc.update(bad)
+    assert acc.n_samples == 50
+    acc2 = CovarianceAccumulator(D, nan_policy="omit").update(bad)
+    assert (acc2.n_samples, acc2.n_dropped) == (2497, 3)
+    keep = np.setdiff1d(np.arange(2500), [10, 1500, 2400])
+    _cov_close(acc2, _ref_cov(X[keep]))
+
+
+def test_huge_values_are_handled_without_breaking_the_accumulator():
+    acc = CovarianceAccumulator(D).update(X[:1500])
+    huge32 = (X[:600] * 1e18).float()  # valid float32, squares overflow float32
+    acc.update(huge32)  # buffered; products redone in float64 at the flush
+    acc.update(X[1500:2000])  # the flush happens here
+    want = _ref_cov(torch.cat([X[:1500], huge32.double(), X[1500:2000]]))
+    _cov_close(acc, want, tol=1e-9)
+    before = acc.state_dict()
+    for rows in (10, 1500):  # refused before anything is buffered or merged
+        with pytest.raises(OverflowError, match=r"batch: .*overflow a float64 sum of squares"):
+            acc.update(X[:rows] * 1e200)
+    assert acc.state_dict()["n_samples"] == before["n_samples"] == 2600
+    acc.update(X[:5])
+    assert acc.n_samples == 2605
+
+
+def test_load_state_dict_fixes_the_device_and_accepts_numpy_counts():
+    state = CovarianceAccumulator(D).update(X[:100]).state_dict()
+    state["n_samples"] = np.int64(state["n_samples"])
+    acc = CovarianceAccumulator(D)
+    acc.load_state_dict(state)
+    assert acc.device == torch.device("cpu") and acc.n_samples == 100
+    _cov_close(acc.update(X[100:200]), _ref_cov(X[:200]))
+
+
 def test_caller_may_reuse_its_batch_buffer():
     buf = torch.empty(10, D, dtype=torch.float64)
     acc = CovarianceAccumulator(D)

@@ -116,10 +116,20 @@ def test_spectrum_nan_in_file(tmp_path, capsys):
     x[2500, 7] = float("nan")
     np.save(tmp_path / "n.npy", x.numpy())
     code, _, err = _run(capsys, "spectrum", str(tmp_path / "n.npy"), "--quiet")
-    assert code == 2 and "row 2500, column 7" in err
+    assert code == 2 and f"{tmp_path / 'n.npy'}: acts" not in err
+    assert f"{tmp_path / 'n.npy'}: batch: 1 non-finite value(s)" in err and "row 2500, column 7" in err
     with pytest.warns(UserWarning, match="dropped 1 row"):
         code, out, _ = _run(capsys, "spectrum", str(tmp_path / "n.npy"), "--quiet", "--nan-policy", "omit")
     assert code == 0 and json.loads(out)["n_dropped"] == 1
+
+
+def test_explicit_fit_range_beyond_the_spectrum_is_an_error(tmp_path, capsys):
+    np.save(tmp_path / "small.npy", make_activations(500, np.ones(30), seed=42).numpy())
+    code, out, _ = _run(capsys, "spectrum", str(tmp_path / "small.npy"), "--quiet")
+    assert code == 0 and json.loads(out)["alpha"] is None  # the default range: null, with the reason
+    assert "needs at least 100 eigenvalues" in json.loads(out)["alpha_error"]
+    code, _, err = _run(capsys, "spectrum", str(tmp_path / "small.npy"), "--quiet", "--fit-range", "10", "100")
+    assert code == 2 and "small.npy: fit_range (10, 100) needs at least 100 eigenvalues; this spectrum has 30" in err
 
 
 def test_backends_command(capsys):

@@ -24,6 +24,17 @@ def test_cuda_tensor_matches_cpu_reference(dtype):
     assert rel(s.rankme, ref_rankme(want)) < 1e-6
 
 
+def test_cuda_wide_features_use_the_block_path_and_upper_triangle():
+    d = 1100
+    lam = np.arange(1, d + 1, dtype=np.float64) ** -1.0
+    x = make_activations(3000, lam, mean=np.full(d, 100.0), seed=52, dtype=torch.float32)
+    s = fastspec.spectrum(x.cuda(), top_k_eigenvectors=3)
+    want = ref_eigenvalues(x)
+    assert np.max(np.abs(s.eigenvalues - want)) < 1e-5 * want[0]
+    assert rel(s.rankme, ref_rankme(want)) < 1e-6
+    assert s.eigenvectors.shape == (d, 3)
+
+
 def test_cuda_accumulator_streams_and_keeps_state_on_the_device():
     x = make_activations(5000, LAM, mean=MEAN, seed=51, dtype=torch.float32)
     acc = fastspec.CovarianceAccumulator(D, device="cuda")

@@ -75,7 +75,7 @@ def test_rankme_is_scale_invariant_and_order_free():
         (lambda: fastspec.alpha_req(POWER_LAW, fit_range=(5, 5)), r"0 <= start < stop - 1"),
         (lambda: fastspec.alpha_req(POWER_LAW, fit_range=(-1, 5)), r"0 <= start"),
         (lambda: fastspec.alpha_req(POWER_LAW, fit_range="ab"), r"two integers"),
-        (lambda: fastspec.alpha_req(np.r_[POWER_LAW[:50], np.zeros(60)]), r"index 50 is exactly 0"),
+        (lambda: fastspec.alpha_req(np.r_[POWER_LAW[:50], np.zeros(60)]), r"index 50 is zero"),
         (lambda: fastspec.rankme(np.zeros(4)), r"all eigenvalues are zero"),
         (lambda: fastspec.rankme([]), r"empty"),
         (lambda: fastspec.rankme([1.0, np.nan]), r"non-finite"),

@@ -61,7 +61,7 @@ def test_garrido_rankme_equals_singular_values_of_raw_matrix():
     assert rel(fastspec.rankme(fastspec.spectrum(x, center=False), convention="sv"), garrido) < 1e-10
 
 
-@pytest.mark.parametrize("n", [4000, 200])
+@pytest.mark.parametrize("n", [4000, 100])  # N > d (streamed covariance) and N < d (Gram)
 def test_fp32_with_large_mean_columns_matches_float64_to_1e6(n):
     """A few columns of mean 1e3 and unit variance: the one-pass formula fails here."""
     d = 128
@@ -72,6 +72,8 @@ def test_fp32_with_large_mean_columns_matches_float64_to_1e6(n):
     s = fastspec.spectrum(x)
     want = ref_eigenvalues(x)
     assert rel(s.rankme, ref_rankme(want)) < 1e-6
+    assert rel(fastspec.rankme(fastspec.spectrum(x, center=False), convention="sv"),
+               ref_rankme(ref_eigenvalues(x, center=False), sv=True)) < 1e-6
     if n > d:
         assert rel(s.alpha, ref_alpha(want)[0]) < 1e-5
         # The test can fail: the one-pass float32 formula misses by far more than 1e-6.
@@ -161,12 +163,60 @@ def test_nan_policy_omit_drops_rows_and_says_how_many(n):
     np.testing.assert_allclose(s.eigenvalues, ref_eigenvalues(x[keep]), rtol=0, atol=1e-11 * s.eigenvalues[0])
 
 
-def test_overflowing_float32_products_are_an_error_not_inf():
-    x = torch.full((2000, 4), 1e20, dtype=torch.float32)
-    x[::2] *= -1
-    with pytest.raises(OverflowError, match=r"overflows torch.float32.*pass float64 input"):
+@pytest.mark.parametrize("n", [2000, 3])
+def test_float32_products_that_overflow_are_redone_in_float64(n):
+    """|x| ~ 1e20 is a valid float32, but its square is not: no Inf, no error, right answer."""
+    gen = torch.Generator().manual_seed(12)
+    x = (torch.randn(n, 4, generator=gen, dtype=torch.float64) * 1e20).float()
+    s = fastspec.spectrum(x)
+    want = ref_eigenvalues(x.double())
+    np.testing.assert_allclose(s.eigenvalues, want, rtol=1e-9, atol=1e-12 * want[0])
+
+
+def test_float64_beyond_its_range_is_an_overflow_error():
+    x = torch.randn(2000, 4, dtype=torch.float64) * 1e200
+    with pytest.raises(OverflowError, match=r"acts: .*overflow a float64 sum of squares"):
         fastspec.spectrum(x)
-    assert np.isfinite(fastspec.spectrum(x.double()).eigenvalues).all()
+    with pytest.raises(OverflowError, match=r"acts: .*overflow a float64 sum of squares"):
+        fastspec.spectrum(x[:3])
+
+
+def test_products_stay_ieee_float32_whatever_the_caller_set(power_law_acts):
+    """LLM code often allows TF32/bf16 matmuls; fastspec's float32 products must not use them."""
+    matmul = torch.backends.mkldnn.matmul
+    x = power_law_acts + 50.0
+    want = ref_rankme(ref_eigenvalues(x))
+    saved = matmul.fp32_precision
+    matmul.fp32_precision = "bf16"
+    try:
+        sloppy = (x.T @ x).double()  # the test can fail: bf16 products are visibly off
+        exact = x.double().T @ x.double()
+        assert float((sloppy - exact).abs().max() / exact.abs().max()) > 1e-5
+        assert rel(fastspec.spectrum(x).rankme, want) < 1e-6
+        assert rel(fastspec.spectrum(x[:200]).rankme, ref_rankme(ref_eigenvalues(x[:200]))) < 1e-6
+        assert matmul.fp32_precision == "bf16"  # the caller's setting is restored
+    finally:
+        matmul.fp32_precision = saved
+
+
+def test_big_endian_numpy_input(power_law_acts):
+    want = fastspec.spectrum(power_law_acts).eigenvalues
+    big = power_law_acts.numpy().astype(">f4")
+    np.testing.assert_allclose(fastspec.spectrum(big).eigenvalues, want, rtol=0, atol=1e-12)
+
+
+def test_alpha_refuses_the_structural_zero_of_a_centred_short_spectrum():
+    """Centred N ≤ d data has rank N − 1: its last eigenvalue is rounding noise."""
+    x = make_activations(100, POWER, seed=13, dtype=torch.float64)
+    s = fastspec.spectrum(x)
+    assert s.eigenvalues.size == 100
+    with pytest.raises(ValueError, match=r"centred spectrum of N=100 samples has rank at most N − 1 = 99"):
+        s.alpha
+    fit = fastspec.alpha_req(s, fit_range=(11, 99))
+    assert rel(fit.alpha, ref_alpha(ref_eigenvalues(x), 11, 99)[0]) < 1e-9
+    with pytest.raises(ValueError, match=r"index 99 is zero"):  # the bare array: caught by size
+        fastspec.alpha_req(s.eigenvalues)
+    assert s.to_dict()["alpha"] is None
 
 
 @pytest.mark.parametrize(
@@ -180,6 +230,7 @@ def test_overflowing_float32_products_are_an_error_not_inf():
         ([[1.0, 2.0], [3.0, 4.0]], TypeError, r"got list"),
         (torch.zeros(1, 3), ValueError, r"at least 2 finite rows, got 1"),
         (torch.zeros(0, 3), ValueError, r"at least 2 finite rows, got 0"),
+        (torch.zeros(10, 3, dtype=torch.bool), TypeError, r"dtype torch.bool is not supported"),
     ],
 )
 def test_bad_input_errors(acts, exc, match):
@@ -195,8 +246,16 @@ def test_bad_options():
         fastspec.spectrum(x, backend="cuda")
     with pytest.raises(ValueError, match="nan_policy must be one of"):
         fastspec.spectrum(x, nan_policy="ignore")
-    with pytest.raises(ValueError, match=r"top_k_eigenvectors must be an integer in \[0, min\(N, d\) = 4\]"):
+    with pytest.raises(ValueError, match=r"top_k_eigenvectors must be an integer in \[0, min\(N − 1, d\) = 4\]"):
         fastspec.spectrum(x, top_k_eigenvectors=5)
+    with pytest.raises(ValueError, match=r"top_k_eigenvectors must be an integer .* got None"):
+        fastspec.spectrum(x, top_k_eigenvectors=None)
+    # Centred N < d data has rank N − 1: the N-th "eigenvector" would be arbitrary.
+    with pytest.raises(ValueError, match=r"\[0, min\(N − 1, d\) = 9\], got 10"):
+        fastspec.spectrum(torch.randn(10, 40), top_k_eigenvectors=10)
+    assert fastspec.spectrum(torch.randn(10, 40), center=False, top_k_eigenvectors=10).eigenvectors.shape == (40, 10)
+    with pytest.raises(ValueError, match="fit_range must be two integers"):
+        fastspec.spectrum(torch.randn(300, 200)).to_dict(fit_range=(11.5, 100))
 
 
 def test_constant_input_has_zero_spectrum_and_no_rankme():
