@@ -16,7 +16,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 LABELS = {
     "fastspec": "fastspec: `spectrum` + `.rankme` + `alpha_req`",
@@ -88,23 +88,25 @@ def table(rows: list[list[str]], header: list[str], align: str) -> list[str]:
     return out
 
 
-def spectrum_section(group: str, benches: dict[str, dict[str, Any]]) -> list[str]:
-    ref = median(benches.get("fastspec"))
-    rows = []
+def method_rows(benches: dict[str, dict[str, Any]], ours: str) -> Iterator[tuple[str, dict[str, Any], float, str, list[str]]]:
+    """Per method present, in ORDER: (method, extra_info, median, ratio to ``ours``, the
+    memory and rounds cells every table ends with)."""
+    ref = median(benches.get(ours))
     for method in ORDER:
         b = benches.get(method)
         if b is None:
             continue
         e, t = b["extra_info"], median(b)
-        rows.append([
-            LABELS[method],
-            fmt_time(t),
-            fmt_ratio(t / ref) if ref and method != "fastspec" else ("1×" if method == "fastspec" else "—"),
-            fmt_mb(e.get("peak_rss_mb")),
-            fmt_mb(e.get("peak_rss_total_mb")),
-            f"{e['rankme']:.2f}" if "rankme" in e else "",
-            str(b["stats"]["rounds"]),
-        ])
+        ratio = "1×" if method == ours else (fmt_ratio(t / ref) if ref else "—")
+        yield method, e, t, ratio, [fmt_mb(e.get("peak_rss_mb")), fmt_mb(e.get("peak_rss_total_mb")), str(b["stats"]["rounds"])]
+
+
+def spectrum_section(group: str, benches: dict[str, dict[str, Any]]) -> list[str]:
+    ref = median(benches.get("fastspec"))
+    rows = []
+    for method, e, t, ratio, tail in method_rows(benches, "fastspec"):
+        rankme = f"{e['rankme']:.2f}" if "rankme" in e else ""
+        rows.append([LABELS[method], fmt_time(t), ratio, tail[0], tail[1], rankme, tail[2]])
     lines = [f"### {group}", ""]
     lines += table(rows, ["method", "median", "× fastspec", "peak RSS above input (MB)", "peak RSS total (MB)", "RankMe", "rounds"],
                    "lrrrrrr")
@@ -121,23 +123,10 @@ def spectrum_section(group: str, benches: dict[str, dict[str, Any]]) -> list[str
 
 
 def stream_section(group: str, benches: dict[str, dict[str, Any]]) -> list[str]:
-    ref = median(benches.get("fastspec_stream"))
     rows = []
-    for method in ORDER:
-        b = benches.get(method)
-        if b is None:
-            continue
-        e, t = b["extra_info"], median(b)
+    for method, e, t, ratio, tail in method_rows(benches, "fastspec_stream"):
         rate = e.get("rows_per_s") or (e["n"] / t if t else None)
-        rows.append([
-            LABELS[method],
-            fmt_time(t),
-            fmt_rate(rate) + " rows/s",
-            fmt_ratio(t / ref) if ref and method != "fastspec_stream" else ("1×" if method == "fastspec_stream" else "—"),
-            fmt_mb(e.get("peak_rss_mb")),
-            fmt_mb(e.get("peak_rss_total_mb")),
-            str(b["stats"]["rounds"]),
-        ])
+        rows.append([LABELS[method], fmt_time(t), fmt_rate(rate) + " rows/s", ratio, *tail])
     lines = [f"### {group}", ""]
     lines += table(rows, ["method", "median", "throughput", "× fastspec", "peak RSS above input (MB)", "peak RSS total (MB)", "rounds"],
                    "lrrrrrr")
