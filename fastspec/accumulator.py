@@ -36,6 +36,18 @@ _CHUNK_BYTES = 64 << 20
 _F64_SAFE = 1e150
 
 
+def chunk_rows(dim: int) -> int:
+    """Rows per chunk for dim features: about _CHUNK_BYTES of float32, at least 1024."""
+    return max(_MIN_FLUSH_ROWS, _CHUNK_BYTES // (4 * dim))
+
+
+def float64_overflow(x: torch.Tensor, name: str | None = None) -> OverflowError:
+    """The error for rows whose squares a float64 sum cannot hold (prefixed by the input's
+    name where the raiser knows it)."""
+    prefix = f"{name}: " if name else ""
+    return OverflowError(f"{prefix}|values| up to {float(x.abs().max()):.3g} overflow a float64 sum of squares")
+
+
 @contextlib.contextmanager
 def exact_fp32_matmul() -> Iterator[None]:
     """Float32 products in true float32 (IEEE) whatever the caller set: TF32 on CUDA or
@@ -139,9 +151,7 @@ class _Moments:
                 return False
             if cdtype == torch.float32:
                 return self.add_chunk(x.to(torch.float64))
-            raise OverflowError(
-                f"rows with |value| up to {float(x.abs().max()):.3g} overflow a float64 sum of squares"
-            )
+            raise float64_overflow(x)
         mean = shift.to(torch.float64) + s / b
         if self.n == 0:
             # Exact centring of the shifted rows: Σ(y − s/b)(y − s/b)ᵀ = yᵀy − ssᵀ/b.
@@ -231,7 +241,7 @@ class CovarianceAccumulator:
             if keep is not None:
                 x = x[keep]
             if x.numel() and float(x.abs().max()) > _F64_SAFE:
-                raise OverflowError(f"{name}: |values| up to {float(x.abs().max()):.3g} overflow a float64 sum of squares")
+                raise float64_overflow(x, name)
             self._rows_seen += int(keep.numel() if keep is not None else x.shape[0])
             self.n_dropped += int((~keep).sum()) if keep is not None else 0
             self._buffer(x.to(self.device))
@@ -265,7 +275,7 @@ class CovarianceAccumulator:
         return self
 
     def _chunks(self, x: torch.Tensor) -> Iterator[tuple[int, torch.Tensor]]:
-        rows = max(_MIN_FLUSH_ROWS, _CHUNK_BYTES // (4 * self.dim))
+        rows = chunk_rows(self.dim)
         for start in range(0, x.shape[0], rows):
             yield start, x[start : start + rows]
 
@@ -350,16 +360,16 @@ class CovarianceAccumulator:
     def state_dict(self) -> dict[str, Any]:
         """A dict of plain values and float64 CPU tensors, for ``torch.save``."""
         self._flush()
-        state = self._state()
+        mean, m2 = self._state().tensors()
         return {
             "format": STATE_FORMAT,
             "version": STATE_VERSION,
             "dim": self.dim,
-            "n_samples": state.n,
+            "n_samples": self._state().n,
             "n_dropped": self.n_dropped,
             "rows_seen": self._rows_seen,
-            "mean": state.tensors()[0].cpu().clone(),
-            "m2": symmetrize_upper(state.tensors()[1]).cpu(),
+            "mean": mean.cpu().clone(),
+            "m2": symmetrize_upper(m2).cpu(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

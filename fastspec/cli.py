@@ -41,7 +41,7 @@ def file_metrics(path: str, *, key: str | None = None, fit_range: tuple[int, int
 
 
 def _source_metrics(src: Any, fit_range: tuple[int, int], nan_policy: str, progress: bool) -> dict[str, Any]:
-    from .accumulator import CovarianceAccumulator
+    from .accumulator import CovarianceAccumulator, chunk_rows
     from .metrics import rankme
     from .spectrum import spectrum, summarize
 
@@ -53,7 +53,7 @@ def _source_metrics(src: Any, fit_range: tuple[int, int], nan_policy: str, progr
         out["rankme_sv"] = rankme(spectrum(x, center=False, nan_policy=nan_policy), convention="sv")
     else:
         acc = CovarianceAccumulator(d, nan_policy=nan_policy)
-        rows = max(1024, (64 << 20) // (4 * d))
+        rows = chunk_rows(d)
         with tqdm(total=n, unit="row", desc=os.path.basename(src.path), disable=not progress) as bar:
             for block in src.blocks(rows):
                 acc.update(block)

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from ._inputs import as_matrix, check_nan_policy, nonfinite_rows
-from .accumulator import CovarianceAccumulator, exact_fp32_matmul
+from .accumulator import CovarianceAccumulator, exact_fp32_matmul, float64_overflow
 from .metrics import AlphaFit, SpectrumTooShort, alpha_req, check_fit_range, rankme
 
 BACKENDS = ("auto", "torch", "cuda")
@@ -76,6 +76,11 @@ def _eigh(sym: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray | None]:
     return torch.linalg.eigvalsh(sym, UPLO="U").flip(0).cpu().numpy(), None
 
 
+def _warn_dropped(n_dropped: int, stacklevel: int) -> None:
+    if n_dropped:
+        warnings.warn(f"dropped {n_dropped} row(s) with non-finite values (nan_policy='omit')", stacklevel=stacklevel + 1)
+
+
 def _check_k(k: Any, n_samples: int, dim: int, center: bool) -> int:
     """k ≤ the rank the data can have: min(N − 1, d) centred, min(N, d) raw; beyond it the
     eigenvectors span a null space and are arbitrary."""
@@ -93,8 +98,7 @@ def spectrum_of_scatter(
     ``n_samples`` rows by its upper triangle."""
     dim = scatter.shape[0]
     k = _check_k(top_k_eigenvectors, n_samples, dim, center)
-    if n_dropped:
-        warnings.warn(f"dropped {n_dropped} row(s) with non-finite values (nan_policy='omit')", stacklevel=3)
+    _warn_dropped(n_dropped, stacklevel=3)
     values, vectors = _eigh(scatter, k)
     return Spectrum(values[: min(n_samples, dim)] / (n_samples - 1), n_samples, dim, center, vectors, n_dropped)
 
@@ -116,7 +120,7 @@ def _gram_spectrum(x: torch.Tensor, center: bool, k: int, n_dropped: int) -> Spe
     if not bool(torch.isfinite(gram.diagonal()).all()):  # rows are finite: an overflow
         if cdtype == torch.float32:
             return _gram_spectrum(x.to(torch.float64), center, k, n_dropped)
-        raise OverflowError(f"acts: |values| up to {float(x.abs().max()):.3g} overflow a float64 sum of squares")
+        raise float64_overflow(x, "acts")
     c = -y.sum(0, dtype=torch.float64) / n if center else shift.to(torch.float64)
     y64 = y.to(torch.float64)
     u = y64 @ c
@@ -178,8 +182,7 @@ def spectrum(
     if x.shape[0] < 2:
         raise ValueError(f"acts: a spectrum needs at least 2 finite rows, got {x.shape[0]} (shape {(n, d)})")
     k = _check_k(top_k_eigenvectors, x.shape[0], d, center)
-    if n_dropped:
-        warnings.warn(f"dropped {n_dropped} row(s) with non-finite values (nan_policy='omit')", stacklevel=2)
+    _warn_dropped(n_dropped, stacklevel=2)
     return _gram_spectrum(x, center, k, n_dropped)
 
 
