@@ -1,6 +1,7 @@
 """fastspec: the geometry of neural representations, fast.
 
-Eigenspectra of activation covariances, RankMe and alpha-ReQ, streamed and mergeable.
+Eigenspectra of activation covariances, RankMe and alpha-ReQ, streamed and mergeable;
+extracted from Hugging Face models and traced across checkpoints and layers.
 See README.md for the conventions and ``fastspec.backends()`` for what this install has.
 """
 
@@ -19,16 +20,26 @@ except ImportError as err:  # pragma: no cover - only a source tree that was nev
 from ._version import __version__
 from .accumulator import CovarianceAccumulator
 from .backends import backends
+from .data import load_texts
+from .extract import extract
 from .metrics import AlphaFit, alpha_req, rankme
+from .phases import phases
 from .spectrum import Spectrum, spectrum
+from .trace import CheckpointError, load_trace, trace
 
 __all__ = [
     "AlphaFit",
+    "CheckpointError",
     "CovarianceAccumulator",
     "Spectrum",
     "__version__",
     "alpha_req",
     "backends",
+    "extract",
+    "load_texts",
+    "load_trace",
+    "phases",
     "rankme",
     "spectrum",
+    "trace",
 ]

@@ -1,4 +1,4 @@
-"""The ``fastspec`` command line: ``demo``, ``spectrum FILE``, ``backends``."""
+"""The ``fastspec`` command line: ``demo``, ``trace``, ``plot``, ``spectrum FILE``, ``backends``."""
 
 from __future__ import annotations
 
@@ -16,6 +16,19 @@ def _fit_range(values: Sequence[int]) -> tuple[int, int]:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    if args.synthetic:
+        return _synthetic_demo(args)
+    from .demo import TraceDemoConfig, format_trace_table, run_trace_demo
+
+    cfg = TraceDemoConfig(steps=args.steps, n_trace=args.n_trace, seed=args.seed)
+    result = run_trace_demo(cfg, args.out, progress=not args.quiet)
+    print(format_trace_table(result))
+    print(f"wrote {os.path.join(args.out, 'trace', 'trace.csv')}, {os.path.join(args.out, 'phases.csv')}, "
+          + ", ".join(result["plots"]))
+    return 0
+
+
+def _synthetic_demo(args: argparse.Namespace) -> int:
     from .demo import DemoConfig, format_table, run_demo
 
     cfg = DemoConfig(n=args.n, dim=args.dim, alpha=args.alpha, seed=args.seed, fit_range=_fit_range(args.fit_range))
@@ -24,6 +37,56 @@ def cmd_demo(args: argparse.Namespace) -> int:
     result = run_demo(cfg, args.out)
     print(format_table(result))
     print(f"wrote {os.path.join(args.out, 'metrics.json')} and {result['plot']}")
+    return 0
+
+
+def _layers(text: str) -> str | list[int]:
+    if text == "all":
+        return "all"
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"layers must be 'all' or comma-separated integers, got {text!r}") from None
+
+
+def _pooling(text: str) -> str | int:
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
+def cmd_trace(args: argparse.Namespace) -> int:
+    from .trace import trace
+
+    checkpoints: list = args.checkpoints
+    if args.revisions:
+        if len(checkpoints) != 1:
+            raise ValueError("--revisions takes exactly one model (a hub id or directory) before it")
+        checkpoints = [(checkpoints[0], r) for r in args.revisions]
+    frame = trace(checkpoints, args.data, args.out, n=args.n, seed=args.seed, text_field=args.text_field,
+                  layers=args.layers, pooling=args.pooling, max_length=args.max_length, batch_size=args.batch_size,
+                  final_norm=args.final_norm, padding_side=args.padding_side, dtype=args.dtype, device=args.device,
+                  fit_range=_fit_range(args.fit_range), trust_remote_code=args.trust_remote_code,
+                  progress=not args.quiet)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(frame.drop(columns=["index"]).to_string(index=False))
+        print(f"wrote {os.path.join(args.out, 'trace.csv')}")
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from .phases import phases
+    from .plot import plot_trace
+
+    layer = args.layer if args.layer == "last" else int(args.layer)
+    out = args.out or args.results
+    labelled = phases(args.results, layer=layer, warmup_steps=args.warmup_steps, tol=args.tol)
+    paths = plot_trace(args.results, out, phase_layer=layer, warmup_steps=args.warmup_steps)
+    csv = os.path.join(out, "phases.csv")
+    labelled.to_csv(csv, index=False)
+    print(labelled.to_string(index=False))
+    print("wrote " + ", ".join([*paths, csv]))
     return 0
 
 
@@ -92,14 +155,49 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastspec", description="Eigenspectra, RankMe and alpha of representations.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    demo = sub.add_parser("demo", help="measure synthetic activations with a known power-law spectrum")
-    demo.add_argument("--out", default="fastspec-demo", help="directory for metrics.json and spectrum.png")
-    demo.add_argument("--n", type=int, default=15000, help="number of samples (rows)")
-    demo.add_argument("--dim", type=int, default=1024, help="feature dimension")
-    demo.add_argument("--alpha", type=float, default=1.0, help="power-law exponent of the construction")
+    demo = sub.add_parser("demo", help="train a tiny LM here, trace its checkpoints, label the phases and plot")
+    demo.add_argument("--out", default="fastspec-demo", help="directory for the model, the trace and the figures")
+    demo.add_argument("--steps", type=int, default=1500, help="training steps of the tiny LM")
+    demo.add_argument("--n-trace", type=int, default=1500, help="held-out sequences traced per checkpoint")
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--quiet", action="store_true", help="no progress bars")
+    demo.add_argument("--synthetic", action="store_true",
+                      help="instead: synthetic activations with a known power-law spectrum (options below)")
+    demo.add_argument("--n", type=int, default=15000, help="--synthetic: number of samples (rows)")
+    demo.add_argument("--dim", type=int, default=1024, help="--synthetic: feature dimension")
+    demo.add_argument("--alpha", type=float, default=1.0, help="--synthetic: power-law exponent of the construction")
     demo.add_argument("--fit-range", type=int, nargs=2, default=(11, 100), metavar=("START", "STOP"))
     demo.set_defaults(func=cmd_demo)
+
+    tr = sub.add_parser("trace", help="RankMe and alpha of every layer of every checkpoint (Hugging Face models)")
+    tr.add_argument("checkpoints", nargs="+", help="local directories or hub ids (id@revision), in training order")
+    tr.add_argument("--revisions", nargs="+", help="revisions of the one model given (e.g. step1000 step2000)")
+    tr.add_argument("--data", required=True, help=".txt (one document per line), .jsonl or .parquet")
+    tr.add_argument("--out", required=True, help="results directory (an interrupted run resumes there)")
+    tr.add_argument("--n", type=int, help="documents sampled from the data (default: all)")
+    tr.add_argument("--seed", type=int, default=0, help="seed of the sample")
+    tr.add_argument("--text-field", default="text", help="field/column of the text in .jsonl/.parquet")
+    tr.add_argument("--layers", type=_layers, default="all", help="'all' or comma-separated indices (0 = embeddings)")
+    tr.add_argument("--pooling", type=_pooling, default="last", help="last | mean | cls | a token position")
+    tr.add_argument("--max-length", type=int, default=512)
+    tr.add_argument("--batch-size", type=int, default=16)
+    tr.add_argument("--final-norm", action="store_true",
+                    help="last layer after the final norm (Hugging Face's hidden_states[-1], the paper's code)")
+    tr.add_argument("--padding-side", choices=("right", "left"))
+    tr.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32")
+    tr.add_argument("--device", help="cpu, cuda, cuda:1 … (default: cuda if there is one)")
+    tr.add_argument("--fit-range", type=int, nargs=2, default=(11, 100), metavar=("START", "STOP"))
+    tr.add_argument("--trust-remote-code", action="store_true")
+    tr.add_argument("--quiet", action="store_true", help="no progress bars")
+    tr.set_defaults(func=cmd_trace)
+
+    pl = sub.add_parser("plot", help="figures and phase labels of a trace results directory")
+    pl.add_argument("results", help="a directory written by fastspec trace")
+    pl.add_argument("--out", help="where the PNGs and phases.csv go (default: the results directory)")
+    pl.add_argument("--layer", default="last", help="layer whose trajectory sets the phases (default: last)")
+    pl.add_argument("--warmup-steps", type=int, help="learning-rate warmup steps (label them warmup)")
+    pl.add_argument("--tol", type=float, default=0.05, help="relative RankMe move that starts a new phase")
+    pl.set_defaults(func=cmd_plot)
 
     spec = sub.add_parser("spectrum", help="metrics of activations stored in a .npy, .pt or .safetensors file")
     spec.add_argument("file")

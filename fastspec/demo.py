@@ -131,3 +131,74 @@ def plot_spectrum(eigenvalues: np.ndarray, fit: Any, path: str, *, population: n
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------
+# The main job on an embedded default: a tiny LM trained here, its checkpoints traced.
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TraceDemoConfig:
+    """A tiny GPT-NeoX (Pythia's architecture) trained on Python's own docstrings, then
+    traced on held-out docstrings. Defaults finish in a few minutes on two CPU cores."""
+
+    steps: int = 1500
+    hidden: int = 128
+    layers: int = 4
+    n_trace: int = 1500
+    held_out: int = 2000
+    max_length: int = 64
+    seed: int = 0
+
+
+def log_spaced_steps(steps: int, every: int) -> tuple[int, ...]:
+    """Pythia's checkpoint pattern: 0, 1, 2, 4, … then every ``every`` steps, and the last."""
+    powers = [0] + [2**k for k in range(0, max(steps, 1).bit_length()) if 2**k < every]
+    return tuple(sorted(set(powers + list(range(every, steps, every)) + [steps])))
+
+
+def run_trace_demo(cfg: TraceDemoConfig, out_dir: str, *, progress: bool = True) -> dict[str, Any]:
+    """Train, save checkpoints, trace them, label the phases and plot; return what was
+    written. Training is skipped when ``out_dir`` already holds the same run, and the trace
+    resumes where it stopped."""
+    from .data import stdlib_docstrings
+    from .phases import phases
+    from .plot import plot_trace
+    from .tiny import TinyLMConfig, train_checkpoints
+    from .trace import trace
+
+    paragraphs = stdlib_docstrings()
+    perm = np.random.default_rng(cfg.seed).permutation(len(paragraphs))
+    held = [paragraphs[i] for i in sorted(perm[: cfg.held_out])]
+    train = [paragraphs[i] for i in sorted(perm[cfg.held_out:])]
+    lm = TinyLMConfig(hidden=cfg.hidden, layers=cfg.layers, steps=cfg.steps, warmup=max(cfg.steps // 10, 1),
+                      seed=cfg.seed, save_steps=log_spaced_steps(cfg.steps, max(cfg.steps // 10, 1)))
+    if progress:
+        print(f"training a {cfg.layers}-layer, width-{cfg.hidden} GPT-NeoX for {cfg.steps} steps on "
+              f"{len(train)} docstring paragraphs of Python's standard library …", flush=True)
+    dirs = train_checkpoints(train, os.path.join(out_dir, "model"), lm, progress=progress)
+    if progress:
+        print(f"tracing {len(dirs)} checkpoints on {cfg.n_trace} held-out paragraphs …", flush=True)
+    frame = trace(dirs, held, os.path.join(out_dir, "trace"), n=cfg.n_trace, seed=cfg.seed,
+                  max_length=cfg.max_length, batch_size=32, progress=progress)
+    labelled = phases(frame, warmup_steps=lm.warmup)
+    labelled.to_csv(os.path.join(out_dir, "phases.csv"), index=False)
+    plots = plot_trace(frame, out_dir, warmup_steps=lm.warmup)
+    with open(os.path.join(out_dir, "model", "training.json")) as fh:
+        losses = {int(k): v for k, v in json.load(fh)["train_loss"].items()}
+    return {"trace": frame, "phases": labelled, "plots": plots, "train_loss": losses, "warmup": lm.warmup}
+
+
+def format_trace_table(result: dict[str, Any]) -> str:
+    """Per checkpoint, at the last layer: step, training loss, RankMe (both), α, phase."""
+    frame, labelled, losses = result["trace"], result["phases"], result["train_loss"]
+    last = labelled["layer"].iloc[0]
+    sub = frame[frame["layer"] == last].reset_index(drop=True)
+    lines = [f"layer {last} (last block's output), learning-rate warmup: steps 0..{result['warmup']}",
+             f"{'step':>6}{'train loss':>12}{'RankMe':>10}{'RankMe_sv':>11}{'alpha':>9}{'R^2':>8}  phase"]
+    for i, row in sub.iterrows():
+        loss = losses.get(int(row["step"]))
+        lines.append(f"{int(row['step']):>6}{'' if loss is None else f'{loss:.3f}':>12}{row['rankme']:>10.2f}"
+                     f"{row['rankme_sv']:>11.2f}{row['alpha']:>9.3f}{row['alpha_r2']:>8.3f}  {labelled['phase'][i]}")
+    return "\n".join(lines)
