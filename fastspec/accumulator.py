@@ -34,6 +34,9 @@ _CHUNK_BYTES = 64 << 20
 
 # Beyond this magnitude a float64 sum of squares can overflow; such rows are refused.
 _F64_SAFE = 1e150
+#: "float32": chunks are multiplied in IEEE float32 (error ~1e-7·λ₁ on the eigenvalues);
+#: "float64": rows are upcast first (~1e-16·λ₁, twice the cost on CPU).
+PRECISIONS = ("float32", "float64")
 
 
 def chunk_rows(dim: int) -> int:
@@ -176,7 +179,11 @@ class CovarianceAccumulator:
     Memory is O(d²) plus one batch (and fewer than 1024 buffered rows), never O(N·d).
     State is float64. ``nan_policy="raise"`` (default) refuses batches with NaN/Inf,
     naming how many and where the first is; ``"omit"`` drops those rows and counts them in
-    :attr:`n_dropped` (reported again by :meth:`spectrum`).
+    :attr:`n_dropped` (reported again by :meth:`spectrum`). ``precision``: the dtype of the
+    per-chunk products (float32/float16/bfloat16 rows are multiplied in float32 by default;
+    ``"float64"`` upcasts them first). Float32 products put a noise floor of ~1e-7·λ₁ under
+    the spectrum: harmless for RankMe's ``eig`` convention, but the ``sv`` convention takes
+    square roots, which lifts that floor to ~3e-4·√λ₁ per eigenvalue on rank-deficient data.
 
     >>> acc = CovarianceAccumulator(4096)
     >>> for batch in batches:
@@ -184,10 +191,14 @@ class CovarianceAccumulator:
     >>> acc.spectrum().rankme
     """
 
-    def __init__(self, dim: int, *, device: str | torch.device | None = None, nan_policy: str = "raise"):
+    def __init__(self, dim: int, *, device: str | torch.device | None = None, nan_policy: str = "raise",
+                 precision: str = "float32"):
         if int(dim) != dim or dim < 1:
             raise ValueError(f"dim must be a positive integer, got {dim!r}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.dim = int(dim)
+        self.precision = precision
         self.nan_policy = check_nan_policy(nan_policy)
         self._device = torch.device(device) if device is not None else None
         self._moments: _Moments | None = None
@@ -255,7 +266,7 @@ class CovarianceAccumulator:
         dropped = 0
         try:
             for start, chunk in chunks:
-                chunk = chunk.to(self.device)
+                chunk = self._compute(chunk)
                 if target.add_chunk(chunk):
                     continue
                 if self.nan_policy == "raise":  # count over the whole batch, not this chunk
@@ -274,6 +285,10 @@ class CovarianceAccumulator:
         self._rows_seen += int(x.shape[0])
         return self
 
+    def _compute(self, x: torch.Tensor) -> torch.Tensor:
+        """Rows on the state's device, in float64 when ``precision="float64"`` asks for it."""
+        return x.to(self.device, torch.float64 if self.precision == "float64" else None)
+
     def _chunks(self, x: torch.Tensor) -> Iterator[tuple[int, torch.Tensor]]:
         rows = chunk_rows(self.dim)
         for start in range(0, x.shape[0], rows):
@@ -290,7 +305,7 @@ class CovarianceAccumulator:
     def _flush(self) -> None:
         if not self._pending:
             return
-        rows = torch.cat(self._pending)
+        rows = self._compute(torch.cat(self._pending))
         # Buffered rows were checked finite and below _F64_SAFE, so this cannot fail.
         added = self._state().add_chunk(rows)
         assert added, "buffered rows were checked on arrival"

@@ -63,7 +63,7 @@ def phases(results: Any, *, layer: int | str = "last", warmup_steps: int | None 
     frame = results if isinstance(results, pd.DataFrame) else load_trace(results)
     if not 0 < tol < 1:
         raise ValueError(f"tol must be in (0, 1), got {tol!r}")
-    layers = sorted(frame["layer"].unique())
+    layers = sorted(int(v) for v in frame["layer"].unique())
     chosen = layers[-1] if layer == "last" else layer
     if chosen not in layers:
         raise ValueError(f"layer {layer!r} is not in the trace (layers: {layers})")

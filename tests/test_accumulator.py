@@ -229,3 +229,23 @@ def test_bad_constructor_arguments():
         CovarianceAccumulator(0)
     with pytest.raises(ValueError, match="nan_policy must be one of"):
         CovarianceAccumulator(3, nan_policy="zero")
+
+
+def test_float64_products_lift_the_noise_floor_under_a_rank_deficient_spectrum():
+    """10 distinct rows in d=64 (rank 9 after centring): the rest of the spectrum is zero.
+    Float32 products leave ~1e-7·λ₁ of noise there, which the sv convention's square roots
+    amplify; float64 products do not."""
+    base = make_activations(10, np.ones(64), mean=np.full(64, 5.0), seed=3, dtype=torch.float32)
+    x = base.repeat(200, 1)
+    want = ref_eigenvalues(x, center=False)
+    got32 = CovarianceAccumulator(64).update(x).spectrum(center=False).eigenvalues
+    got64 = CovarianceAccumulator(64, precision="float64").update(x).spectrum(center=False).eigenvalues
+    assert np.abs(got64 - want).max() < 1e-12 * want[0]
+    assert np.abs(got32 - want).max() < 1e-6 * want[0]  # the float32 floor, as documented
+    # Even in float64 the zero eigenvalues come out as ±1e-14·λ₁ (here and in the reference),
+    # whose square roots are ~1e-7·σ₁, the size of RankMe's ε: that bounds the agreement.
+    sv = ref_rankme(want, sv=True)
+    assert rel(fastspec.rankme(got64, convention="sv"), sv) < 2e-5
+    assert rel(fastspec.rankme(got32, convention="sv"), sv) > 10 * rel(fastspec.rankme(got64, convention="sv"), sv)
+    with pytest.raises(ValueError, match="precision must be one of"):
+        CovarianceAccumulator(64, precision="float16")

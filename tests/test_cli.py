@@ -32,9 +32,9 @@ def _check_metrics(out: dict, x: torch.Tensor):
     assert out["alpha"] is not None and 0 < out["alpha_r2"] <= 1
 
 
-def test_demo_console_script_writes_table_json_and_png(tmp_path):
+def test_synthetic_demo_console_script_writes_table_json_and_png(tmp_path):
     exe = os.path.join(os.path.dirname(sys.executable), "fastspec")
-    proc = subprocess.run([exe, "demo", "--n", "3000", "--dim", "256", "--out", str(tmp_path)],
+    proc = subprocess.run([exe, "demo", "--synthetic", "--n", "3000", "--dim", "256", "--out", str(tmp_path)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "RankMe (eig, centred)" in proc.stdout and "construction" in proc.stdout

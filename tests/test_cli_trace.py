@@ -1,0 +1,96 @@
+"""`fastspec demo`, `fastspec trace` (one process and torchrun) and `fastspec plot`, as a user runs them."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from tinylm import CORPUS, checkpoints
+
+import fastspec
+
+BIN = os.path.dirname(sys.executable)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    data = root / "data.jsonl"
+    data.write_text("\n".join(json.dumps({"text": t}) for t in CORPUS))
+    return root, checkpoints(root / "ckpts"), data
+
+
+def _run(*argv, timeout=600):
+    return subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout)
+
+
+def test_trace_then_plot(setup, tmp_path):
+    root, ckpts, data = setup
+    out = tmp_path / "run"
+    proc = _run(f"{BIN}/fastspec", "trace", *ckpts, "--data", str(data), "--out", str(out), "--n", "100",
+                "--max-length", "32", "--fit-range", "2", "20", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    frame = fastspec.load_trace(out)
+    assert len(frame) == 9 and frame["n_samples"].eq(100).all()
+    assert "rankme_sv" in proc.stdout and "trace.csv" in proc.stdout
+    proc = _run(f"{BIN}/fastspec", "plot", str(out), "--warmup-steps", "2")
+    assert proc.returncode == 0, proc.stderr
+    phases = pd.read_csv(out / "phases.csv")
+    assert phases["phase"].iloc[0] == "warmup" and len(phases) == 3
+    for name in ("trajectories.png", "heatmap.png"):
+        assert (out / name).stat().st_size > 20_000
+
+
+def test_trace_errors_exit_2_with_the_reason(setup, tmp_path):
+    root, ckpts, data = setup
+    proc = _run(f"{BIN}/fastspec", "trace", ckpts[0], "--data", str(tmp_path / "none.txt"), "--out", str(tmp_path))
+    assert proc.returncode == 2 and "none.txt: no such file" in proc.stderr
+    proc = _run(f"{BIN}/fastspec", "trace", *ckpts, "--revisions", "a", "--data", str(data), "--out", str(tmp_path))
+    assert proc.returncode == 2 and "--revisions takes exactly one model" in proc.stderr
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([f"{BIN}/fastspec", "trace", "EleutherAI/pythia-14m", "--revisions", "step3", "--data",
+                           str(data), "--out", str(tmp_path / "x"), "--quiet"], capture_output=True, text=True, env=env)
+    assert proc.returncode == 2 and "revision 'step3'" in proc.stderr
+
+
+def test_torchrun_two_processes_equal_one(setup, tmp_path):
+    """--nproc-per-node 2 over gloo: each rank takes every other batch; the all-reduced
+    accumulators give the one-process numbers."""
+    root, ckpts, data = setup
+    args = ["trace", *ckpts[1:], "--data", str(data), "--out", None, "--max-length", "32", "--batch-size", "8",
+            "--fit-range", "2", "20", "--quiet"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    args[args.index(None)] = str(one)
+    assert (p := _run(f"{BIN}/fastspec", *args)).returncode == 0, p.stderr
+    args[args.index(str(one))] = str(two)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                        "-m", "fastspec", *args], capture_output=True, text=True, timeout=600, env=env,
+                       cwd=tmp_path)  # not the source tree, which has no built _C
+    assert p.returncode == 0, p.stderr[:6000]
+    a, b = fastspec.load_trace(one, eigenvalues=True), fastspec.load_trace(two, eigenvalues=True)
+    assert json.loads((two / "config.json").read_text())["world_size"] == 2
+    assert a["n_samples"].tolist() == b["n_samples"].tolist() == [len(CORPUS)] * len(a)
+    # The rows agree to float32 rounding only (other batch shapes, other thread counts), so the
+    # eigenvalues agree to ~1e-7·λ₁; this tiny model's spectra are near-degenerate, which
+    # moves RankMe by up to ~1e-5 (α, fitted on the noisy tail here, is not compared).
+    for x, y in zip(a["eigenvalues"], b["eigenvalues"]):
+        np.testing.assert_allclose(y, x, rtol=0, atol=1e-6 * x[0])
+    np.testing.assert_allclose(b["rankme"], a["rankme"], rtol=3e-5)
+    np.testing.assert_allclose(b["rankme_sv"], a["rankme_sv"], rtol=3e-5)
+
+
+def test_demo_trains_traces_and_labels_at_a_small_size(tmp_path):
+    proc = _run(f"{BIN}/fastspec", "demo", "--steps", "20", "--n-trace", "300", "--out", str(tmp_path), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert "RankMe" in proc.stdout and "phase" in proc.stdout
+    frame = fastspec.load_trace(tmp_path / "trace")
+    assert frame["step"].max() == 20 and frame["n_samples"].eq(300).all() and frame["dim"].eq(128).all()
+    for name in ("trajectories.png", "heatmap.png", "phases.csv"):
+        assert (tmp_path / name).exists()
+    # a second run reuses the model and the finished trace
+    again = _run(f"{BIN}/fastspec", "demo", "--steps", "20", "--n-trace", "300", "--out", str(tmp_path), "--quiet")
+    assert again.returncode == 0 and again.stdout == proc.stdout
