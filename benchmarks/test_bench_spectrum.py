@@ -27,13 +27,9 @@ sequence count), d in {512, 2048, 4096}. ``FASTSPEC_BENCH_ROUNDS`` overrides the
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import torch
 
@@ -41,20 +37,7 @@ pytest.importorskip("pytest_benchmark", reason="pytest-benchmark is not installe
 
 import fastspec  # noqa: E402
 
-
-def _load_methods() -> Any:
-    """Load _bench_methods.py by path (pytest's importlib mode puts no directory on sys.path)."""
-    name = "fastspec_bench_methods"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("_bench_methods.py"))
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-M = _load_methods()
+import _bench_methods as M  # noqa: E402  (benchmarks/ is on pytest's pythonpath)
 
 FULL = os.environ.get("FASTSPEC_BENCH_FULL", "") == "1"
 SEED = 0

@@ -157,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="train a tiny LM here, trace its checkpoints, label the phases and plot")
     demo.add_argument("--out", default="fastspec-demo", help="directory for the model, the trace and the figures")
-    demo.add_argument("--steps", type=int, default=1500, help="training steps of the tiny LM")
+    demo.add_argument("--steps", type=int, default=1000, help="training steps of the tiny LM")
     demo.add_argument("--n-trace", type=int, default=1500, help="held-out sequences traced per checkpoint")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -196,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--out", help="where the PNGs and phases.csv go (default: the results directory)")
     pl.add_argument("--layer", default="last", help="layer whose trajectory sets the phases (default: last)")
     pl.add_argument("--warmup-steps", type=int, help="learning-rate warmup steps (label them warmup)")
-    pl.add_argument("--tol", type=float, default=0.05, help="relative RankMe move that starts a new phase")
+    pl.add_argument("--tol", type=float, default=0.1, help="relative RankMe move that starts a new phase")
     pl.set_defaults(func=cmd_plot)
 
     spec = sub.add_parser("spectrum", help="metrics of activations stored in a .npy, .pt or .safetensors file")

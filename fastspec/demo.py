@@ -143,7 +143,7 @@ class TraceDemoConfig:
     """A tiny GPT-NeoX (Pythia's architecture) trained on Python's own docstrings, then
     traced on held-out docstrings. Defaults finish in a few minutes on two CPU cores."""
 
-    steps: int = 1500
+    steps: int = 1000
     hidden: int = 128
     layers: int = 4
     n_trace: int = 1500

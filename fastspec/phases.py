@@ -13,6 +13,9 @@ RankMe falling and α rising. :func:`phases` makes that a rule:
    or passes through it (the first checkpoint, that of the first run).
 3. Warmup: checkpoints at step ≤ ``warmup_steps`` when it is given (the learning-rate
    warmup); otherwise, when the first run falls (the early collapse), that run.
+
+``tol`` defaults to 10%: the paper's phases move RankMe by tens of percent, while one
+checkpoint's wobble on a few thousand sequences is a few percent.
 4. α is not used to label, but ``alpha_agrees`` says whether α moved the opposite way to
    RankMe over the same run, as the paper describes (None where α is missing).
 """
@@ -48,7 +51,7 @@ def zigzag_runs(values: np.ndarray, tol: float) -> list[tuple[int, int, int]]:
     return runs
 
 
-def phases(results: Any, *, layer: int | str = "last", warmup_steps: int | None = None, tol: float = 0.05) -> Any:
+def phases(results: Any, *, layer: int | str = "last", warmup_steps: int | None = None, tol: float = 0.1) -> Any:
     """Label every checkpoint of a trace ``warmup``, ``entropy-seeking`` or
     ``compression-seeking`` by the rule in this module's docstring.
 

@@ -196,3 +196,18 @@ def test_real_pretrained_encoder_mean_pooling_matches_its_own_outputs():
         assert_matches(accs[layer], rows)
     # a trained encoder spreads these sentences over many directions; random init would not
     assert accs[6].spectrum().rankme > 5
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_extract_on_cuda_agrees_with_cpu(saved, dtype):
+    """The model and the accumulators on the GPU; the state stays on the device."""
+    model, tok = _load(saved["llama"])
+    want = fastspec.extract(model, tok, TEXTS, layers=[0, 3], max_length=64, progress=False)
+    gpu = fastspec.extract(model.to("cuda", dtype), tok, TEXTS, layers=[0, 3], max_length=64, progress=False)
+    for layer in (0, 3):
+        assert gpu[layer].device.type == "cuda"
+        got, ref = gpu[layer].spectrum().eigenvalues, want[layer].spectrum().eigenvalues
+        # float32: TF32-free GPU kernels reorder sums (~1e-6); bfloat16: 8-bit mantissa (~1e-2)
+        tol = 1e-4 if dtype == torch.float32 else 5e-2
+        np.testing.assert_allclose(got, ref, rtol=0, atol=tol * ref[0])
