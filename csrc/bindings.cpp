@@ -24,11 +24,11 @@ py::dict build_info() {
 #endif
   info["cplusplus"] = static_cast<long>(__cplusplus);
 
+  // The CUDA kernels are a separate module (fastspec._C_cuda) so that this one never needs a
+  // CUDA library; CMake tells this one whether it was built and, if not, why.
   py::dict cuda;
-  cuda["built"] = false;
-  cuda["reason"] =
-      "this version of fastspec has no CUDA kernels yet; tensors on a CUDA device use "
-      "the torch path";
+  cuda["built"] = static_cast<bool>(FASTSPEC_CUDA_BUILT);
+  cuda[FASTSPEC_CUDA_BUILT ? "detail" : "reason"] = FASTSPEC_CUDA_DETAIL;
   info["cuda_kernels"] = cuda;
 
   py::dict infgram;
