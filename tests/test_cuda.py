@@ -504,3 +504,170 @@ def test_all_reduce_over_nccl_keeps_kernels_and_state_on_the_gpu(tmp_path):
     assert acc.mean.device.type == "cuda"
     torch.testing.assert_close(after["m2"], before["m2"], rtol=1e-12, atol=0)
     assert after["n_samples"] == 3000
+
+
+# ---------------------------------------------------------------------------------------
+# Everywhere: fastspec/_cuda.py's wiring, against a NumPy stand-in of the binding
+# ---------------------------------------------------------------------------------------
+
+
+class _FakeBinding:
+    """fastspec._C_cuda re-stated in NumPy from csrc/spectral/spectral.h, working on CPU
+    memory by address: it checks that _cuda.py passes the right buffers, sizes, strides and
+    dtype codes, and reads the results the right way round (row-major upper triangles,
+    cuSOLVER's column-major eigenvectors). It cannot check the CUDA code itself: the GPU
+    tests above do."""
+
+    _NP = {0: np.float32, 1: np.float16, 2: np.int16, 3: np.float64}
+
+    def __init__(self):
+        self.calls: list[str] = []
+
+    @staticmethod
+    def _array(address: int, count: int, dtype) -> np.ndarray:
+        import ctypes
+
+        nbytes = count * np.dtype(dtype).itemsize
+        return np.frombuffer((ctypes.c_char * nbytes).from_address(address), dtype=dtype)
+
+    def _input(self, x: int, code: int, rows: int, cols: int, stride: int) -> np.ndarray:
+        flat = self._array(x, (rows - 1) * stride + cols, self._NP[code])
+        m = np.lib.stride_tricks.as_strided(flat, (rows, cols), (stride * flat.itemsize, flat.itemsize))
+        if code == 2:  # bfloat16: the top half of a float32
+            return (m.astype(np.int32) << 16).view(np.float32)
+        return m.astype(np.float32)
+
+    def centre_and_gram(self, x, dtype, rows, cols, row_stride, y, gram, col_sum, resid, blas_workspace,
+                        blas_workspace_bytes, device, stream):
+        self.calls.append("centre_and_gram")
+        assert dtype in (0, 1, 2) and row_stride >= cols and blas_workspace and blas_workspace_bytes
+        xf = self._input(x, dtype, rows, cols, row_stride)
+        sums = xf.astype(np.float64).sum(0)
+        shift = (sums / rows).astype(np.float32)
+        yc = xf - shift
+        self._array(col_sum, cols, np.float64)[:] = sums
+        self._array(resid, cols, np.float64)[:] = yc.astype(np.float64).sum(0)
+        self._array(y, rows * cols, np.float32)[:] = yc.ravel()
+        g = self._array(gram, cols * cols, np.float32).reshape(cols, cols)
+        with np.errstate(over="ignore"):  # float32 overflow is reported as inf, as by cuBLAS
+            full = (yc.T.astype(np.float64) @ yc.astype(np.float64)).astype(np.float32)
+        upper = np.triu_indices(cols)
+        g[upper] = full[upper]  # the strict lower triangle is not written
+
+    def chan_merge(self, gram, col_sum, resid, rows, cols, n_before, mean, m2, m2_ld, delta, device, stream):
+        self.calls.append("chan_merge")
+        # Only the upper triangle is read: the lower one was never written (it may hold NaN).
+        g = np.triu(self._array(gram, cols * cols, np.float32).reshape(cols, cols)).astype(np.float64)
+        s = self._array(resid, cols, np.float64)
+        shift = (self._array(col_sum, cols, np.float64) / rows).astype(np.float32).astype(np.float64)
+        mu = self._array(mean, cols, np.float64)
+        chunk_mean = shift + s / rows
+        dl = self._array(delta, cols, np.float64)
+        dl[:] = 0.0 if n_before == 0 else chunk_mean - mu
+        coef = 0.0 if n_before == 0 else n_before * rows / (n_before + rows)
+        mu[:] = chunk_mean if n_before == 0 else mu + dl * (rows / (n_before + rows))
+        m = self._array(m2, (cols - 1) * m2_ld + cols, np.float64)
+        view = np.lib.stride_tricks.as_strided(m, (cols, cols), (m2_ld * 8, 8))
+        upper = np.triu_indices(cols)
+        update = g - np.outer(s, s) / rows + coef * np.outer(dl, dl)
+        view[upper] = update[upper] if n_before == 0 else view[upper] + update[upper]
+
+    def eig_workspace_size(self, a, n, lda, dtype, w, top_k, device):
+        return 64 + 8 * n, 0
+
+    def eig(self, a, n, lda, dtype, w, top_k, work, work_bytes, host_work, host_work_bytes, info, device, stream):
+        self.calls.append(f"eig(top_k={top_k})")
+        assert work_bytes >= 64 + 8 * n and info
+        typ = self._NP[dtype]
+        flat = self._array(a, n * lda, typ)
+        rows = flat.reshape(n, lda)[:, :n].astype(np.float64)
+        sym = np.triu(rows) + np.triu(rows, 1).T  # the row-major upper triangle defines it
+        values, vectors = np.linalg.eigh(sym)
+        flat[:] = np.nan  # destroyed, as cuSOLVER leaves it
+        out = self._array(w, n, typ)
+        if top_k == 0:
+            out[:] = values
+            return n
+        out[:top_k] = values[n - top_k :]
+        # Column-major: eigenvector m is column m, i.e. row m of the row-major buffer.
+        flat.reshape(n, lda)[:top_k, :n] = vectors[:, n - top_k :].T
+        return top_k
+
+
+@pytest.fixture
+def fake_binding(monkeypatch):
+    import sys
+
+    import fastspec as package
+
+    fake = _FakeBinding()
+    monkeypatch.setitem(sys.modules, "fastspec._C_cuda", fake)
+    monkeypatch.setattr(package, "_C_cuda", fake, raising=False)
+    monkeypatch.setattr(_cuda, "_stream", lambda device: 0)
+    monkeypatch.setattr(_cuda, "_blas_workspaces", {})
+    monkeypatch.setattr(_cuda, "_solver_workspaces", {})
+    return fake
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_wiring_of_the_chunk_calls_gives_the_torch_paths_state(fake_binding, dtype):
+    from fastspec.accumulator import _Moments
+
+    d = 48
+    lam = np.arange(1, d + 1, dtype=np.float64) ** -1.0
+    x = make_activations(2500, lam, mean=np.r_[np.full(3, 1e3), np.zeros(d - 3)], seed=80, dtype=dtype)
+    wide = torch.cat([x, x[:, :5]], dim=1)
+    ours, theirs = _Moments(d, torch.device("cpu"), kernels=True), _Moments(d, torch.device("cpu"))
+    for chunk in (wide[:700, :d], wide[700:701, :d], wide[701:, :d]):  # a row stride, a single row
+        assert ours.add_chunk(chunk) and theirs.add_chunk(chunk)
+    assert fake_binding.calls == ["centre_and_gram", "chan_merge"] * 3
+    assert ours.n == theirs.n == 2500
+    # Means to float32 rounding of the shifted rows (the torch path sums the residue in float32).
+    exact = x.double().mean(0).numpy()
+    for m in (ours, theirs):
+        np.testing.assert_allclose(m.mean.numpy(), exact, rtol=1e-9, atol=1e-7)
+    upper = torch.triu(torch.ones(d, d, dtype=torch.bool))
+    scale = float(theirs.m2.diagonal().max())
+    # Both within float32 accumulation error (~sqrt(rows)·2⁻²⁴ relative) of each other.
+    np.testing.assert_allclose(ours.m2[upper].numpy(), theirs.m2[upper].numpy(), rtol=0, atol=1e-5 * scale)
+    want = ref_eigenvalues(x.double())
+    got = np.linalg.eigvalsh(torch.triu(ours.m2).numpy() + torch.triu(ours.m2, 1).T.numpy())[::-1] / 2499
+    assert np.max(np.abs(got - want)) < 1e-5 * want[0]
+
+
+def test_wiring_of_a_failed_chunk_leaves_the_state_alone_and_overflow_is_redone(fake_binding):
+    from fastspec.accumulator import _Moments
+
+    x = make_activations(1200, LAM[:32] / LAM[0], seed=81, dtype=torch.float32)
+    m = _Moments(32, torch.device("cpu"), kernels=True)
+    assert m.add_chunk(x[:600])
+    mean, m2 = m.mean.clone(), m.m2.clone()
+    bad = x[600:].clone()
+    bad[10, 4] = float("nan")
+    assert not m.add_chunk(bad)  # a non-finite input: nothing merged
+    assert m.n == 600 and torch.equal(m.mean, mean) and torch.equal(m.m2, m2)
+    assert fake_binding.calls.count("chan_merge") == 1
+    huge = x[600:] * 1e20  # finite, but its squares overflow float32: redone in float64
+    assert m.add_chunk(huge)
+    assert m.n == 1200 and bool(torch.isfinite(m.m2).all())
+    want = ref_eigenvalues(torch.cat([x[:600], huge]).double())
+    got = np.linalg.eigvalsh(torch.triu(m.m2).numpy() + torch.triu(m.m2, 1).T.numpy())[::-1] / 1199
+    assert np.max(np.abs(got - want)) < 1e-5 * want[0]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_wiring_of_the_eigensolver_reads_values_and_vectors_the_right_way_round(fake_binding, dtype):
+    g = torch.Generator().manual_seed(82)
+    q, _ = torch.linalg.qr(torch.randn(40, 40, generator=g, dtype=torch.float64))
+    values = torch.cat([torch.tensor([9.0, 5.0, 2.0]), torch.linspace(1.0, 0.01, 37, dtype=torch.float64)])
+    sym = (q * values) @ q.T
+    upper_only = torch.triu(sym) + torch.tril(torch.full_like(sym, 7.0), -1)  # the lower is not read
+    before = upper_only.clone()
+    got, vectors = _cuda.eigh(upper_only, 3, dtype)
+    assert torch.equal(upper_only, before)  # the caller's matrix is not touched
+    tol = 1e-10 if dtype == torch.float64 else 1e-5
+    np.testing.assert_allclose(got, np.sort(values.numpy())[::-1], rtol=0, atol=tol * 9)
+    assert vectors.shape == (40, 3)
+    overlap = np.abs(np.sum(vectors * q[:, :3].numpy(), axis=0))
+    np.testing.assert_allclose(overlap, 1.0, atol=tol)
+    assert fake_binding.calls == ["eig(top_k=0)", "eig(top_k=3)"]
