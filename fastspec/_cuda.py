@@ -60,13 +60,33 @@ def status() -> tuple[bool, str]:
     return True, f"{built}; {libs}; {count} device(s)"
 
 
-def available() -> bool:
-    return status()[0]
+@functools.lru_cache(maxsize=None)
+def _device_status(index: int) -> tuple[bool, str]:
+    """Whether the kernels' machine code runs on CUDA device ``index``: they are built for
+    compute capability 8.0 and up (CMAKE_CUDA_ARCHITECTURES, default 80-real;90)."""
+    major, minor = torch.cuda.get_device_capability(index)
+    if major < 8:
+        return False, (f"device {index} ({torch.cuda.get_device_name(index)}) has compute capability "
+                       f"{major}.{minor}; the kernels need 8.0 or newer")
+    return True, ""
 
 
-def require(what: str) -> None:
-    """Raise NotImplementedError saying why, unless the kernels can run here."""
+def available(device: torch.device | None = None) -> bool:
+    """Whether the kernels can run here (and on ``device``, a CUDA device, when given)."""
+    if not status()[0]:
+        return False
+    return device is None or _device_status(_index(device))[0]
+
+
+def _index(device: torch.device) -> int:
+    return device.index if device.index is not None else torch.cuda.current_device()
+
+
+def require(what: str, device: torch.device | None = None) -> None:
+    """Raise NotImplementedError saying why, unless the kernels can run here (on ``device``)."""
     ok, why = status()
+    if ok and device is not None:
+        ok, why = _device_status(_index(device))
     if not ok:
         raise NotImplementedError(
             f"{what}: fastspec's CUDA kernels are not available: {why}. "

@@ -221,6 +221,7 @@ class CovarianceAccumulator:
                 self._device = torch.device("cuda", torch.cuda.current_device())
             elif self._device.type != "cuda":
                 raise ValueError(f"backend='cuda' keeps the state on a CUDA device, got device={str(self._device)!r}")
+            _cuda.require("backend='cuda'", self._device)
         self._moments: _Moments | None = None
         self._pending: list[torch.Tensor] = []
         self._pending_rows = 0
@@ -236,7 +237,7 @@ class CovarianceAccumulator:
     def uses_kernels(self) -> bool:
         """Whether this accumulator's chunks and eigensolves go through fastspec's CUDA
         kernels (a CUDA device and ``backend`` "auto" with the kernels available, or "cuda")."""
-        return self.backend != "torch" and self.device.type == "cuda" and _cuda.available()
+        return self.backend != "torch" and self.device.type == "cuda" and _cuda.available(self.device)
 
     def _new_moments(self) -> _Moments:
         return _Moments(self.dim, self.device, kernels=self.uses_kernels)

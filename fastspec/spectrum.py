@@ -174,8 +174,10 @@ def spectrum(
     if n >= 2:  # refuse a bad k before the pass over the data, not after
         _check_k(top_k_eigenvectors, n, d, center)
     device = x.device
-    if backend == "cuda" and device.type != "cuda":
-        device = torch.device("cuda", torch.cuda.current_device())
+    if backend == "cuda":
+        if device.type != "cuda":
+            device = torch.device("cuda", torch.cuda.current_device())
+        _cuda.require("backend='cuda'", device)
     if n >= d:
         acc = CovarianceAccumulator(d, device=device, nan_policy=nan_policy, backend=backend)
         acc._update(x, "acts")
@@ -191,7 +193,7 @@ def spectrum(
     k = _check_k(top_k_eigenvectors, x.shape[0], d, center)
     _warn_dropped(n_dropped, stacklevel=2)
     x = x.to(device)
-    kernels = backend != "torch" and x.is_cuda and _cuda.available()
+    kernels = backend != "torch" and x.is_cuda and _cuda.available(x.device)
     return _gram_spectrum(x, center, k, n_dropped, kernels)
 
 
