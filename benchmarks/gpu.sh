@@ -12,7 +12,8 @@
 # script and the tests run as a user's would.
 #
 # Environment: FASTSPEC_BENCH_DIMS=2048,4096 picks dims (default 2048,4096,8192);
-# GPU_SH_STEPS="build tests bench" picks steps; PYTHON picks the interpreter (3.11+: pytest
+# GPU_SH_STEPS="build tests bench" picks steps (add "sanitize" to run the GPU tests of the
+# kernels under compute-sanitizer memcheck: worth it on the first run of new kernels); PYTHON picks the interpreter (3.11+: pytest
 # runs with -P so that the source tree, which has no compiled module, does not shadow the install).
 # Writes into OUT_DIR (at most 8 files, for the device tool): log.txt (everything),
 # backends.json, tests.xml (junit), bench-gpu-<dims>.json (pytest-benchmark), bench-gpu.md.
@@ -51,6 +52,12 @@ if [[ " $steps " == *" tests "* ]]; then
   echo "== tests (all of tests/, the cuda-marked ones on the GPU; kernels required)"
   FASTSPEC_REQUIRE_CUDA_KERNELS=1 timeout 900 "$pybin" -P -m pytest -q -p no:cacheprovider tests \
     --junitxml="$out/tests.xml" || status=1
+fi
+
+if [[ " $steps " == *" sanitize "* ]]; then
+  echo "== compute-sanitizer memcheck over the kernels' GPU tests"
+  FASTSPEC_REQUIRE_CUDA_KERNELS=1 timeout 900 compute-sanitizer --tool memcheck --error-exitcode 9 \
+    "$pybin" -P -m pytest -q -p no:cacheprovider tests/test_cuda.py -m cuda -k kernels || status=1
 fi
 
 if [[ " $steps " == *" bench "* ]]; then

@@ -296,12 +296,15 @@ def test_gpu_spectrum(benchmark, case: Case, method: str) -> None:
     torch.cuda.reset_peak_memory_stats()
     fn = ONE_SHOT[method]
     if method == "gpu_floor_gemm_tf32":
-        saved = torch.backends.cuda.matmul.allow_tf32
-        torch.backends.cuda.matmul.allow_tf32 = True
+        # torch >= 2.9 spells it fp32_precision (the old allow_tf32 warns, and warnings are errors here).
+        matmul = torch.backends.cuda.matmul
+        attr, on = ("fp32_precision", "tf32") if hasattr(matmul, "fp32_precision") else ("allow_tf32", True)
+        saved = getattr(matmul, attr)
+        setattr(matmul, attr, on)
         try:
             out = benchmark.pedantic(fn, args=args, rounds=rounds, warmup_rounds=warmup, iterations=1)
         finally:
-            torch.backends.cuda.matmul.allow_tf32 = saved
+            setattr(matmul, attr, saved)
     else:
         out = benchmark.pedantic(fn, args=args, rounds=rounds, warmup_rounds=warmup, iterations=1)
     _record(benchmark, flops, n, d, base)

@@ -487,13 +487,15 @@ def test_kernel_errors_are_python_exceptions():
 
 @gpu
 @kernels
+@pytest.mark.filterwarnings("ignore::UserWarning")  # torch.distributed's own notes on NCCL setup
 def test_all_reduce_over_nccl_keeps_kernels_and_state_on_the_gpu(tmp_path):
     import torch.distributed as dist
 
     if not dist.is_nccl_available():
         pytest.skip("this torch has no NCCL")
     x = make_activations(3000, LAM, mean=MEAN, seed=72, dtype=torch.float32)
-    dist.init_process_group("nccl", init_method=f"file://{tmp_path / 'init'}", rank=0, world_size=1)
+    dist.init_process_group("nccl", init_method=f"file://{tmp_path / 'init'}", rank=0, world_size=1,
+                            device_id=torch.device("cuda", torch.cuda.current_device()))
     try:
         acc = fastspec.CovarianceAccumulator(D, device="cuda").update(x.cuda())
         before = acc.state_dict()
