@@ -3,7 +3,11 @@
     FASTSPEC_BENCH_FULL=1 pytest benchmarks --benchmark-json=bench.json
     python benchmarks/report.py bench.json [-o bench.md]
 
-One table per shape: each method's median time, its time relative to fastspec's (a baseline's
+GPU results (benchmarks/test_bench_gpu.py, methods named gpu_*) get their own section: per shape,
+each method's median, its ratio to fastspec's kernels, its achieved TFLOP/s, its peak GPU memory,
+and the issue's goals computed from the same run.
+
+One table per CPU shape: each method's median time, its time relative to fastspec's (a baseline's
 ``× fastspec`` above 1 means fastspec is that many times faster), its peak resident memory
 in a fresh process (above the input and libraries, and in total), and, for spectrum shapes,
 fastspec's time relative to the floor (XᵀX in fp32 plus fp32 eigvalsh, timed separately in
@@ -27,6 +31,21 @@ LABELS = {
     "floor_eigvalsh_fp32": "floor: `eigvalsh` alone (fp32, d×d)",
     "fastspec_stream": "fastspec `CovarianceAccumulator.update`",
     "torch_fp64_stream": "torch fp64 running Σxᵀx + Σx",
+}
+GPU_LABELS = {
+    "gpu_fastspec": "fastspec kernels: `spectrum` + `.rankme` + `alpha_req`",
+    "gpu_fastspec_torch": "fastspec torch path (`backend=\"torch\"`)",
+    "gpu_torch_cov_eigvalsh": "torch `cov` + `eigvalsh` (fp32)",
+    "gpu_torch_svdvals": "torch `svdvals` of centred X (fp32)",
+    "gpu_fastspec_accumulate": "part: fastspec kernels' accumulation alone",
+    "gpu_floor_gemm": "floor: `X.T @ X` in the input dtype (cuBLAS GEMM)",
+    "gpu_floor_gemm_tf32": "floor: `X.T @ X`, TF32 tensor cores",
+    "gpu_fastspec_eig": "part: fastspec's eigen step (`acc.spectrum()`)",
+    "gpu_floor_xsyevd": "floor: bare `cusolverDnXsyevd` (fp64)",
+    "gpu_floor_eigvalsh_fp64": "floor: torch `eigvalsh` (fp64)",
+    "gpu_fastspec_stream": "fastspec kernels: stream + spectrum",
+    "gpu_fastspec_torch_stream": "fastspec torch path: stream + spectrum",
+    "gpu_torch_fp64_stream": "torch fp64 running Σxᵀx + Σx, `eigvalsh`",
 }
 ORDER = list(LABELS)
 FLOOR_PARTS = ("floor_gemm", "floor_eigvalsh_fp32")
@@ -158,7 +177,74 @@ def summary(groups: list[tuple[str, dict[str, dict[str, Any]]]]) -> list[str]:
             "The floor is XᵀX (fp32 GEMM) plus fp32 `eigvalsh` on a d×d matrix.", ""] + table(rows, header, "lrrrrr") + [""]
 
 
+def _ratio(benches: dict[str, dict[str, Any]], num: str, den: str) -> float | None:
+    a, b = median(benches.get(num)), median(benches.get(den))
+    return a / b if a and b else None
+
+
+def gpu_goals(groups: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
+    """The issue's GPU goals, each from numbers of the same run."""
+    rows = []
+    for _name, b in sorted(groups.items(), key=lambda kv: group_key(list(kv[1].values()))):
+        e = next(iter(b.values()))["extra_info"]
+        shape = f"N={e['n']} d={e['d']} {e['dtype']}"
+        if e["kind"] == "spectrum":
+            acc = b.get("gpu_fastspec_accumulate")
+            gemm = b.get("gpu_floor_gemm_tf32" if e["dtype"] == "fp32" else "gpu_floor_gemm")
+            if acc and gemm and acc["extra_info"].get("tflops") and gemm["extra_info"].get("tflops"):
+                frac = acc["extra_info"]["tflops"] / gemm["extra_info"]["tflops"]
+                rows.append([shape, "accumulation ≥ 60% of the card's BF16/TF32 GEMM rate",
+                             f"{acc['extra_info']['tflops']:.1f} vs {gemm['extra_info']['tflops']:.1f} TFLOP/s = {frac:.0%}",
+                             "yes" if frac >= 0.6 else "**no**"])
+            r = _ratio(b, "gpu_fastspec_eig", "gpu_floor_xsyevd")
+            if r is not None:
+                rows.append([shape, "eigen step ≤ 1.1× a bare cusolverDnXsyevd", f"{r:.2f}×", "yes" if r <= 1.1 else "**no**"])
+            r = _ratio(b, "gpu_torch_svdvals", "gpu_fastspec")
+            if r is not None and e["d"] == 4096 and e["n"] == 15000:
+                rows.append([shape, "end to end ≥ 20× faster than svdvals RankMe", f"{r:.1f}×", "yes" if r >= 20 else "**no**"])
+        else:
+            r = _ratio(b, "gpu_fastspec_torch_stream", "gpu_fastspec_stream")
+            if r is not None and e["d"] == 8192:
+                rows.append([shape, "streamed end to end ≥ 4× faster than the torch path", f"{r:.2f}×", "yes" if r >= 4 else "**no**"])
+    if not rows:
+        return []
+    return ["### Goals (issue 4)", ""] + table(rows, ["shape", "goal", "measured", "met?"], "llrl") + [""]
+
+
+def gpu_section(groups: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
+    any_bench = next(iter(next(iter(groups.values())).values()))
+    lines = ["## GPU", "", f"Device: {any_bench['extra_info'].get('device', '?')}. Times are medians over the rounds "
+             "shown, each ending in a device synchronisation. TFLOP/s counts the method's own arithmetic (one "
+             "triangle is N·d·(d+1)); \"GEMM-equiv\" is 2·N·d² over the time. Peak GPU memory: torch's peak "
+             "allocation above what was allocated before the rounds.", ""]
+    lines += gpu_goals(groups)
+    for name, benches in sorted(groups.items(), key=lambda kv: group_key(list(kv[1].values()))):
+        ref_name = "gpu_fastspec" if "gpu_fastspec" in benches else "gpu_fastspec_stream"
+        ref = median(benches.get(ref_name))
+        rows = []
+        for method, label in GPU_LABELS.items():
+            b = benches.get(method)
+            if b is None:
+                continue
+            e, t = b["extra_info"], median(b)
+            ratio = "1×" if method == ref_name else (fmt_ratio(t / ref) if ref and t else "—")
+            tf = f"{e['tflops']:.1f}" if e.get("tflops") else "—"
+            eq = f"{e['gemm_equiv_tflops']:.1f}" if e.get("gemm_equiv_tflops") else "—"
+            rankme = f"{e['rankme']:.2f}" if "rankme" in e else ""
+            rows.append([label, fmt_time(t), ratio, tf, eq, fmt_mb(e.get("peak_gpu_mb")), rankme, str(b["stats"]["rounds"])])
+        lines += [f"### {name}", ""]
+        lines += table(rows, ["method", "median", "× fastspec", "TFLOP/s", "GEMM-equiv TFLOP/s", "peak GPU MB", "RankMe",
+                              "rounds"], "lrrrrrrr")
+        lines.append("")
+    return lines
+
+
 def render(benchmarks: list[dict[str, Any]], machine: dict[str, Any], when: str) -> str:
+    gpu: dict[str, dict[str, dict[str, Any]]] = {}
+    for b in benchmarks:
+        if b["extra_info"]["method"].startswith("gpu_"):
+            gpu.setdefault(b.get("group") or b["name"], {})[b["extra_info"]["method"]] = b
+    benchmarks = [b for b in benchmarks if not b["extra_info"]["method"].startswith("gpu_")]
     grouped: dict[str, dict[str, dict[str, Any]]] = {}
     for b in benchmarks:
         grouped.setdefault(b.get("group") or b["name"], {})[b["extra_info"]["method"]] = b
@@ -175,11 +261,14 @@ def render(benchmarks: list[dict[str, Any]], machine: dict[str, Any], when: str)
     lines += ["", "Times are medians over the rounds shown. Peak RSS: one run of the method in a fresh process "
                   "(VmHWM), above what the process held just before the call (libraries and the N×d float32 "
                   "input), and in total.", ""]
-    lines += summary([g for g in groups if next(iter(g[1].values()))["extra_info"]["kind"] == "spectrum"])
-    lines += ["## Per shape", ""]
+    if groups:
+        lines += summary([g for g in groups if next(iter(g[1].values()))["extra_info"]["kind"] == "spectrum"])
+        lines += ["## Per shape", ""]
     for group, benches in groups:
         kind = next(iter(benches.values()))["extra_info"]["kind"]
         lines += spectrum_section(group, benches) if kind == "spectrum" else stream_section(group, benches)
+    if gpu:
+        lines += gpu_section(gpu)
     return "\n".join(lines).rstrip() + "\n"
 
 

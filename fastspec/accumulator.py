@@ -18,6 +18,7 @@ from typing import Any, Iterator
 
 import torch
 
+from . import _cuda
 from ._inputs import as_matrix, check_nan_policy, nonfinite_rows
 
 STATE_FORMAT = "fastspec.CovarianceAccumulator"
@@ -30,6 +31,10 @@ _BLOCK = 512
 _MIN_FLUSH_ROWS = 1024
 # Bytes of one centred chunk; bounds the working copy whatever the batch size.
 _CHUNK_BYTES = 64 << 20
+# With the CUDA kernels a chunk is larger, so that the O(d²) merge after each SYRK stays a
+# few percent of it (at d = 8192: 8192 rows, a 256 MiB float32 workspace).
+_CUDA_CHUNK_BYTES = 256 << 20
+BACKENDS = ("auto", "torch", "cuda")
 
 
 # Beyond this magnitude a float64 sum of squares can overflow; such rows are refused.
@@ -39,9 +44,10 @@ _F64_SAFE = 1e150
 PRECISIONS = ("float32", "float64")
 
 
-def chunk_rows(dim: int) -> int:
-    """Rows per chunk for dim features: about _CHUNK_BYTES of float32, at least 1024."""
-    return max(_MIN_FLUSH_ROWS, _CHUNK_BYTES // (4 * dim))
+def chunk_rows(dim: int, *, kernels: bool = False) -> int:
+    """Rows per chunk for dim features: about _CHUNK_BYTES of float32 (_CUDA_CHUNK_BYTES
+    with the CUDA kernels), at least 1024."""
+    return max(_MIN_FLUSH_ROWS, (_CUDA_CHUNK_BYTES if kernels else _CHUNK_BYTES) // (4 * dim))
 
 
 def float64_overflow(x: torch.Tensor, name: str | None = None) -> OverflowError:
@@ -106,8 +112,9 @@ class _Moments:
     where the caller hands them over, so streaming pays one d×d pass per chunk, not four.
     """
 
-    def __init__(self, dim: int, device: torch.device):
+    def __init__(self, dim: int, device: torch.device, kernels: bool = False):
         self.dim, self.device = dim, device
+        self.kernels = kernels  # fastspec's CUDA kernels add the chunks (device is CUDA)
         self.n = 0
         self.mean: torch.Tensor | None = None
         self.m2: torch.Tensor | None = None
@@ -141,6 +148,14 @@ class _Moments:
         value (the caller locates it). A float32 product that overflows is redone in
         float64; float64 input beyond ~1e150 raises OverflowError. Either way a failure
         leaves this set as it was."""
+        if self.kernels and x.dtype in _cuda.INPUT_DTYPES:
+            # Same numerics on the GPU (csrc/spectral): float32 shift, IEEE float32 SYRK,
+            # fused exact centring and Chan merge into float64.
+            if _cuda.add_chunk(self, x):
+                return True
+            if not bool(torch.isfinite(x).all()):
+                return False
+            return self.add_chunk(x.to(torch.float64))  # float32 overflow: redo in float64
         b = x.shape[0]
         cdtype = torch.float64 if x.dtype == torch.float64 else torch.float32
         shift = x.sum(0, dtype=cdtype) / b  # approximate mean, in the compute dtype
@@ -185,6 +200,12 @@ class CovarianceAccumulator:
     the spectrum: harmless for RankMe's ``eig`` convention, but the ``sv`` convention takes
     square roots, which lifts that floor to ~3e-4·√λ₁ per eigenvalue on rank-deficient data.
 
+    ``device``: where the state lives (default: the first batch's device). On a CUDA device,
+    ``backend="auto"`` (default) adds chunks and solves with fastspec's CUDA kernels when
+    they are available (``fastspec.backends()``), ``"cuda"`` requires them (and puts the
+    state on the current CUDA device unless ``device`` says otherwise), ``"torch"`` uses the
+    torch path. Both compute the same thing with the same float32/float64 contract.
+
     >>> acc = CovarianceAccumulator(4096)
     >>> for batch in batches:
     ...     acc.update(batch)
@@ -192,15 +213,25 @@ class CovarianceAccumulator:
     """
 
     def __init__(self, dim: int, *, device: str | torch.device | None = None, nan_policy: str = "raise",
-                 precision: str = "float32"):
+                 precision: str = "float32", backend: str = "auto"):
         if int(dim) != dim or dim < 1:
             raise ValueError(f"dim must be a positive integer, got {dim!r}")
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         self.dim = int(dim)
         self.precision = precision
         self.nan_policy = check_nan_policy(nan_policy)
+        self.backend = backend
         self._device = torch.device(device) if device is not None else None
+        if backend == "cuda":
+            _cuda.require("backend='cuda'")
+            if self._device is None:
+                self._device = torch.device("cuda", torch.cuda.current_device())
+            elif self._device.type != "cuda":
+                raise ValueError(f"backend='cuda' keeps the state on a CUDA device, got device={str(self._device)!r}")
+            _cuda.require("backend='cuda'", self._device)
         self._moments: _Moments | None = None
         self._pending: list[torch.Tensor] = []
         self._pending_rows = 0
@@ -212,10 +243,19 @@ class CovarianceAccumulator:
     def device(self) -> torch.device:
         return self._device if self._device is not None else torch.device("cpu")
 
+    @property
+    def uses_kernels(self) -> bool:
+        """Whether this accumulator's chunks and eigensolves go through fastspec's CUDA
+        kernels (a CUDA device and ``backend`` "auto" with the kernels available, or "cuda")."""
+        return self.backend != "torch" and self.device.type == "cuda" and _cuda.available(self.device)
+
+    def _new_moments(self) -> _Moments:
+        return _Moments(self.dim, self.device, kernels=self.uses_kernels)
+
     def _state(self) -> _Moments:
         if self._moments is None:
             self._device = self.device  # fixed from now on: state and batches meet here
-            self._moments = _Moments(self.dim, self.device)
+            self._moments = self._new_moments()
         return self._moments
 
     @property
@@ -262,7 +302,7 @@ class CovarianceAccumulator:
         # A failing add_chunk changes nothing, so one chunk can go straight into the state;
         # several go through a private set first, so that a fault in a later chunk leaves
         # the state as it was.
-        target = self._state() if len(chunks) == 1 else _Moments(self.dim, self.device)
+        target = self._state() if len(chunks) == 1 else self._new_moments()
         dropped = 0
         try:
             for start, chunk in chunks:
@@ -290,7 +330,7 @@ class CovarianceAccumulator:
         return x.to(self.device, torch.float64 if self.precision == "float64" else None)
 
     def _chunks(self, x: torch.Tensor) -> Iterator[tuple[int, torch.Tensor]]:
-        rows = chunk_rows(self.dim)
+        rows = chunk_rows(self.dim, kernels=self.uses_kernels)
         for start in range(0, x.shape[0], rows):
             yield start, x[start : start + rows]
 
@@ -404,7 +444,7 @@ class CovarianceAccumulator:
             raise ValueError(f"state_dict 'n_samples' must be a non-negative int, got {n!r}")
         if not (bool(torch.isfinite(mean).all()) and bool(torch.isfinite(m2).all())):
             raise ValueError("state_dict holds non-finite statistics")
-        moments = _Moments(self.dim, self.device)
+        moments = self._new_moments()
         moments.n = int(n)
         moments.mean = mean.to(self.device, torch.float64).clone()
         moments.m2 = m2.to(self.device, torch.float64).clone()
@@ -448,4 +488,5 @@ class CovarianceAccumulator:
             center=center,
             top_k_eigenvectors=top_k_eigenvectors,
             n_dropped=self.n_dropped,
+            kernels=self.uses_kernels,
         )

@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from . import _C
+from . import _C, _cuda
 
 
 def backends() -> dict[str, dict[str, Any]]:
@@ -14,7 +14,9 @@ def backends() -> dict[str, dict[str, Any]]:
 
     - ``torch_cpu``: the reference path (always there).
     - ``torch_cuda``: the torch path on a CUDA device (needs a CUDA build of torch and a GPU).
-    - ``cuda_kernels``: fastspec's own fused CUDA kernels (compiled into ``fastspec._C``).
+    - ``cuda_kernels``: fastspec's CUDA kernels (``fastspec._C_cuda``): available when they
+      were built (``FASTSPEC_CUDA``), import, and find a driver and a device; otherwise the
+      reason names the first of those that failed.
     - ``infgram``: the C++ suffix-array ∞-gram engine (compiled into ``fastspec._C``).
     """
     info = _C.build_info()
@@ -27,7 +29,9 @@ def backends() -> dict[str, dict[str, Any]]:
         out["torch_cuda"] = {"available": False, "reason": f"torch {torch.__version__} was built without CUDA"}
     else:
         out["torch_cuda"] = {"available": False, "reason": f"torch built for CUDA {torch.version.cuda}, but no CUDA device is visible"}
-    for name in ("cuda_kernels", "infgram"):
+    usable, why = _cuda.status()
+    out["cuda_kernels"] = {"available": usable, "detail" if usable else "reason": why}
+    for name in ("infgram",):
         part = info[name]
         out[name] = {"available": bool(part["built"])}
         out[name]["detail" if part["built"] else "reason"] = part.get("detail", part.get("reason", ""))

@@ -9,11 +9,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from . import _cuda
 from ._inputs import as_matrix, check_nan_policy, nonfinite_rows
-from .accumulator import CovarianceAccumulator, exact_fp32_matmul, float64_overflow
+from .accumulator import BACKENDS, CovarianceAccumulator, exact_fp32_matmul, float64_overflow
 from .metrics import AlphaFit, SpectrumTooShort, alpha_req, check_fit_range, rankme
-
-BACKENDS = ("auto", "torch", "cuda")
 
 
 @dataclass(frozen=True)
@@ -67,9 +66,12 @@ class Spectrum:
         return out
 
 
-def _eigh(sym: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray | None]:
+def _eigh(sym: torch.Tensor, k: int, kernels: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
     """Descending eigenvalues of a float64 matrix whose upper triangle defines it (the lower
-    is not read), and the top-k eigenvectors."""
+    is not read), and the top-k eigenvectors. ``kernels``: on a CUDA device, solve with
+    cuSOLVER's cusolverDnXsyevd (values) and cusolverDnXsyevdx (top-k vectors only)."""
+    if kernels and sym.is_cuda:
+        return _cuda.eigh(sym, k)
     if k:
         values, vectors = torch.linalg.eigh(sym, UPLO="U")
         return values.flip(0).cpu().numpy(), vectors[:, -k:].flip(1).cpu().numpy()
@@ -92,18 +94,19 @@ def _check_k(k: Any, n_samples: int, dim: int, center: bool) -> int:
 
 
 def spectrum_of_scatter(
-    scatter: torch.Tensor, *, n_samples: int, center: bool, top_k_eigenvectors: int = 0, n_dropped: int = 0
+    scatter: torch.Tensor, *, n_samples: int, center: bool, top_k_eigenvectors: int = 0, n_dropped: int = 0,
+    kernels: bool = False,
 ) -> Spectrum:
     """Spectrum of the covariance scatter/(n−1), given the float64 d×d scatter matrix of
     ``n_samples`` rows by its upper triangle."""
     dim = scatter.shape[0]
     k = _check_k(top_k_eigenvectors, n_samples, dim, center)
     _warn_dropped(n_dropped, stacklevel=3)
-    values, vectors = _eigh(scatter, k)
+    values, vectors = _eigh(scatter, k, kernels)
     return Spectrum(values[: min(n_samples, dim)] / (n_samples - 1), n_samples, dim, center, vectors, n_dropped)
 
 
-def _gram_spectrum(x: torch.Tensor, center: bool, k: int, n_dropped: int) -> Spectrum:
+def _gram_spectrum(x: torch.Tensor, center: bool, k: int, n_dropped: int, kernels: bool = False) -> Spectrum:
     """N < d: the N×N Gram matrix has the same non-zero spectrum at lower cost.
 
     Rows are shifted by their float32 mean (exact subtraction for values near it), the Gram
@@ -119,13 +122,13 @@ def _gram_spectrum(x: torch.Tensor, center: bool, k: int, n_dropped: int) -> Spe
         gram = (y @ y.T).to(torch.float64)
     if not bool(torch.isfinite(gram.diagonal()).all()):  # rows are finite: an overflow
         if cdtype == torch.float32:
-            return _gram_spectrum(x.to(torch.float64), center, k, n_dropped)
+            return _gram_spectrum(x.to(torch.float64), center, k, n_dropped, kernels)
         raise float64_overflow(x, "acts")
     c = -y.sum(0, dtype=torch.float64) / n if center else shift.to(torch.float64)
     y64 = y.to(torch.float64)
     u = y64 @ c
     gram += u[:, None] + u[None, :] + float(c @ c)
-    values, vectors = _eigh(gram, k)
+    values, vectors = _eigh(gram, k, kernels)
     if vectors is not None:
         ev = torch.from_numpy(vectors).to(y64.device)
         z_t_u = y64.T @ ev + c[:, None] * ev.sum(0)[None, :]
@@ -153,24 +156,30 @@ def spectrum(
     (no N×d copy); when N < d the N×N Gram matrix is used. ``center=False`` gives the raw
     second-moment spectrum (Garrido et al.'s RankMe: ``rankme(spectrum(X, center=False),
     convention="sv")``). ``top_k_eigenvectors=k`` also returns the k leading eigenvectors.
-    ``backend``: "auto" and "torch" use the torch path on the input's device; "cuda" asks
-    for fastspec's CUDA kernels.
+    ``backend``: "auto" uses fastspec's CUDA kernels for input on a CUDA device when they are
+    available (``fastspec.backends()``) and the torch path otherwise; "torch" forces the torch
+    path on the input's device; "cuda" requires the kernels (NotImplementedError saying why
+    when they are not available) and moves input from the CPU to the current CUDA device
+    chunk by chunk. The kernels keep the same numerical contract (float32 products of
+    centred chunks, float64 merges and eigensolver: cuSOLVER's cusolverDnXsyevd); when
+    N < d the N×N Gram product is a torch matmul and only its eigensolve uses them.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "cuda":
-        from .backends import backends
-
-        info = backends()["cuda_kernels"]
-        raise NotImplementedError(f"backend='cuda': fastspec's CUDA kernels are not available: {info['reason']}. "
-                                  "backend='torch' computes on any torch device, CUDA included.")
+        _cuda.require("backend='cuda'")
     check_nan_policy(nan_policy)
     x = as_matrix(acts)
     n, d = x.shape
     if n >= 2:  # refuse a bad k before the pass over the data, not after
         _check_k(top_k_eigenvectors, n, d, center)
+    device = x.device
+    if backend == "cuda":
+        if device.type != "cuda":
+            device = torch.device("cuda", torch.cuda.current_device())
+        _cuda.require("backend='cuda'", device)
     if n >= d:
-        acc = CovarianceAccumulator(d, device=x.device, nan_policy=nan_policy)
+        acc = CovarianceAccumulator(d, device=device, nan_policy=nan_policy, backend=backend)
         acc._update(x, "acts")
         if acc.n_samples < 2:
             raise ValueError(f"acts: a spectrum needs at least 2 finite rows, got {acc.n_samples} (shape {tuple(x.shape)})")
@@ -183,7 +192,9 @@ def spectrum(
         raise ValueError(f"acts: a spectrum needs at least 2 finite rows, got {x.shape[0]} (shape {(n, d)})")
     k = _check_k(top_k_eigenvectors, x.shape[0], d, center)
     _warn_dropped(n_dropped, stacklevel=2)
-    return _gram_spectrum(x, center, k, n_dropped)
+    x = x.to(device)
+    kernels = backend != "torch" and x.is_cuda and _cuda.available(x.device)
+    return _gram_spectrum(x, center, k, n_dropped, kernels)
 
 
 def summarize(acc: CovarianceAccumulator, *, fit_range: tuple[int, int] = (11, 100)) -> dict[str, Any]:
