@@ -239,7 +239,39 @@ def gpu_section(groups: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
     return lines
 
 
+EXTRACT_LABELS = {
+    "fastspec": "fastspec `extract(layers=\"all\")` (hooks, length-sorted batches, no LM head)",
+    "naive_hidden_states": "`output_hidden_states=True` on the causal LM, last token sliced",
+}
+
+
+def extract_section(groups: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
+    """Extraction (test_bench_extract.py): tokens/s and peak memory, fastspec beside the loop."""
+    lines = ["## Extraction for all-layer tracing", ""]
+    for name, benches in groups.items():
+        ours = benches.get("fastspec")
+        rows = []
+        for method, label in EXTRACT_LABELS.items():
+            b = benches.get(method)
+            if b is None:
+                continue
+            e = b["extra_info"]
+            speedup = "1×" if b is ours or ours is None else fmt_ratio(median(b) / median(ours))
+            rows.append([label, fmt_time(median(b)), fmt_rate(e["tokens_per_s"]), speedup, fmt_mb(e.get("peak_rss_mb")),
+                         fmt_mb(e.get("peak_rss_total_mb")), str(b["stats"]["rounds"])])
+        lines += [f"### {name}", ""]
+        lines += table(rows, ["method", "median", "tokens/s", "× fastspec's time", "peak RSS above model (MB)",
+                              "peak RSS total (MB)", "rounds"], "lrrrrrr")
+        lines.append("")
+    return lines
+
+
 def render(benchmarks: list[dict[str, Any]], machine: dict[str, Any], when: str) -> str:
+    extract: dict[str, dict[str, dict[str, Any]]] = {}
+    for b in benchmarks:
+        if b["extra_info"].get("kind") == "extract":
+            extract.setdefault(b.get("group") or b["name"], {})[b["extra_info"]["method"]] = b
+    benchmarks = [b for b in benchmarks if b["extra_info"].get("kind") != "extract"]
     gpu: dict[str, dict[str, dict[str, Any]]] = {}
     for b in benchmarks:
         if b["extra_info"]["method"].startswith("gpu_"):
@@ -261,12 +293,14 @@ def render(benchmarks: list[dict[str, Any]], machine: dict[str, Any], when: str)
     lines += ["", "Times are medians over the rounds shown. Peak RSS: one run of the method in a fresh process "
                   "(VmHWM), above what the process held just before the call (libraries and the N×d float32 "
                   "input), and in total.", ""]
-    if groups:
+    if groups and any(next(iter(g[1].values()))["extra_info"]["kind"] == "spectrum" for g in groups):
         lines += summary([g for g in groups if next(iter(g[1].values()))["extra_info"]["kind"] == "spectrum"])
         lines += ["## Per shape", ""]
     for group, benches in groups:
         kind = next(iter(benches.values()))["extra_info"]["kind"]
         lines += spectrum_section(group, benches) if kind == "spectrum" else stream_section(group, benches)
+    if extract:
+        lines += extract_section(extract)
     if gpu:
         lines += gpu_section(gpu)
     return "\n".join(lines).rstrip() + "\n"

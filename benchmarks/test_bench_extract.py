@@ -60,4 +60,4 @@ def test_extract_all_layers(benchmark, setup, method):
         r = rows[layer].double().numpy()
         np.testing.assert_allclose(accs[layer].mean.numpy(), r.mean(0), rtol=0, atol=1e-4 * np.abs(r).max())
     median = benchmark.stats.stats.median
-    benchmark.extra_info.update(method=method, n_tokens=n_tok, tokens_per_s=n_tok / median, **_probe(method, path))
+    benchmark.extra_info.update(kind="extract", method=method, n_tokens=n_tok, tokens_per_s=n_tok / median, **_probe(method, path))
