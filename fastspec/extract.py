@@ -169,6 +169,9 @@ class _Pooler:
                  pooling: str | int, final_norm: bool):
         self.layout, self.layers, self.accs, self.pooling = layout, layers, accs, pooling
         self.final_norm = final_norm and layers[-1] == layout.n_layers
+        if self.final_norm and layout.final_norm is None:  # checked before any hook is placed
+            raise ValueError(f"final_norm=True, but this model has no final norm module "
+                             f"(looked for {', '.join(FINAL_NORM_NAMES)})")
         self.mask: torch.Tensor | None = None
         self.positions: torch.Tensor | None = None
         self.handles: list[Any] = []
@@ -185,9 +188,7 @@ class _Pooler:
             self.handles.append(self.layout.blocks[layer - 1].register_forward_hook(
                 lambda mod, args, out, layer=layer, stop=stop: self._take(layer, out, stop)))
         if self.final_norm:
-            if self.layout.final_norm is None:
-                raise ValueError(f"final_norm=True, but this model has no final norm module "
-                                 f"(looked for {', '.join(FINAL_NORM_NAMES)})")
+            assert self.layout.final_norm is not None
             self.handles.append(self.layout.final_norm.register_forward_hook(
                 lambda mod, args, out: self._take(L, out, True)))
         return self

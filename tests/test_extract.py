@@ -211,3 +211,16 @@ def test_extract_on_cuda_agrees_with_cpu(saved, dtype):
         # float32: TF32-free GPU kernels reorder sums (~1e-6); bfloat16: 8-bit mantissa (~1e-2)
         tol = 1e-4 if dtype == torch.float32 else 5e-2
         np.testing.assert_allclose(got, ref, rtol=0, atol=tol * ref[0])
+
+
+def test_final_norm_on_a_model_without_one_is_an_error_that_leaves_no_hook(saved):
+    from transformers import BertConfig, BertModel
+
+    bert = BertModel(BertConfig(vocab_size=300, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                intermediate_size=64, max_position_embeddings=64)).eval()
+    _, tok = _load(saved["gpt2"])
+    with pytest.raises(ValueError, match="no final norm module"):
+        fastspec.extract(bert, tok, TEXTS, final_norm=True, max_length=64, progress=False)
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in bert.modules())
+    accs = fastspec.extract(bert, tok, TEXTS, pooling="cls", max_length=64, progress=False)
+    assert sorted(accs) == [0, 1, 2] and accs[2].n_samples == len(TEXTS)
