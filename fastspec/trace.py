@@ -197,7 +197,7 @@ def trace(
     fit_range: tuple[int, int] = (11, 100),
     trust_remote_code: bool = False,
     progress: bool = True,
-) -> "Any":
+) -> Any:
     """Trace every checkpoint's per-layer spectrum, RankMe (both conventions) and α into
     ``out_dir`` (layout in this module's docstring) and return :func:`load_trace` of it.
 
