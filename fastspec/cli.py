@@ -70,7 +70,9 @@ def cmd_trace(args: argparse.Namespace) -> int:
                   fit_range=_fit_range(args.fit_range), trust_remote_code=args.trust_remote_code,
                   progress=not args.quiet)
     if int(os.environ.get("RANK", "0")) == 0:
-        print(frame.drop(columns=["index"]).to_string(index=False))
+        print(frame.drop(columns=["index", "alpha_error"]).to_string(index=False))
+        for _, row in frame[frame["alpha_error"].notna()].iterrows():
+            print(f"alpha is NaN for {row['checkpoint']} layer {row['layer']}: {row['alpha_error']}")
         print(f"wrote {os.path.join(args.out, 'trace.csv')}")
     return 0
 

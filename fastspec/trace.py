@@ -318,7 +318,9 @@ def load_trace(out_dir: str | os.PathLike, *, eigenvalues: bool = False) -> Any:
     """The traced results as a pandas DataFrame, one row per (checkpoint, layer), in training
     order (step, then the order given): ``checkpoint``, ``step``, ``layer``, ``rankme``,
     ``rankme_sv``, ``alpha``, ``alpha_r2``, ``alpha_intercept``, ``n_samples``, ``dim``,
-    ``n_dropped``. ``eigenvalues=True`` adds the centred spectrum of each row."""
+    ``n_dropped``, and ``alpha_error``: why α is NaN where it is (e.g. a spectrum with fewer
+    non-zero eigenvalues than the fit range). ``eigenvalues=True`` adds the centred spectrum
+    of each row."""
     import pandas as pd
 
     rows = []
@@ -335,7 +337,8 @@ def load_trace(out_dir: str | os.PathLike, *, eigenvalues: bool = False) -> Any:
             row = {"checkpoint": rec["checkpoint"], "step": rec["step"], "index": rec["index"], "layer": layer["layer"],
                    "rankme": layer["rankme"], "rankme_sv": layer["rankme_sv"], "alpha": layer["alpha"],
                    "alpha_r2": layer["alpha_r2"], "alpha_intercept": layer["alpha_intercept"],
-                   "n_samples": layer["n_samples"], "dim": layer["dim"], "n_dropped": layer["n_dropped"]}
+                   "n_samples": layer["n_samples"], "dim": layer["dim"], "n_dropped": layer["n_dropped"],
+                   "alpha_error": layer.get("alpha_error")}
             if spectra is not None:
                 row["eigenvalues"] = spectra[f"centered_{layer['layer']}"]
             rows.append(row)

@@ -18,7 +18,7 @@ def _frame(rankme, alpha=None, steps=None, layers=(0, 1)):
             scale = 1.0 if layer == layers[-1] else 0.5
             rows.append({"checkpoint": f"step{s}", "step": s, "index": i, "layer": layer, "rankme": r * scale,
                          "rankme_sv": r, "alpha": a, "alpha_r2": 0.9, "alpha_intercept": 0.0,
-                         "n_samples": 100, "dim": 64, "n_dropped": 0})
+                         "n_samples": 100, "dim": 64, "n_dropped": 0, "alpha_error": None})
     frame = pd.DataFrame(rows)
     frame["step"] = frame["step"].astype("Int64")
     return frame

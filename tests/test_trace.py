@@ -46,7 +46,8 @@ def _results(out):
 
 def test_one_row_per_checkpoint_and_layer_with_the_columns(traced, ckpts):
     out, frame = traced
-    for col in ("checkpoint", "step", "layer", "rankme", "rankme_sv", "alpha", "alpha_r2", "n_samples", "dim"):
+    for col in ("checkpoint", "step", "layer", "rankme", "rankme_sv", "alpha", "alpha_r2", "n_samples", "dim",
+                "alpha_error"):
         assert col in frame.columns
     assert len(frame) == 3 * 3  # 3 checkpoints × (embeddings + 2 blocks)
     assert frame["step"].drop_duplicates().tolist() == [0, 3, 6]
