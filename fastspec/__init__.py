@@ -1,6 +1,7 @@
 """fastspec: the geometry of neural representations, fast.
 
-Eigenspectra of activation covariances, RankMe and alpha-ReQ, streamed and mergeable.
+Eigenspectra of activation covariances, RankMe and alpha-ReQ, streamed and mergeable; an
+∞-gram suffix-array engine and distributional memorization (Wang et al., 2025).
 See README.md for the conventions and ``fastspec.backends()`` for what this install has.
 """
 
@@ -19,16 +20,21 @@ except ImportError as err:  # pragma: no cover - only a source tree that was nev
 from ._version import __version__
 from .accumulator import CovarianceAccumulator
 from .backends import backends
+from .infgram import InfGramIndex
 from .metrics import AlphaFit, alpha_req, rankme
+from .memorization import MemorizationResult, memorization
 from .spectrum import Spectrum, spectrum
 
 __all__ = [
     "AlphaFit",
     "CovarianceAccumulator",
+    "InfGramIndex",
+    "MemorizationResult",
     "Spectrum",
     "__version__",
     "alpha_req",
     "backends",
+    "memorization",
     "rankme",
     "spectrum",
 ]
