@@ -648,7 +648,7 @@ class OutFile {
 template <class T>
 void build_shard(const T* text, std::int64_t n, std::uint64_t vocab, std::uint32_t shard, const std::string& dir) {
   constexpr std::uint64_t sep = std::numeric_limits<T>::max();
-  if (n < 2) throw std::invalid_argument("a shard needs at least one document separator and one token, got " + std::to_string(n) + " positions");
+  if (n < 1) throw std::invalid_argument("a shard needs at least one document (its separator), got 0 positions");
   if (n >= static_cast<std::int64_t>(std::numeric_limits<std::int32_t>::max()))
     throw std::invalid_argument("a shard holds at most 2^31 - 2 positions, got " + std::to_string(n));
   if (vocab < 1 || vocab > sep)
