@@ -21,5 +21,6 @@ def test_backends_say_why_when_something_is_missing():
 
 
 def test_public_surface():
-    assert set(fastspec.__all__) == {"AlphaFit", "CovarianceAccumulator", "Spectrum", "__version__",
-                                     "alpha_req", "backends", "rankme", "spectrum"}
+    assert set(fastspec.__all__) == {"AlphaFit", "CovarianceAccumulator", "InfGramIndex", "MemorizationResult",
+                                     "Spectrum", "__version__", "alpha_req", "backends", "memorization", "rankme",
+                                     "spectrum"}

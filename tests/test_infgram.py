@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import json
 import math
 import os
 import shutil
@@ -423,6 +424,42 @@ def test_infini_gram_layout_errors(tmp_path):
         InfGramIndex(tmp_path / "missing")
     with pytest.raises(ValueError, match="format must be"):
         InfGramIndex(d, format="v7")
+
+
+def test_cli_index_build_count_prob(tmp_path, capsys, tiny_tokenizer):
+    from fastspec.cli import main
+
+    np.save(tmp_path / "c.npy", np.array([0, 1, 2, 0, 1, 3], dtype=np.uint16))
+    out = tmp_path / "my index"
+    assert main(["index", "build", str(tmp_path / "c.npy"), str(out), "--quiet"]) == 0
+    assert json.loads(capsys.readouterr().out)["n_tokens"] == 6
+    assert main(["index", "count", str(out), "0", "1"]) == 0
+    assert json.loads(capsys.readouterr().out)["count"] == 2
+    assert main(["index", "prob", str(out), "--context", "2", "0", "--token", "1"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got["prob"] == 1.0 and got["effective_n"] == 3 and got["infgram_prob"] == 1.0
+    assert main(["index", "prob", str(out), "--context", "3", "3", "--token", "1"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got["prob"] is None and got["effective_n"] == 2  # unseen context: null n-gram prob, ∞-gram backs off
+    # text corpus and text queries through a local tokenizer
+    tok_dir, texts = tiny_tokenizer
+    (tmp_path / "t.txt").write_text("\n".join(texts[:10]) + "\n")
+    assert main(["index", "build", str(tmp_path / "t.txt"), str(tmp_path / "ti"), "--tokenizer", str(tok_dir), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["index", "count", str(tmp_path / "ti"), "--text", texts[0], "--tokenizer", str(tok_dir)]) == 0
+    assert json.loads(capsys.readouterr().out)["count"] >= 1
+    # errors: exit 2, a message naming the file or the value
+    assert main(["index", "count", str(out), "7"]) == 2
+    assert "token id 7" in capsys.readouterr().err
+    assert main(["index", "count", str(tmp_path / "nowhere")]) == 2
+    assert "nowhere" in capsys.readouterr().err
+    (out / "tokens.0").write_bytes(b"junk")
+    assert main(["index", "count", str(out), "1"]) == 2
+    assert "tokens.0: truncated" in capsys.readouterr().err
+    assert main(["index", "build", str(tmp_path / "missing.npy"), str(tmp_path / "x"), "--quiet"]) == 2
+    assert "missing.npy" in capsys.readouterr().err
+    assert main(["index", "count", str(tmp_path / "ti"), "--text", "cat"]) == 2
+    assert "--text needs --tokenizer" in capsys.readouterr().err
 
 
 def test_backends_report_the_engine():
