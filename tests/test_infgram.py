@@ -217,7 +217,7 @@ def test_text_corpus_with_a_local_tokenizer(tmp_path, tiny_tokenizer):
 # ---------------------------------------------------------------------------------------
 
 
-def write_infini_gram_layout(docs, out: Path, width: int) -> None:
+def write_infini_gram_layout(docs, out: Path, width: int, shard: int = 0) -> None:
     """tokenized/table/offset as infini-gram's indexer writes them: 0xFF.. separators before each
     document, byte offsets of every token sorted by their byte suffixes, ceil(log2(size)/8)-byte
     little-endian pointers."""
@@ -233,9 +233,9 @@ def write_infini_gram_layout(docs, out: Path, width: int) -> None:
     ptr = int(np.ceil(np.log2(len(data)) / 8))
     order = sorted(range(0, len(data), width), key=lambda p: data[p:])
     out.mkdir(parents=True, exist_ok=True)
-    (out / "tokenized.0").write_bytes(data)
-    (out / "offset.0").write_bytes(np.array(offsets, dtype="<u8").tobytes())
-    (out / "table.0").write_bytes(b"".join(p.to_bytes(ptr, "little") for p in order))
+    (out / f"tokenized.{shard}").write_bytes(data)
+    (out / f"offset.{shard}").write_bytes(np.array(offsets, dtype="<u8").tobytes())
+    (out / f"table.{shard}").write_bytes(b"".join(p.to_bytes(ptr, "little") for p in order))
 
 
 @pytest.mark.parametrize("width", [2, 4])
@@ -260,6 +260,20 @@ def test_reads_infini_gram_layout(tmp_path, width):
     seq = words[rng.integers(0, 5, size=80)]
     s = ig.score([seq])[0]
     assert [s.match_len[i] for i in range(80)] == [ref_match_len(docs, seq, i) for i in range(80)]
+
+
+def test_reads_sharded_infini_gram_layout(tmp_path):
+    rng = np.random.default_rng(5)
+    docs = [rng.integers(0, 4, size=rng.integers(1, 50)) * 300 for _ in range(30)]
+    for s, part in enumerate((docs[:10], docs[10:25], docs[25:])):
+        write_infini_gram_layout(part, tmp_path / "ig", 2, shard=s)
+    ig = InfGramIndex(tmp_path / "ig", format="infini-gram", vocab_size=1000)
+    assert ig.n_shards == 3 and ig.n_docs == 30 and ig.vocab_size == 1000
+    for _ in range(30):
+        q = [int(x) * 300 for x in rng.integers(0, 4, size=rng.integers(0, 6))]
+        assert ig.count(q) == ref_count(docs, q)
+        got, (c, n, p, l) = ig.infgram_prob(q, 300), ref_infgram(docs, q, 300)
+        assert (got.context_count, got.count, got.suffix_len) == (c, n, l) and got.prob == pytest.approx(p, rel=1e-12)
 
 
 def _infini_gram_build(docs, out: Path) -> None:
