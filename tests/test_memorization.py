@@ -95,6 +95,15 @@ def test_memorization_from_directories_and_cli(setup, tmp_path, capsys):
     assert out["rho"] == pytest.approx(direct.rho, abs=1e-9) and out["rule"] == "wang"
 
 
+def test_token_id_items_match_text_items(setup):
+    model, tok, index, items, _ = setup
+    ids = [(tok(p, add_special_tokens=False)["input_ids"], tok(o, add_special_tokens=False)["input_ids"]) for p, o in items]
+    a = fastspec.memorization(ids, index, model, rule="all")
+    b = fastspec.memorization(items, index, model, tok, rule="all")
+    np.testing.assert_array_equal(a.infgram_scores, b.infgram_scores)
+    assert a.rho == b.rho
+
+
 def test_memorization_errors(setup):
     model, tok, index, items, root = setup
     with pytest.raises(ValueError, match="rule"):
