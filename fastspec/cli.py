@@ -108,7 +108,15 @@ def _index(args: argparse.Namespace) -> Any:
 def cmd_index_build(args: argparse.Namespace) -> int:
     from .infgram import InfGramIndex
 
-    idx = InfGramIndex.build(args.corpus, args.out, tokenizer=args.tokenizer, vocab_size=args.vocab_size,
+    doc_lengths = None
+    if args.doc_lengths:
+        import numpy as np
+
+        try:
+            doc_lengths = np.load(args.doc_lengths, allow_pickle=False)
+        except (OSError, ValueError) as err:
+            raise type(err)(f"{args.doc_lengths}: {err}") from err
+    idx = InfGramIndex.build(args.corpus, args.out, tokenizer=args.tokenizer, vocab_size=args.vocab_size, doc_lengths=doc_lengths,
                              token_width=args.token_width, memory_budget=args.memory_budget, threads=args.threads,
                              text_split=args.text_split, progress=not args.quiet, overwrite=args.overwrite)
     print(json.dumps(idx.info, indent=1))
@@ -194,6 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
     ib.add_argument("corpus", help=".npy file of token ids, or a text/.jsonl file or directory")
     ib.add_argument("out", help="index directory to write")
     ib.add_argument("--tokenizer", help="local Hugging Face tokenizer directory (text corpora)")
+    ib.add_argument("--doc-lengths", help=".npy of document lengths splitting a 1-D token .npy (default: one document, "
+                                          "or one per row of a 2-D array)")
     ib.add_argument("--vocab-size", type=int)
     ib.add_argument("--token-width", type=int, choices=(2, 4))
     ib.add_argument("--memory-budget", help="bytes for building, e.g. 4G (default: half of physical memory)")

@@ -347,8 +347,12 @@ class InfGramIndex:
         _prepare_out_dir(out, overwrite)
         writer = _ShardWriter(out, width, vocab_size, capacity, threads, budget)
         try:
-            for k, doc in enumerate(docs):
+            # text input has its own bar (bytes tokenised); arrays get one over documents
+            bar = tqdm(docs, unit="doc", desc="indexing", disable=not progress or tok is not None,
+                       total=len(docs) if isinstance(docs, (list, tuple)) else None)
+            for k, doc in enumerate(bar):
                 writer.add(_checked_doc(doc, k, name, vocab_size), k)
+            bar.close()
             n_shards = writer.close()
         except BaseException:
             writer.abort()

@@ -470,6 +470,10 @@ def test_cli_index_build_count_prob(tmp_path, capsys, tiny_tokenizer):
     assert json.loads(capsys.readouterr().out)["n_tokens"] == 6
     assert main(["index", "count", str(out), "0", "1"]) == 0
     assert json.loads(capsys.readouterr().out)["count"] == 2
+    np.save(tmp_path / "lengths.npy", np.array([2, 4]))
+    assert main(["index", "build", str(tmp_path / "c.npy"), str(tmp_path / "split"), "--doc-lengths",
+                 str(tmp_path / "lengths.npy"), "--quiet"]) == 0
+    assert json.loads(capsys.readouterr().out)["n_docs"] == 2
     assert main(["index", "prob", str(out), "--context", "2", "0", "--token", "1"]) == 0
     got = json.loads(capsys.readouterr().out)
     assert got["prob"] == 1.0 and got["effective_n"] == 3 and got["infgram_prob"] == 1.0
