@@ -439,6 +439,11 @@ class InfGramIndex:
         offsets = np.zeros(len(parts) + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
         flat = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+        bad = np.flatnonzero((flat < 0) | (flat >= self.vocab_size))
+        if bad.size:  # name the sequence and position (the engine would name the flat position)
+            k = int(np.searchsorted(offsets, bad[0], side="right")) - 1
+            raise ValueError(f"sequences[{k}]: token id {int(flat[bad[0]])} at position {int(bad[0] - offsets[k])} "
+                             f"is outside [0, {self.vocab_size}) of the index {self._path}")
         match_len, suffix_len, prob, ctx, cnt = self._engine.score(flat, offsets, int(max(1, threads)))
         out = []
         for k in range(len(parts)):

@@ -353,7 +353,7 @@ def test_query_errors(small_index):
         idx.count([1.5])
     with pytest.raises(ValueError, match="1-D"):
         idx.count([[1]])
-    with pytest.raises(ValueError, match="sequences"):
+    with pytest.raises(ValueError, match=r"sequences\[1\]: token id 9 at position 1"):
         idx.score([[0, 1], [0, 9]])
     assert math.isnan(idx.prob([0, 0], 1).prob)  # an unseen context: NaN, not 0
 
