@@ -174,6 +174,12 @@ def memorization(items: Iterable[Any], index: InfGramIndex | str | os.PathLike, 
         o = _encode(tokenizer, output, k, "output")
         seqs.append(np.concatenate([p, o]))
         prompt_lens.append(p.shape[0])
+    limit = getattr(getattr(model, "config", None), "max_position_embeddings", None) or \
+        getattr(getattr(model, "config", None), "n_positions", None)
+    for k, seq in enumerate(seqs):
+        if limit is not None and len(seq) > int(limit):
+            raise ValueError(f"item {k}: prompt + output is {len(seq)} tokens, longer than the model's "
+                             f"{int(limit)} positions")
     scores = idx.score(seqs, threads=threads)
     infgram = np.array([infgram_output_score(s.prob[p:], rule) for s, p in zip(scores, prompt_lens)])
     model_scores = model_output_logprobs(model, seqs, prompt_lens, batch_size=batch_size, device=device)

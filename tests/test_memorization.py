@@ -114,5 +114,7 @@ def test_memorization_errors(setup):
         fastspec.memorization(items[:2], index, model, tok)
     with pytest.raises(ValueError, match="item 0: the output is empty"):
         fastspec.memorization([("Question: x? Answer:", "")] + items, index, model, tok)
+    with pytest.raises(ValueError, match="item 0: prompt \\+ output is 70 tokens, longer than the model's 64"):
+        fastspec.memorization([(list(range(60)), list(range(10)))] + items, index, model, tok)
     with pytest.raises(OSError, match="no-such-model"):
         fastspec.memorization(items, index, str(root / "no-such-model"))
