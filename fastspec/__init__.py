@@ -1,7 +1,8 @@
 """fastspec: the geometry of neural representations, fast.
 
 Eigenspectra of activation covariances, RankMe and alpha-ReQ, streamed and mergeable;
-extracted from Hugging Face models and traced across checkpoints and layers.
+extracted from Hugging Face models and traced across checkpoints and layers; an ∞-gram
+suffix-array engine and distributional memorization (Wang et al., 2025).
 See README.md for the conventions and ``fastspec.backends()`` for what this install has.
 """
 
@@ -22,6 +23,8 @@ from .accumulator import CovarianceAccumulator
 from .backends import backends
 from .data import load_texts
 from .extract import extract
+from .infgram import InfGramIndex
+from .memorization import MemorizationResult, memorization
 from .metrics import AlphaFit, alpha_req, rankme
 from .phases import phases
 from .spectrum import Spectrum, spectrum
@@ -31,6 +34,8 @@ __all__ = [
     "AlphaFit",
     "CheckpointError",
     "CovarianceAccumulator",
+    "InfGramIndex",
+    "MemorizationResult",
     "Spectrum",
     "__version__",
     "alpha_req",
@@ -38,6 +43,7 @@ __all__ = [
     "extract",
     "load_texts",
     "load_trace",
+    "memorization",
     "phases",
     "rankme",
     "spectrum",

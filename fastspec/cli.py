@@ -1,4 +1,5 @@
-"""The ``fastspec`` command line: ``demo``, ``trace``, ``plot``, ``spectrum FILE``, ``backends``."""
+"""The ``fastspec`` command line: ``demo``, ``trace``, ``plot``, ``spectrum FILE``, ``backends``,
+``index build|count|prob``, ``memorization``."""
 
 from __future__ import annotations
 
@@ -153,6 +154,85 @@ def cmd_backends(args: argparse.Namespace) -> int:
     return 0
 
 
+def _query_ids(args: argparse.Namespace, ids: Sequence[int] | None, text: str | None, flag: str) -> list[int]:
+    if text is not None:
+        if not args.tokenizer:
+            raise ValueError(f"{flag} needs --tokenizer DIR")
+        from .infgram import _load_tokenizer
+
+        return list(_load_tokenizer(args.tokenizer)(text, add_special_tokens=False)["input_ids"])
+    return list(ids or [])
+
+
+def _index(args: argparse.Namespace) -> Any:
+    from .infgram import InfGramIndex
+
+    return InfGramIndex(args.index, token_width=args.token_width, vocab_size=args.vocab_size)
+
+
+def cmd_index_build(args: argparse.Namespace) -> int:
+    from .infgram import InfGramIndex
+
+    doc_lengths = None
+    if args.doc_lengths:
+        import numpy as np
+
+        try:
+            doc_lengths = np.load(args.doc_lengths, allow_pickle=False)
+        except (OSError, ValueError) as err:
+            raise type(err)(f"{args.doc_lengths}: {err}") from err
+    idx = InfGramIndex.build(args.corpus, args.out, tokenizer=args.tokenizer, vocab_size=args.vocab_size, doc_lengths=doc_lengths,
+                             token_width=args.token_width, memory_budget=args.memory_budget, threads=args.threads,
+                             text_split=args.text_split, progress=not args.quiet, overwrite=args.overwrite)
+    print(json.dumps(idx.info, indent=1))
+    return 0
+
+
+def cmd_index_count(args: argparse.Namespace) -> int:
+    ids = _query_ids(args, args.ids, args.text, "--text")
+    idx = _index(args)
+    print(json.dumps({"ids": ids, "count": idx.count(ids)}))
+    return 0
+
+
+def cmd_index_prob(args: argparse.Namespace) -> int:
+    context = _query_ids(args, args.context, args.context_text, "--context-text")
+    idx = _index(args)
+    ngram = idx.prob(context, args.token)
+    inf = idx.infgram_prob(context, args.token)
+    nan_to_none = lambda v: None if v != v else v  # noqa: E731  (JSON has no NaN)
+    print(json.dumps({"context": context, "token": args.token,
+                      "prob": nan_to_none(ngram.prob), "context_count": ngram.context_count, "count": ngram.count,
+                      "infgram_prob": inf.prob, "effective_n": inf.effective_n,
+                      "infgram_context_count": inf.context_count, "infgram_count": inf.count}, indent=1))
+    return 0
+
+
+def cmd_memorization(args: argparse.Namespace) -> int:
+    from .memorization import memorization
+
+    items = []
+    try:
+        with open(args.items, encoding="utf-8") as fh:
+            for lineno, line in enumerate(fh, 1):
+                if line.strip():
+                    try:
+                        items.append(json.loads(line))
+                    except json.JSONDecodeError as err:
+                        raise ValueError(f"{args.items}:{lineno}: not JSON ({err})") from err
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"items file {args.items!r} does not exist") from err
+    res = memorization(items, args.index, args.model, args.tokenizer, rule=args.rule, batch_size=args.batch_size,
+                       device=args.device)
+    out = res.to_dict()
+    text = json.dumps(out, indent=1)
+    if args.out:
+        with open(args.out, "w") as fh:
+            fh.write(text + "\n")
+    print(text)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastspec", description="Eigenspectra, RankMe and alpha of representations.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -215,6 +295,50 @@ def build_parser() -> argparse.ArgumentParser:
 
     be = sub.add_parser("backends", help="what this install can do, and why not where it cannot")
     be.set_defaults(func=cmd_backends)
+
+    index = sub.add_parser("index", help="∞-gram suffix-array index: build one, count n-grams, n-gram and ∞-gram probabilities")
+    isub = index.add_subparsers(dest="index_command", required=True)
+    ib = isub.add_parser("build", help="index a corpus: .npy token ids, or text files with --tokenizer")
+    ib.add_argument("corpus", help=".npy file of token ids, or a text/.jsonl file or directory")
+    ib.add_argument("out", help="index directory to write")
+    ib.add_argument("--tokenizer", help="local Hugging Face tokenizer directory (text corpora)")
+    ib.add_argument("--doc-lengths", help=".npy of document lengths splitting a 1-D token .npy (default: one document, "
+                                          "or one per row of a 2-D array)")
+    ib.add_argument("--vocab-size", type=int)
+    ib.add_argument("--token-width", type=int, choices=(2, 4))
+    ib.add_argument("--memory-budget", help="bytes for building, e.g. 4G (default: half of physical memory)")
+    ib.add_argument("--threads", type=int, default=2, help="shards built at once")
+    ib.add_argument("--text-split", choices=("line", "file"), default="line", help="a document per line or per file")
+    ib.add_argument("--overwrite", action="store_true")
+    ib.add_argument("--quiet", action="store_true", help="no progress bar")
+    ib.set_defaults(func=cmd_index_build)
+    for name, helptext in (("count", "occurrences of an n-gram"), ("prob", "n-gram and ∞-gram probability of a token")):
+        q = isub.add_parser(name, help=helptext)
+        q.add_argument("index", help="index directory (fastspec's or infini-gram's)")
+        q.add_argument("--tokenizer", help="local Hugging Face tokenizer directory, for text queries")
+        q.add_argument("--token-width", type=int, choices=(2, 4), help="infini-gram indexes: token width in bytes")
+        q.add_argument("--vocab-size", type=int, help="infini-gram indexes: ids allowed below this")
+        if name == "count":
+            q.add_argument("ids", type=int, nargs="*", help="token ids of the n-gram")
+            q.add_argument("--text", help="the n-gram as text (needs --tokenizer)")
+            q.set_defaults(func=cmd_index_count)
+        else:
+            q.add_argument("--context", type=int, nargs="*", default=[], help="token ids of the context")
+            q.add_argument("--context-text", help="the context as text (needs --tokenizer)")
+            q.add_argument("--token", type=int, required=True, help="the next token's id")
+            q.set_defaults(func=cmd_index_prob)
+
+    mem = sub.add_parser("memorization", help="distributional memorization (Wang et al.): Spearman of ∞-gram vs model scores")
+    mem.add_argument("--index", required=True, help="∞-gram index directory of the pretraining corpus")
+    mem.add_argument("--model", required=True, help="local Hugging Face causal LM directory")
+    mem.add_argument("--tokenizer", help="tokenizer directory (default: the model's)")
+    mem.add_argument("--items", required=True, help='.jsonl of {"prompt": ..., "output": ...}')
+    mem.add_argument("--rule", choices=("wang", "all"), default="wang",
+                     help="wang: the paper's (zero ∞-gram probs dropped, all-zero items left out); all: no dropping")
+    mem.add_argument("--batch-size", type=int, default=8)
+    mem.add_argument("--device", help="torch device for the model (default: where it loads)")
+    mem.add_argument("--out", help="also write the JSON to this file")
+    mem.set_defaults(func=cmd_memorization)
     return parser
 
 
