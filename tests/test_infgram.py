@@ -9,7 +9,6 @@ import io
 import json
 import math
 import os
-import shutil
 import struct
 import tempfile
 from pathlib import Path
