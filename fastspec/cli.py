@@ -108,15 +108,13 @@ def file_metrics(path: str, *, key: str | None = None, fit_range: tuple[int, int
 
 def _source_metrics(src: Any, fit_range: tuple[int, int], nan_policy: str, progress: bool) -> dict[str, Any]:
     from .accumulator import CovarianceAccumulator, chunk_rows
-    from .metrics import rankme
-    from .spectrum import spectrum, summarize
+    from .spectrum import metrics_of, spectrum, summarize
 
     n, d = src.shape
     if n < d:  # the Gram path needs all rows at once; N < d keeps that within O(d²)
         x = src.read(0, n)
-        centred = spectrum(x, nan_policy=nan_policy)
-        out = centred.to_dict(fit_range=fit_range)
-        out["rankme_sv"] = rankme(spectrum(x, center=False, nan_policy=nan_policy), convention="sv")
+        out = metrics_of(spectrum(x, nan_policy=nan_policy), spectrum(x, center=False, nan_policy=nan_policy),
+                         fit_range=fit_range)
     else:
         acc = CovarianceAccumulator(d, nan_policy=nan_policy)
         rows = chunk_rows(d)

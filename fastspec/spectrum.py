@@ -197,11 +197,16 @@ def spectrum(
     return _gram_spectrum(x, center, k, n_dropped, kernels)
 
 
-def summarize(acc: CovarianceAccumulator, *, fit_range: tuple[int, int] = (11, 100)) -> dict[str, Any]:
-    """Everything a trace records for one set of rows: the centred spectrum's metrics, and
-    Garrido et al.'s singular-value RankMe of the raw matrix (``rankme_sv``)."""
-    centred = acc.spectrum()
-    raw = acc.spectrum(center=False)
-    out = centred.to_dict(fit_range=fit_range)
+def metrics_of(centred: Spectrum, raw: Spectrum, *, fit_range: tuple[int, int] = (11, 100),
+               eigenvalues: bool = True) -> dict[str, Any]:
+    """Everything a trace records for one set of rows: the centred spectrum's metrics
+    (:meth:`Spectrum.to_dict`), and Garrido et al.'s singular-value RankMe of the raw
+    (uncentred) spectrum (``rankme_sv``)."""
+    out = centred.to_dict(fit_range=fit_range, eigenvalues=eigenvalues)
     out["rankme_sv"] = rankme(raw, convention="sv")
     return out
+
+
+def summarize(acc: CovarianceAccumulator, *, fit_range: tuple[int, int] = (11, 100)) -> dict[str, Any]:
+    """:func:`metrics_of` the accumulator's centred and raw spectra."""
+    return metrics_of(acc.spectrum(), acc.spectrum(center=False), fit_range=fit_range)

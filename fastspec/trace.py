@@ -33,7 +33,8 @@ from ._hf import quiet_transformers
 from ._version import __version__
 from .data import load_texts, sample_texts, texts_digest
 from .extract import extract
-from .metrics import check_fit_range, rankme
+from .metrics import check_fit_range
+from .spectrum import metrics_of
 
 CONFIG_FILE = "config.json"
 CKPT_DIR = "checkpoints"
@@ -169,15 +170,6 @@ def _check_config(out_dir: str, config: dict[str, Any]) -> None:
                          f"resume with the same settings or use a new directory")
 
 
-def layer_record(acc: Any, fit_range: tuple[int, int]) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
-    """One layer's metrics, and its centred and raw eigenvalues."""
-    centred = acc.spectrum()
-    raw = acc.spectrum(center=False)
-    record = centred.to_dict(fit_range=fit_range, eigenvalues=False)
-    record["rankme_sv"] = rankme(raw, convention="sv")
-    return record, centred.eigenvalues, raw.eigenvalues
-
-
 def trace(
     checkpoints: Sequence[Any],
     data: str | os.PathLike | Sequence[str],
@@ -268,9 +260,10 @@ def _trace_one(index: int, ckpt: Checkpoint, texts: list[str], ckpt_dir: str, co
     if rank == 0:
         records, arrays = [], {}
         for layer, acc in accs.items():
-            record, centred, raw = layer_record(acc, tuple(config["fit_range"]))
-            records.append({"layer": layer, **record})
-            arrays[f"centered_{layer}"], arrays[f"raw_{layer}"] = centred, raw
+            centred, raw = acc.spectrum(), acc.spectrum(center=False)
+            records.append({"layer": layer, **metrics_of(centred, raw, fit_range=tuple(config["fit_range"]),
+                                                         eigenvalues=False)})
+            arrays[f"centered_{layer}"], arrays[f"raw_{layer}"] = centred.eigenvalues, raw.eigenvalues
         t3 = time.perf_counter()
         _atomic_write(os.path.join(ckpt_dir, ckpt.slug + ".npz"), lambda tmp: _save_npz(tmp, arrays))
         _write_json(os.path.join(ckpt_dir, ckpt.slug + ".json"), {
