@@ -13,15 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-
-def _time(s: float | None) -> str:
-    if s is None:
-        return "—"
-    if s >= 1:
-        return f"{s:.3g} s"
-    if s >= 1e-3:
-        return f"{s * 1e3:.3g} ms"
-    return f"{s * 1e6:.3g} µs"
+from report import fmt_time  # benchmarks/report.py: the same time format in every table
 
 
 def report(data: dict[str, Any]) -> str:
@@ -45,13 +37,13 @@ def report(data: dict[str, Any]) -> str:
         fm = f.get("probe_peak_rss_mb")
         cell_f = f"{fm:.0f} ({fm * 2**20 / n:.1f})" if fm is not None else "—"
         if i and i.get("error"):
-            ig, cell_i, ratio = f"failed after {_time(i.get('probe_seconds'))}", i["error"][:60], "—"
+            ig, cell_i, ratio = f"failed after {fmt_time(i.get('probe_seconds'))}", i["error"][:60], "—"
         elif i:
             im = i.get("probe_peak_rss_mb")
-            ig, cell_i, ratio = _time(i["median"]), f"{im:.0f} ({im * 2**20 / n:.1f})", f"{i['median'] / f['median']:.2f}×"
+            ig, cell_i, ratio = fmt_time(i["median"]), f"{im:.0f} ({im * 2**20 / n:.1f})", f"{i['median'] / f['median']:.2f}×"
         else:
             ig, cell_i, ratio = "—", "—", "—"
-        out.append(f"| build | {8 * w}-bit (max id {f['max_id']}) | {n:,} | {_time(f['median'])} | {cell_f} | {ig} | {cell_i} | {ratio} |")
+        out.append(f"| build | {8 * w}-bit (max id {f['max_id']}) | {n:,} | {fmt_time(f['median'])} | {cell_f} | {ig} | {cell_i} | {ratio} |")
     out += ["", "| query | ids | fastspec per call | infini-gram per call | ratio |", "|---|---|--:|--:|--:|"]
     for kind in ("count", "infgram_prob"):
         for w in (2, 4):
@@ -60,7 +52,7 @@ def report(data: dict[str, Any]) -> str:
                 continue
             fq = f["median"] / f["queries"]
             iq = i["median"] / i["queries"] if i else None
-            out.append(f"| `{kind}` | {8 * w}-bit | {_time(fq)} | {_time(iq)} | {f'{iq / fq:.1f}×' if iq else '— (no 32-bit infini-gram index)'} |")
+            out.append(f"| `{kind}` | {8 * w}-bit | {fmt_time(fq)} | {fmt_time(iq)} | {f'{iq / fq:.1f}×' if iq else '— (no 32-bit infini-gram index)'} |")
     out += ["", "| sequence scoring | ids | tokens | tokens/s | vs infini-gram |", "|---|---|--:|--:|--:|"]
     ig = rows.get(("score", 2, "infini_gram"))
     ig_rate = ig["tokens"] / ig["median"] if ig else None

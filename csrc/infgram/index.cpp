@@ -276,13 +276,15 @@ class Engine final : public InfGramEngine {
   // First index in [lo, hi) whose suffix is >= q (lower) or > q (upper; q-prefixed suffixes
   // count as equal), where every suffix in [lo, hi) starts with q[0, known). The common
   // prefix with both bracketing suffixes is carried so that no token is compared twice.
-  std::uint64_t lower(const Shard<T>& s, std::uint64_t lo, std::uint64_t hi, const std::uint32_t* q, std::size_t m,
+  template <bool Upper>
+  std::uint64_t bound(const Shard<T>& s, std::uint64_t lo, std::uint64_t hi, const std::uint32_t* q, std::size_t m,
                       std::size_t known) const {
     std::size_t la = known, lb = known;
     while (lo < hi) {
       std::uint64_t mid = lo + (hi - lo) / 2;
       std::size_t l = std::min(la, lb);
-      if (compare(s, pos(s, mid), q, m, l) < 0) {
+      int c = compare(s, pos(s, mid), q, m, l);
+      if (Upper ? c <= 0 : c < 0) {
         lo = mid + 1;
         la = l;
       } else {
@@ -292,21 +294,13 @@ class Engine final : public InfGramEngine {
     }
     return lo;
   }
+  std::uint64_t lower(const Shard<T>& s, std::uint64_t lo, std::uint64_t hi, const std::uint32_t* q, std::size_t m,
+                      std::size_t known) const {
+    return bound<false>(s, lo, hi, q, m, known);
+  }
   std::uint64_t upper(const Shard<T>& s, std::uint64_t lo, std::uint64_t hi, const std::uint32_t* q, std::size_t m,
                       std::size_t known) const {
-    std::size_t la = known, lb = known;
-    while (lo < hi) {
-      std::uint64_t mid = lo + (hi - lo) / 2;
-      std::size_t l = std::min(la, lb);
-      if (compare(s, pos(s, mid), q, m, l) <= 0) {
-        lo = mid + 1;
-        la = l;
-      } else {
-        hi = mid;
-        lb = l;
-      }
-    }
-    return lo;
+    return bound<true>(s, lo, hi, q, m, known);
   }
 
   Range find(const Shard<T>& s, const std::uint32_t* q, std::size_t m) const {
