@@ -20,12 +20,15 @@ except ImportError as err:  # pragma: no cover - only a source tree that was nev
 
 from ._version import __version__
 from .accumulator import CovarianceAccumulator
+from .ablation import ablate
 from .backends import backends
+from .correlation import correlate
 from .data import load_texts
 from .extract import extract
 from .infgram import InfGramIndex
 from .memorization import MemorizationResult, memorization
 from .metrics import AlphaFit, alpha_req, rankme
+from .passk import pass_at_k
 from .phases import phases
 from .spectrum import Spectrum, spectrum
 from .trace import CheckpointError, load_trace, trace
@@ -38,12 +41,15 @@ __all__ = [
     "MemorizationResult",
     "Spectrum",
     "__version__",
+    "ablate",
     "alpha_req",
     "backends",
+    "correlate",
     "extract",
     "load_texts",
     "load_trace",
     "memorization",
+    "pass_at_k",
     "phases",
     "rankme",
     "spectrum",

@@ -24,11 +24,12 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable
 
 import numpy as np
 
 from .infgram import InfGramIndex
+from .scoring import context_limit, continuation_logprobs, load_causal_lm
 
 __all__ = ["MemorizationResult", "memorization", "infgram_output_score"]
 
@@ -100,55 +101,6 @@ def _encode(tokenizer: Any, part: Any, k: int, what: str) -> np.ndarray:
     return arr
 
 
-def _load(model: Any, tokenizer: Any) -> tuple[Any, Any]:
-    if isinstance(model, (str, os.PathLike)):
-        from transformers import AutoModelForCausalLM
-
-        path = os.fspath(model)
-        if not os.path.isdir(path):
-            raise OSError(f"model directory {path!r} does not exist (a local Hugging Face model directory is expected)")
-        if tokenizer is None:
-            tokenizer = path
-        model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True)
-    if isinstance(tokenizer, (str, os.PathLike)):
-        from transformers import AutoTokenizer
-
-        path = os.fspath(tokenizer)
-        if not os.path.isdir(path):
-            raise OSError(f"tokenizer directory {path!r} does not exist")
-        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    return model, tokenizer
-
-
-def model_output_logprobs(model: Any, sequences: Sequence[np.ndarray], prompt_lengths: Sequence[int], *,
-                          batch_size: int = 8, device: Any = None) -> np.ndarray:
-    """Σ log p_model(output token | everything before it) per sequence (float64), batched with
-    right padding; the output is ``seq[prompt_len:]``."""
-    import torch
-
-    dev = torch.device(device) if device is not None else next(model.parameters()).device
-    model.eval()
-    out = np.empty(len(sequences), dtype=np.float64)
-    order = np.argsort([len(s) for s in sequences], kind="stable")  # batch by length: less padding
-    with torch.no_grad():
-        for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
-            width = max(len(sequences[i]) for i in idx)
-            ids = torch.zeros((len(idx), width), dtype=torch.long)
-            mask = torch.zeros((len(idx), width), dtype=torch.long)
-            for row, i in enumerate(idx):
-                ids[row, :len(sequences[i])] = torch.from_numpy(np.asarray(sequences[i], dtype=np.int64))
-                mask[row, :len(sequences[i])] = 1
-            logits = model(input_ids=ids.to(dev), attention_mask=mask.to(dev)).logits.float()
-            logp = torch.log_softmax(logits, dim=-1).double().cpu()
-            for row, i in enumerate(idx):
-                seq = torch.from_numpy(np.asarray(sequences[i], dtype=np.int64))
-                p = int(prompt_lengths[i])
-                # the token at position t is predicted by the logits at t - 1
-                out[i] = float(logp[row, p - 1:len(seq) - 1].gather(1, seq[p:].unsqueeze(1)).sum())
-    return out
-
-
 def memorization(items: Iterable[Any], index: InfGramIndex | str | os.PathLike, model: Any, tokenizer: Any = None, *,
                  rule: str = "wang", batch_size: int = 8, device: Any = None, threads: int = 1) -> MemorizationResult:
     """Distributional memorization of ``model`` on ``items`` against the corpus of ``index``.
@@ -166,7 +118,7 @@ def memorization(items: Iterable[Any], index: InfGramIndex | str | os.PathLike, 
     if rule not in RULES:
         raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
     idx = index if isinstance(index, InfGramIndex) else InfGramIndex(index)
-    model, tokenizer = _load(model, tokenizer)
+    model, tokenizer = load_causal_lm(model, tokenizer)
     pairs = _items(items)
     seqs, prompt_lens = [], []
     for k, (prompt, output) in enumerate(pairs):
@@ -174,15 +126,14 @@ def memorization(items: Iterable[Any], index: InfGramIndex | str | os.PathLike, 
         o = _encode(tokenizer, output, k, "output")
         seqs.append(np.concatenate([p, o]))
         prompt_lens.append(p.shape[0])
-    limit = getattr(getattr(model, "config", None), "max_position_embeddings", None) or \
-        getattr(getattr(model, "config", None), "n_positions", None)
+    limit = context_limit(model)
     for k, seq in enumerate(seqs):
         if limit is not None and len(seq) > int(limit):
             raise ValueError(f"item {k}: prompt + output is {len(seq)} tokens, longer than the model's "
                              f"{int(limit)} positions")
     scores = idx.score(seqs, threads=threads)
     infgram = np.array([infgram_output_score(s.prob[p:], rule) for s, p in zip(scores, prompt_lens)])
-    model_scores = model_output_logprobs(model, seqs, prompt_lens, batch_size=batch_size, device=device)
+    model_scores = continuation_logprobs(model, seqs, prompt_lens, batch_size=batch_size, device=device)
     keep = ~np.isnan(infgram)
     if keep.sum() < 3:
         raise ValueError(f"only {int(keep.sum())} of {len(pairs)} items have a defined ∞-gram score under rule={rule!r}; "
