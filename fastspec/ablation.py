@@ -89,7 +89,7 @@ def as_item(obj: Any, where: str) -> Item:
     return Item(fields, tuple(choices), answer)
 
 
-def _encode(tokenizer: Any, items: Sequence[Item], prompt: str, choice: str, limit: int | None
+def encode_items(tokenizer: Any, items: Sequence[Item], prompt: str, choice: str, limit: int | None
             ) -> tuple[list[list[int]], list[int], list[int]]:
     """Every (item, choice) sequence, its prompt length and its choice's byte length. As
     lm-eval-harness does, prompt + choice is encoded whole and the prompt's own encoding
@@ -209,7 +209,7 @@ def _prepare(model: Any, tokenizer: Any, items: Any, prompt: str, choice: str
         items = [as_item(obj, f"items[{k}]") for k, obj in enumerate(items)]
         if not items:
             raise ValueError("no items to evaluate")
-    seqs, prompt_lens, nbytes = _encode(tokenizer, items, prompt, choice, context_limit(model))
+    seqs, prompt_lens, nbytes = encode_items(tokenizer, items, prompt, choice, context_limit(model))
     return model, tokenizer, items, seqs, prompt_lens, np.asarray(nbytes, dtype=np.float64)
 
 
@@ -229,7 +229,7 @@ def _chance(items: Sequence[Item]) -> float:
 def ablate(model: Any, items: Any, basis: Sequence[str] | CovarianceAccumulator, tokenizer: Any = None, *,
            layer: int = -1, ks: Sequence[int] = (1, 10, 100), modes: Sequence[str] = MODES, positions: str = "all",
            final_norm: bool = False, prompt: str = PROMPT, choice: str = CHOICE, batch_size: int = 16,
-           max_length: int = 512, progress: bool = True) -> pd.DataFrame:
+           max_length: int | None = None, progress: bool = True) -> pd.DataFrame:
     """Multiple-choice accuracy with the top-k eigenvectors of ``layer`` retained or removed,
     for each k in ``ks`` and each mode, beside the unablated model.
 
@@ -241,7 +241,8 @@ def ablate(model: Any, items: Any, basis: Sequence[str] | CovarianceAccumulator,
     final norm, like HF's ``hidden_states[-1]``). ``positions``: ``"all"`` projects every
     token's representation, ``"scored"`` only those whose next-token predictions are scored
     (the last prompt token and the choice's tokens but its last: for one-token choices, the
-    last-token representation alone). The hook is removed afterwards, also on error.
+    last-token representation alone). ``max_length``: tokens per basis text (None: the
+    model's context). The hook is removed afterwards, also on error.
 
     Returns one row per (mode, k) and one for ``mode="none"`` with ``accuracy``,
     ``acc_norm`` and ``n_items``; ``attrs`` hold the layer, positions, chance level and the
