@@ -1,5 +1,6 @@
 """The ``fastspec`` command line: ``demo``, ``trace``, ``plot``, ``spectrum FILE``, ``backends``,
-``index build|count|prob``, ``memorization``."""
+``index build|count|prob``, ``memorization``, ``ablate``, ``correlate``, ``pass-at-k``,
+``report``."""
 
 from __future__ import annotations
 
@@ -231,6 +232,61 @@ def cmd_memorization(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ablate(args: argparse.Namespace) -> int:
+    from .ablation import ablate, plot_ablation
+    from .data import load_texts
+    from .scoring import load_causal_lm
+    from .tables import write_table
+
+    model, tok = load_causal_lm(args.model, args.tokenizer)
+    if args.device:
+        model = model.to(args.device)
+    texts = load_texts(args.basis_data, n=args.n, seed=args.seed, text_field=args.text_field)
+    frame = ablate(model, args.items, texts, tok, layer=args.layer, ks=args.k, modes=args.modes, positions=args.positions,
+                   final_norm=args.final_norm, batch_size=args.batch_size, max_length=args.max_length,
+                   progress=not args.quiet)
+    csv, md = write_table(frame, args.out, "ablation", title=f"Top-k eigenvector ablation, layer {frame.attrs['layer']}")
+    png = plot_ablation(frame, os.path.join(args.out, "ablation.png"))
+    print(frame.to_string(index=False))
+    print(f"chance {frame.attrs['chance']:.3f}; basis: {frame.attrs['basis_samples']} texts, d={frame.attrs['dim']}")
+    print(f"wrote {csv}, {md}, {png}")
+    return 0
+
+
+def cmd_correlate(args: argparse.Namespace) -> int:
+    from .correlation import correlate, correlation_table, write_correlations
+
+    layer = args.layer if args.layer == "last" else int(args.layer)
+    frame = correlate(args.geometry, args.scores, metrics=args.metrics, on=args.on, layer=layer,
+                      score_columns=args.columns)
+    for side in ("only_in_geometry", "only_in_scores"):
+        if frame.attrs[side]:
+            print(f"note: {args.on} {frame.attrs[side]} appear {side.replace('_', ' ')} and are left out", file=sys.stderr)
+    print(correlation_table(frame).to_string(index=False))
+    print("wrote " + ", ".join(write_correlations(frame, args.out)))
+    return 0
+
+
+def cmd_pass_at_k(args: argparse.Namespace) -> int:
+    from .passk import pass_at_k_table, plot_pass_at_k
+    from .tables import write_table
+
+    frame = pass_at_k_table(args.table, args.k, by=args.by, problem=args.problem)
+    print(frame.to_string(index=False))
+    paths = list(write_table(frame, args.out, "pass_at_k", title="pass@k"))
+    if args.by:
+        paths.append(plot_pass_at_k(frame, args.by, os.path.join(args.out, "pass_at_k.png")))
+    print("wrote " + ", ".join(paths))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    print("wrote " + ", ".join(write_report(args.results)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastspec", description="Eigenspectra, RankMe and alpha of representations.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -337,6 +393,51 @@ def build_parser() -> argparse.ArgumentParser:
     mem.add_argument("--device", help="torch device for the model (default: where it loads)")
     mem.add_argument("--out", help="also write the JSON to this file")
     mem.set_defaults(func=cmd_memorization)
+
+    ab = sub.add_parser("ablate", help="multiple-choice accuracy with the top-k eigenvectors of a layer retained or removed")
+    ab.add_argument("model", help="local Hugging Face causal LM directory")
+    ab.add_argument("--items", required=True, help='.jsonl of {"question": ..., "choices": [...], "answer": index}')
+    ab.add_argument("--basis-data", required=True, help="texts whose last-token covariance gives the eigenvectors "
+                                                        "(.txt, .jsonl or .parquet)")
+    ab.add_argument("--n", type=int, help="basis texts sampled from --basis-data (default: all)")
+    ab.add_argument("--seed", type=int, default=0)
+    ab.add_argument("--text-field", default="text", help="field/column of the text in .jsonl/.parquet")
+    ab.add_argument("--tokenizer", help="tokenizer directory (default: the model's)")
+    ab.add_argument("--layer", type=int, default=-1, help="0 = embeddings, l = output of block l, -1 = last (default)")
+    ab.add_argument("--final-norm", action="store_true", help="at the last layer, project after the final norm "
+                                                              "(HF's hidden_states[-1], the paper's choice)")
+    ab.add_argument("--k", type=int, nargs="+", default=[1, 10, 100], help="numbers of eigenvectors")
+    ab.add_argument("--modes", nargs="+", choices=("retain", "remove"), default=["retain", "remove"])
+    ab.add_argument("--positions", choices=("all", "scored"), default="all",
+                    help="project every token, or only the positions whose predictions are scored")
+    ab.add_argument("--batch-size", type=int, default=16)
+    ab.add_argument("--max-length", type=int, help="tokens per basis text (default: the model's context)")
+    ab.add_argument("--device", help="torch device (default: where the model loads)")
+    ab.add_argument("--out", default="fastspec-ablation", help="directory for ablation.csv/.md/.png")
+    ab.add_argument("--quiet", action="store_true", help="no progress bars")
+    ab.set_defaults(func=cmd_ablate)
+
+    co = sub.add_parser("correlate", help="Pearson/Spearman (with p-values) of RankMe/alpha with per-checkpoint scores")
+    co.add_argument("geometry", help="trace results directory, or a CSV with a step column")
+    co.add_argument("scores", help="CSV with a step column and one column per score")
+    co.add_argument("--metrics", nargs="+", default=["rankme", "alpha"], help="geometry columns")
+    co.add_argument("--columns", nargs="+", help="score columns (default: every numeric one)")
+    co.add_argument("--layer", default="last", help="layer index or 'last'")
+    co.add_argument("--on", default="step", help="the column that matches checkpoints")
+    co.add_argument("--out", default=".", help="directory for correlations.csv and correlations.md")
+    co.set_defaults(func=cmd_correlate)
+
+    pk = sub.add_parser("pass-at-k", help="unbiased pass@k (Chen et al.) from per-problem counts or per-sample results")
+    pk.add_argument("table", help="CSV with columns n, c (per problem) or problem, correct (per sample)")
+    pk.add_argument("--k", type=int, nargs="+", default=[1, 16, 256])
+    pk.add_argument("--by", nargs="+", help="columns to group by (e.g. step); with one, pass@k is plotted against it")
+    pk.add_argument("--problem", default="problem", help="the problem column of a per-sample table")
+    pk.add_argument("--out", default=".", help="directory for pass_at_k.csv/.md (and .png)")
+    pk.set_defaults(func=cmd_pass_at_k)
+
+    rp = sub.add_parser("report", help="one Markdown + HTML page of a results directory's figures and tables")
+    rp.add_argument("results", help="results directory (a trace, and what correlate/ablate/toy/pass-at-k wrote there)")
+    rp.set_defaults(func=cmd_report)
     return parser
 
 

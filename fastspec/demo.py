@@ -150,6 +150,10 @@ class TraceDemoConfig:
     held_out: int = 2000
     max_length: int = 64
     seed: int = 0
+    n_items: int = 200          # cloze questions for accuracy and the ablation
+    n_problems: int = 100       # next-word problems for pass@k
+    n_samples: int = 32         # samples per problem
+    pass_ks: tuple[int, ...] = (1, 4, 16)
 
 
 def log_spaced_steps(steps: int, every: int) -> tuple[int, ...]:
@@ -187,7 +191,8 @@ def run_trace_demo(cfg: TraceDemoConfig, out_dir: str, *, progress: bool = True)
     plots = plot_trace(frame, out_dir, warmup_steps=lm.warmup)
     with open(os.path.join(out_dir, "model", "training.json")) as fh:
         losses = {int(k): v for k, v in json.load(fh)["train_loss"].items()}
-    return {"trace": frame, "phases": labelled, "plots": plots, "train_loss": losses, "warmup": lm.warmup}
+    return {"trace": frame, "phases": labelled, "plots": plots, "train_loss": losses, "warmup": lm.warmup,
+            "train_texts": train, "held_texts": held}
 
 
 def format_trace_table(result: dict[str, Any]) -> str:
@@ -202,3 +207,112 @@ def format_trace_table(result: dict[str, Any]) -> str:
         lines.append(f"{int(row['step']):>6}{'' if loss is None else f'{loss:.3f}':>12}{row['rankme']:>10.2f}"
                      f"{row['rankme_sv']:>11.2f}{row['alpha']:>9.3f}{row['alpha_r2']:>8.3f}  {labelled['phase'][i]}")
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------
+# The paper's other analyses on the same run: scores per checkpoint, their correlation with
+# the geometry, pass@k, the eigenvector ablation; then the report.
+# ---------------------------------------------------------------------------------------
+
+
+def cloze_items(paragraphs: list[str], n: int, *, seed: int, prompt_words: int = 8, answer_words: int = 2,
+                n_choices: int = 4) -> list[dict[str, Any]]:
+    """Multiple-choice cloze questions: the first ``prompt_words`` words of a paragraph, and
+    as choices its next ``answer_words`` words beside those of other paragraphs."""
+    rng = np.random.default_rng(seed)
+    words = [p.split() for p in paragraphs]
+    words = [w for w in words if len(w) >= prompt_words + answer_words]
+    if len(words) < max(n, n_choices):
+        raise ValueError(f"only {len(words)} paragraphs have {prompt_words + answer_words} words; {n} items asked for")
+    answers = [" ".join(w[prompt_words:prompt_words + answer_words]) for w in words]
+    items = []
+    for i in rng.choice(len(words), size=n, replace=False):
+        choices = [answers[i]]
+        while len(choices) < n_choices:
+            other = answers[int(rng.integers(len(answers)))]
+            if other not in choices:
+                choices.append(other)
+        order = rng.permutation(n_choices)
+        items.append({"question": " ".join(words[i][:prompt_words]), "choices": [choices[j] for j in order],
+                      "answer": int(np.flatnonzero(order == 0)[0])})
+    return items
+
+
+def next_word_counts(model: Any, tokenizer: Any, items: list[dict[str, Any]], n_samples: int, *, seed: int,
+                     batch: int = 512) -> list[int]:
+    """For each item, how many of ``n_samples`` sampled continuations (temperature 1, no
+    truncation) begin with the item's true next word."""
+    import torch
+
+    torch.manual_seed(seed)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    counts = []
+    per_call = max(batch // n_samples, 1)
+    for start in range(0, len(items), per_call):
+        chunk = items[start:start + per_call]
+        enc = [tokenizer(item["question"])["input_ids"] for item in chunk]
+        width = max(len(e) for e in enc)
+        ids = torch.tensor([[pad] * (width - len(e)) + e for e in enc])  # left padding for generation
+        mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in enc])
+        with torch.inference_mode():
+            out = model.generate(input_ids=ids.repeat_interleave(n_samples, 0),
+                                 attention_mask=mask.repeat_interleave(n_samples, 0), do_sample=True, top_k=0,
+                                 top_p=1.0, temperature=1.0, max_new_tokens=4, pad_token_id=pad)
+        texts = tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
+        for j, item in enumerate(chunk):
+            truth = item["choices"][item["answer"]].split()[0]
+            got = texts[j * n_samples:(j + 1) * n_samples]
+            counts.append(sum(1 for t in got if t.split()[:1] == [truth]))
+    return counts
+
+
+def run_analyses(cfg: TraceDemoConfig, out_dir: str, result: dict[str, Any], *, progress: bool = True
+                 ) -> dict[str, Any]:
+    """Score every checkpoint (cloze accuracy, pass@k of the next word), correlate the
+    scores with the last layer's RankMe and α, ablate the final checkpoint's top-k
+    eigenvectors, and write everything beside the trace."""
+    import pandas as pd
+    from tqdm import tqdm
+
+    from ._hf import quiet_transformers
+    from .ablation import ablate, evaluate, plot_ablation
+    from .correlation import correlate, write_correlations
+    from .passk import pass_at_k_table, plot_pass_at_k
+    from .scoring import load_causal_lm
+    from .tables import write_table
+
+    items = cloze_items(result["train_texts"], cfg.n_items, seed=cfg.seed)
+    problems = items[:cfg.n_problems]
+    frame = result["trace"]
+    ckpts = frame[["checkpoint", "step"]].drop_duplicates().itertuples(index=False)
+    scores, counts = [], []
+    for ckpt in tqdm(list(ckpts), desc="scoring checkpoints", unit="ckpt", disable=not progress, leave=False):
+        with quiet_transformers():
+            model, tok = load_causal_lm(ckpt.checkpoint)
+        acc = evaluate(model, items, tok, prompt="{question}", batch_size=64)
+        c = next_word_counts(model, tok, problems, cfg.n_samples, seed=cfg.seed)
+        counts += [{"step": ckpt.step, "problem": i, "n": cfg.n_samples, "c": ci} for i, ci in enumerate(c)]
+        scores.append({"step": ckpt.step, "cloze_accuracy": acc["accuracy"], "cloze_acc_norm": acc["acc_norm"]})
+    counts_frame = pd.DataFrame(counts)
+    counts_frame.to_csv(os.path.join(out_dir, "pass_at_k_counts.csv"), index=False)
+    passk = pass_at_k_table(counts_frame, cfg.pass_ks, by="step")
+    write_table(passk, out_dir, "pass_at_k", title="pass@k of the next word")
+    plot_pass_at_k(passk, "step", os.path.join(out_dir, "pass_at_k.png"))
+    score_frame = pd.DataFrame(scores).merge(passk.drop(columns=["n_problems", "n"]), on="step")
+    score_frame["train_loss"] = score_frame["step"].map(result["train_loss"])
+    score_frame.to_csv(os.path.join(out_dir, "scores.csv"), index=False)
+    correlations = correlate(frame, score_frame)
+    write_correlations(correlations, out_dir)
+
+    final = frame["checkpoint"].iloc[-1]
+    with quiet_transformers():
+        model, tok = load_causal_lm(final)
+    ks = [k for k in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512) if k <= cfg.hidden]
+    if progress:
+        print(f"ablating the top-k eigenvectors of the last layer of {os.path.basename(final)} …", flush=True)
+    ablation = ablate(model, items, result["held_texts"][:cfg.n_trace], tok, layer=-1, final_norm=True, ks=ks,
+                      prompt="{question}", batch_size=64, max_length=cfg.max_length, progress=False)
+    write_table(ablation, out_dir, "ablation", title=f"Top-k eigenvector ablation, layer {ablation.attrs['layer']}")
+    plot_ablation(ablation, os.path.join(out_dir, "ablation.png"),
+                  title=f"Top-k eigenvector ablation, last layer (after the final norm), step {frame['step'].max()}")
+    return {"scores": score_frame, "correlations": correlations, "pass_at_k": passk, "ablation": ablation}

@@ -104,3 +104,31 @@ def pass_at_k_table(table: pd.DataFrame | str | os.PathLike, ks: Sequence[int], 
         row.update(n_problems=len(sub), n=int(n.min()))
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def plot_pass_at_k(frame: pd.DataFrame, by: str | Sequence[str], path: str | os.PathLike) -> str:
+    """pass@k against the ``by`` column (e.g. step), one line per k, as the paper's Figure 6C."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    col = by if isinstance(by, str) else by[0]
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    x = frame[col]
+    numeric = pd.api.types.is_numeric_dtype(x)
+    for name in [c for c in frame.columns if c.startswith("pass@")]:
+        ax.plot(x if numeric else range(len(x)), frame[name], "o-", ms=3, label=name)
+    if not numeric:
+        ax.set_xticks(range(len(x)), [str(v) for v in x], rotation=45, ha="right")
+    ax.set_xlabel(col)
+    ax.set_ylabel("pass@k")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title(f"pass@k over {frame['n_problems'].iloc[0]} problems, n={frame['n'].min()} samples each")
+    fig.tight_layout()
+    out = os.fspath(path)
+    fig.savefig(out)
+    plt.close(fig)
+    return out
