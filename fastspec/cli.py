@@ -20,13 +20,17 @@ def _fit_range(values: Sequence[int]) -> tuple[int, int]:
 def cmd_demo(args: argparse.Namespace) -> int:
     if args.synthetic:
         return _synthetic_demo(args)
-    from .demo import TraceDemoConfig, format_trace_table, run_trace_demo
+    from .demo import TraceDemoConfig, format_analyses, format_trace_table, run_analyses, run_trace_demo
+    from .report import write_report
 
     cfg = TraceDemoConfig(steps=args.steps, n_trace=args.n_trace, seed=args.seed)
     result = run_trace_demo(cfg, args.out, progress=not args.quiet)
     print(format_trace_table(result))
     print(f"wrote {os.path.join(args.out, 'trace', 'trace.csv')}, {os.path.join(args.out, 'phases.csv')}, "
-          + ", ".join(result["plots"]))
+          + ", ".join(result["plots"]), flush=True)
+    print(format_analyses(run_analyses(cfg, args.out, result, progress=not args.quiet)))
+    md, page = write_report(args.out)
+    print(f"report: {md} and {page} (open the HTML in a browser)")
     return 0
 
 

@@ -151,7 +151,7 @@ class TraceDemoConfig:
     max_length: int = 64
     seed: int = 0
     n_items: int = 200          # cloze questions for accuracy and the ablation
-    n_problems: int = 100       # next-word problems for pass@k
+    n_problems: int = 64        # next-word problems for pass@k
     n_samples: int = 32         # samples per problem
     pass_ks: tuple[int, ...] = (1, 4, 16)
 
@@ -316,3 +316,22 @@ def run_analyses(cfg: TraceDemoConfig, out_dir: str, result: dict[str, Any], *, 
     plot_ablation(ablation, os.path.join(out_dir, "ablation.png"),
                   title=f"Top-k eigenvector ablation, last layer (after the final norm), step {frame['step'].max()}")
     return {"scores": score_frame, "correlations": correlations, "pass_at_k": passk, "ablation": ablation}
+
+
+def format_analyses(analyses: dict[str, Any]) -> str:
+    """Scores per checkpoint, their correlations with the geometry, and the ablation."""
+    from .correlation import correlation_table
+
+    scores, ablation = analyses["scores"], analyses["ablation"]
+    lines = ["scores per checkpoint (cloze: 4-way multiple choice on training paragraphs; pass@k: next word, "
+             f"{analyses['pass_at_k']['n'].iloc[0]} samples per problem):",
+             scores.to_string(index=False, float_format=lambda v: f"{v:.3f}"), "",
+             f"correlations with the last layer's geometry across checkpoints (layer {analyses['correlations'].attrs['layer']}):",
+             correlation_table(analyses["correlations"]).to_string(index=False), ""]
+    base = float(ablation.loc[ablation["mode"] == "none", "accuracy"].iloc[0])
+    lines.append(f"top-k eigenvector ablation, final checkpoint (unablated cloze accuracy {base:.3f}, "
+                 f"chance {ablation.attrs['chance']:.3f}):")
+    for mode in ("retain", "remove"):
+        sub = ablation[ablation["mode"] == mode]
+        lines.append(f"  {mode:<7}" + "  ".join(f"k={int(k)}: {a:.3f}" for k, a in zip(sub["k"], sub["accuracy"])))
+    return "\n".join(lines)
