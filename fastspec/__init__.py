@@ -29,6 +29,7 @@ from .metrics import AlphaFit, alpha_req, rankme
 from .phases import phases
 from .spectrum import Spectrum, spectrum
 from .trace import CheckpointError, load_trace, trace
+from . import toy  # a module: fastspec.toy.train, .run_conditions, .compression
 
 __all__ = [
     "AlphaFit",
@@ -47,5 +48,6 @@ __all__ = [
     "phases",
     "rankme",
     "spectrum",
+    "toy",
     "trace",
 ]

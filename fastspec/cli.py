@@ -231,6 +231,25 @@ def cmd_memorization(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_toy(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from .toy import CONDITIONS, plot_conditions, run_conditions, summary_table
+
+    os.makedirs(args.out, exist_ok=True)
+    with tqdm(total=len(CONDITIONS) * args.steps, unit="step", desc="toy", disable=args.quiet) as bar:
+        runs = run_conditions(steps=args.steps, seed=args.seed, width=args.width, classes=args.classes,
+                              on_step=bar.update)
+    csv = os.path.join(args.out, "toy.csv")
+    pd.concat([f.assign(condition=name) for name, f in runs.items()], ignore_index=True).to_csv(csv, index=False)
+    png = plot_conditions(runs, os.path.join(args.out, "toy.png"), tol=args.tol)
+    print(f"fastspec toy: d={args.width}, C={args.classes}, {args.steps} steps, seed {args.seed}; "
+          f"compression = RankMe falls > {args.tol:.0%} from its peak while α rises")
+    print(summary_table(runs, tol=args.tol).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(f"wrote {csv}, {png}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastspec", description="Eigenspectra, RankMe and alpha of representations.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -337,6 +356,16 @@ def build_parser() -> argparse.ArgumentParser:
     mem.add_argument("--device", help="torch device for the model (default: where it loads)")
     mem.add_argument("--out", help="also write the JSON to this file")
     mem.set_defaults(func=cmd_memorization)
+
+    toy = sub.add_parser("toy", help="the paper's toy model: a linear bottleneck on power-law classes, and its controls")
+    toy.add_argument("--out", default="fastspec-toy", help="directory for toy.csv and toy.png")
+    toy.add_argument("--steps", type=int, default=4000, help="gradient-descent steps of each of the four runs")
+    toy.add_argument("--seed", type=int, default=0)
+    toy.add_argument("--width", type=int, default=8, help="bottleneck width d of the main run (the d=C control uses C)")
+    toy.add_argument("--classes", type=int, default=128, help="number of classes C")
+    toy.add_argument("--tol", type=float, default=0.03, help="relative RankMe fall from the peak that counts as compression")
+    toy.add_argument("--quiet", action="store_true", help="no progress bar")
+    toy.set_defaults(func=cmd_toy)
     return parser
 
 

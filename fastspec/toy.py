@@ -317,6 +317,7 @@ def plot_conditions(runs: dict[str, Any], path: str | os.PathLike, *, tol: float
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
+    from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 
     from .plot import PHASE_COLORS
 
@@ -338,6 +339,9 @@ def plot_conditions(runs: dict[str, Any], path: str | os.PathLike, *, tol: float
             ax.plot(x, frame[metric].to_numpy(dtype=np.float64), color="k", lw=1.4)
             if metric == "alpha" and (frame["alpha"] > 0).all():
                 ax.set_yscale("log")  # the warmup spike is ten times the later rise
+                ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+                ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+                ax.yaxis.set_minor_formatter(NullFormatter())
             ax.grid(alpha=0.3, which="both")
             if j == 0:
                 ax.set_ylabel(label)
