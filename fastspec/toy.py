@@ -38,10 +38,10 @@ already learned (selection bias), so RankMe falls from its peak and α rises.
 
 What reproduces, at the defaults (d = 8, C = 128, D = 256, s = 0.2, lr 2, 4000 steps;
 seeds 0–3): RankMe collapses from ≈7.8 to 1.0–1.4 within 200 steps, rises to a peak of
-7.8–7.9 (steps 700–1300), then falls 6–7% to ≈7.3 while α roughly doubles (≈0.2–0.3 →
-≈0.55). Uniform labels and d = C rise to their end without a fall; MSE expands to ≈7.5 and
-stays (a drift below 0.5%). The compression is real but modest: RankMe is bounded by d and
-the peak is already near it, so α moves more than RankMe does.
+7.8–7.9 (steps 750–1300) while α falls, then falls 6.0–7.0% to ≈7.35 while α rises by
+18–115% (0.15–0.26 → 0.31–0.33). Uniform labels and d = C rise to their end without a fall;
+MSE expands to ≈7.5 and stays (a drift of at most 0.4%). The compression is real but
+modest: RankMe is bounded by d and the peak is already near it.
 """
 
 from __future__ import annotations
@@ -127,7 +127,7 @@ def _data(cfg: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
 
 
 def _trajectory(cfg: dict[str, Any], on_step: Callable[[int], None] | None = None):
-    """Yield (step, H, logits, loss) at step 0 and after every update, up to cfg["steps"]."""
+    """Yield (step, H, V, logits, loss) at step 0 and after every update, up to cfg["steps"]."""
     _, _, t = _data(cfg)
     gen = torch.Generator().manual_seed(cfg["seed"])
     n, d, c = cfg["contexts"], cfg["width"], cfg["classes"]
@@ -146,7 +146,7 @@ def _trajectory(cfg: dict[str, Any], on_step: Callable[[int], None] | None = Non
             g = r / n
         if not np.isfinite(loss):
             raise ValueError(f"lr={lr} diverged: the loss is {loss} at step {step}; pass a smaller lr")
-        yield step, h, z, loss
+        yield step, h, v, z, loss
         if step == cfg["steps"]:
             return
         h, v = h - lr * (g @ v), v - lr * (g.T @ h)
@@ -182,7 +182,7 @@ def train(labels: str = "powerlaw", loss: str = "ce", width: int = 8, classes: i
     _, pref, _ = _data(cfg)
     pref_t = torch.from_numpy(pref)
     rows = []
-    for step, h, z, value in _trajectory(cfg, on_step):
+    for step, h, _, z, value in _trajectory(cfg, on_step):
         if step % cfg["record_every"] == 0 or step == cfg["steps"]:
             acc = float((z.argmax(dim=1) == pref_t).double().mean())
             rows.append({"step": step, "loss": value, "accuracy": acc, **_measure(h, cfg["fit_range"])})
@@ -204,7 +204,7 @@ def representation(step: int, labels: str = "powerlaw", loss: str = "ce", width:
     if unknown:
         raise ValueError(f"unknown option(s) {sorted(unknown)}; known: {sorted(defaults)}")
     cfg = _settings(labels, loss, width, classes, max(step, 1), seed, **{**defaults, **options})
-    for k, h, _, _ in _trajectory(cfg):
+    for k, h, _, _, _ in _trajectory(cfg):
         if k == step:
             return h.numpy().copy()
     raise AssertionError("unreachable: the trajectory runs to cfg['steps'] >= step")

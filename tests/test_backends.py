@@ -24,6 +24,6 @@ def test_public_surface():
     assert set(fastspec.__all__) == {"AlphaFit", "CheckpointError", "CovarianceAccumulator", "InfGramIndex",
                                      "MemorizationResult", "Spectrum", "__version__", "alpha_req", "backends",
                                      "extract", "load_texts", "load_trace", "memorization", "phases", "rankme",
-                                     "spectrum", "trace"}
+                                     "spectrum", "toy", "trace"}
     for name in fastspec.__all__:
         assert getattr(fastspec, name) is not None
