@@ -126,9 +126,9 @@ def _data(cfg: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
     return p, pref, torch.from_numpy(targets)
 
 
-def _trajectory(cfg: dict[str, Any], on_step: Callable[[int], None] | None = None):
-    """Yield (step, H, V, logits, loss) at step 0 and after every update, up to cfg["steps"]."""
-    _, _, t = _data(cfg)
+def _trajectory(cfg: dict[str, Any], t: torch.Tensor, on_step: Callable[[int], None] | None = None):
+    """Yield (step, H, V, logits, loss) at step 0 and after every update, up to cfg["steps"],
+    for targets ``t`` (:func:`_data`)."""
     gen = torch.Generator().manual_seed(cfg["seed"])
     n, d, c = cfg["contexts"], cfg["width"], cfg["classes"]
     h = torch.randn(n, d, generator=gen, dtype=torch.float64) * cfg["init_scale"]  # H = Wᵀ (inputs one-hot)
@@ -179,10 +179,10 @@ def train(labels: str = "powerlaw", loss: str = "ce", width: int = 8, classes: i
 
     cfg = _settings(labels, loss, width, classes, steps, seed, contexts, exponent, smoothing, lr, init_scale,
                     record_every, fit_range)
-    _, pref, _ = _data(cfg)
+    _, pref, targets = _data(cfg)
     pref_t = torch.from_numpy(pref)
     rows = []
-    for step, h, _, z, value in _trajectory(cfg, on_step):
+    for step, h, _, z, value in _trajectory(cfg, targets, on_step):
         if step % cfg["record_every"] == 0 or step == cfg["steps"]:
             acc = float((z.argmax(dim=1) == pref_t).double().mean())
             rows.append({"step": step, "loss": value, "accuracy": acc, **_measure(h, cfg["fit_range"])})
@@ -204,7 +204,7 @@ def representation(step: int, labels: str = "powerlaw", loss: str = "ce", width:
     if unknown:
         raise ValueError(f"unknown option(s) {sorted(unknown)}; known: {sorted(defaults)}")
     cfg = _settings(labels, loss, width, classes, max(step, 1), seed, **{**defaults, **options})
-    for k, h, _, _, _ in _trajectory(cfg):
+    for k, h, _, _, _ in _trajectory(cfg, _data(cfg)[2]):
         if k == step:
             return h.numpy().copy()
     raise AssertionError("unreachable: the trajectory runs to cfg['steps'] >= step")
@@ -226,6 +226,8 @@ def run_conditions(steps: int = 4000, seed: int = 0, *, width: int = 8, classes:
     labels + bottleneck (d = ``width`` < C) + cross-entropy, and the controls uniform labels,
     d = C (no bottleneck) and MSE. α is fitted over the same window, (0, min(width, 8)),
     in all four. Returns {condition name: :func:`train`'s DataFrame}, in that order."""
+    if isinstance(width, (int, np.integer)) and isinstance(classes, (int, np.integer)) and width >= classes:
+        raise ValueError(f"width must be below classes ({classes}) for the main run to have a bottleneck, got {width}")
     fit_range = options.pop("fit_range", None) or (0, min(width, 8))
     out = {}
     for name, override in CONDITIONS.items():

@@ -92,7 +92,7 @@ def test_one_update_is_gradient_descent_on_the_documented_loss(loss):
     cfg = toy._settings("powerlaw", loss, 4, 10, 3, 7, 12, 1.0, 0.2, 0.5, 0.3, 1, None)
     _, pref, t = toy._data(cfg)
     assert np.allclose(t.sum(1).numpy(), 1.0) and (t.argmax(1).numpy() == pref).all()
-    states = list(toy._trajectory(cfg))
+    states = list(toy._trajectory(cfg, t))
     (_, h0, v0, _, loss0), (_, h1, v1, _, _) = states[0], states[1]
     h, v = h0.clone().requires_grad_(), v0.clone().requires_grad_()
     z = h @ v.T
@@ -145,6 +145,11 @@ def test_the_last_step_is_recorded_off_the_grid():
 def test_bad_arguments_name_themselves(kwargs, name):
     with pytest.raises(ValueError, match=name):
         toy.train(**{"steps": 10, **kwargs})
+
+
+def test_run_conditions_needs_a_bottleneck():
+    with pytest.raises(ValueError, match="width"):
+        toy.run_conditions(steps=10, width=128, classes=128)
 
 
 def test_divergence_is_an_error_naming_lr():
