@@ -25,9 +25,9 @@ with the gradients written out (G = ∂L/∂Z = (softmax(Z) − T)/D or (Z − T
 Measured: fastspec's own :func:`fastspec.spectrum` of H (the centred, ddof=1 covariance of
 the D context representations), :func:`fastspec.rankme` (eig convention) and
 :func:`fastspec.alpha_req` (weighted fit) over ``fit_range``. The default range (11, 100)
-needs 100 eigenvalues and a bottleneck has d; the toy fits ranks 1..min(d, 8), the whole
-spectrum of the default 8-wide bottleneck, and :func:`run_conditions` uses that same window
-for every condition so their α are comparable.
+needs 100 eigenvalues and a bottleneck has d; the toy fits ranks 1..d, the whole spectrum of
+the bottleneck (1..D−1 if d ≥ D), and :func:`run_conditions` uses the main run's window,
+ranks 1..d, for every condition (the top d of the d = C control) so their α are comparable.
 
 Why stochastic targets: with deterministic labels every class becomes linearly separable in
 d ≥ 2 dimensions, the logits grow without bound and the representation keeps expanding to
@@ -41,7 +41,11 @@ seeds 0–3): RankMe collapses from ≈7.8 to 1.0–1.4 within 200 steps, rises 
 7.8–7.9 (steps 750–1300) while α falls, then falls 6.0–7.0% to ≈7.35 while α rises by
 18–115% (0.15–0.26 → 0.31–0.33). Uniform labels and d = C rise to their end without a fall;
 MSE expands to ≈7.5 and stays (a drift of at most 0.4%). The compression is real but
-modest: RankMe is bounded by d and the peak is already near it.
+modest: RankMe is bounded by d and the peak is already near it. It also depends on d for
+C = 128 (seeds 0–2): d = 6 compresses like d = 8 (6.1–6.9%); d = 4 falls only 2.4–3.7%;
+from d = 10 RankMe still falls (d = 10: 4.7–6.7%, d = 12: 2.8–4.7%, d = 16: 1.6% on seed 0)
+but α no longer reliably rises with it; hard labels (``smoothing=0``) and a flatter power
+law (``exponent=0.5``) do not compress.
 """
 
 from __future__ import annotations
@@ -99,10 +103,10 @@ def _settings(labels: str, loss: str, width: int, classes: int, steps: int, seed
         raise ValueError(f"smoothing must be in [0, 1], got {smoothing!r}")
     lr = _positive_float("lr", lr)
     init_scale = _positive_float("init_scale", init_scale)
-    if fit_range is None:
-        fit_range = (0, min(width, 8))
-    start, stop = check_fit_range(fit_range)
     rank = min(width, contexts - 1)  # a centred spectrum of D rows has rank <= D − 1
+    if fit_range is None:
+        fit_range = (0, rank)
+    start, stop = check_fit_range(fit_range)
     if stop > rank:
         raise ValueError(f"fit_range {(start, stop)} needs {stop} eigenvalues, but the representation has at most "
                          f"min(width, contexts − 1) = {rank}")
@@ -170,7 +174,7 @@ def train(labels: str = "powerlaw", loss: str = "ce", width: int = 8, classes: i
     Returns a pandas DataFrame, one row per recorded step: ``step``, ``loss``, ``accuracy``
     (fraction of contexts whose top logit is their preferred class), ``rankme``, ``alpha``,
     ``alpha_r2``, ``lambda_1`` (the top eigenvalue). ``df.attrs`` holds the settings, the
-    α ``fit_range`` (default (0, min(width, 8))) included. Deterministic for a given seed
+    α ``fit_range`` (default (0, min(width, contexts − 1))) included. Deterministic for a given seed
     (the data from NumPy's default_rng(seed), the weights from torch.Generator(seed)).
     ``on_step`` (e.g. a tqdm bar's ``update``) is called with 1 after every update.
     Raises ValueError naming the argument for a bad one, and when ``lr`` diverges.
@@ -224,11 +228,11 @@ def run_conditions(steps: int = 4000, seed: int = 0, *, width: int = 8, classes:
                    on_step: Callable[[int], None] | None = None, **options: Any) -> dict[str, Any]:
     """Train the four runs of :data:`CONDITIONS` with the same seed and step budget: power-law
     labels + bottleneck (d = ``width`` < C) + cross-entropy, and the controls uniform labels,
-    d = C (no bottleneck) and MSE. α is fitted over the same window, (0, min(width, 8)),
+    d = C (no bottleneck) and MSE. α is fitted over the same window, (0, width),
     in all four. Returns {condition name: :func:`train`'s DataFrame}, in that order."""
     if isinstance(width, (int, np.integer)) and isinstance(classes, (int, np.integer)) and width >= classes:
         raise ValueError(f"width must be below classes ({classes}) for the main run to have a bottleneck, got {width}")
-    fit_range = options.pop("fit_range", None) or (0, min(width, 8))
+    fit_range = options.pop("fit_range", None) or (0, width)
     out = {}
     for name, override in CONDITIONS.items():
         kw = {"labels": "powerlaw", "loss": "ce", "width": width, **override}
