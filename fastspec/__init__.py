@@ -32,6 +32,7 @@ from .passk import pass_at_k
 from .phases import phases
 from .spectrum import Spectrum, spectrum
 from .trace import CheckpointError, load_trace, trace
+from . import toy  # a module: fastspec.toy.train, .run_conditions, .compression
 
 __all__ = [
     "AlphaFit",
@@ -53,5 +54,6 @@ __all__ = [
     "phases",
     "rankme",
     "spectrum",
+    "toy",
     "trace",
 ]

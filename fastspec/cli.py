@@ -1,6 +1,6 @@
 """The ``fastspec`` command line: ``demo``, ``trace``, ``plot``, ``spectrum FILE``, ``backends``,
 ``index build|count|prob``, ``memorization``, ``ablate``, ``correlate``, ``pass-at-k``,
-``report``."""
+``report``, ``toy``."""
 
 from __future__ import annotations
 
@@ -291,6 +291,20 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_toy(args: argparse.Namespace) -> int:
+    from .toy import CONDITIONS, run_conditions, summary_table, write_conditions
+
+    with tqdm(total=len(CONDITIONS) * args.steps, unit="step", desc="toy", disable=args.quiet) as bar:
+        runs = run_conditions(steps=args.steps, seed=args.seed, width=args.width, classes=args.classes,
+                              on_step=bar.update)
+    csv, png = write_conditions(runs, args.out, tol=args.tol)
+    print(f"fastspec toy: d={args.width}, C={args.classes}, {args.steps} steps, seed {args.seed}; "
+          f"compression = RankMe falls > {args.tol:.0%} from its peak while α rises")
+    print(summary_table(runs, tol=args.tol).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(f"wrote {csv}, {png}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastspec", description="Eigenspectra, RankMe and alpha of representations.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -442,6 +456,16 @@ def build_parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("report", help="one Markdown + HTML page of a results directory's figures and tables")
     rp.add_argument("results", help="results directory (a trace, and what correlate/ablate/toy/pass-at-k wrote there)")
     rp.set_defaults(func=cmd_report)
+
+    toy = sub.add_parser("toy", help="the paper's toy model: a linear bottleneck on power-law classes, and its controls")
+    toy.add_argument("--out", default="fastspec-toy", help="directory for toy.csv and toy.png")
+    toy.add_argument("--steps", type=int, default=4000, help="gradient-descent steps of each of the four runs")
+    toy.add_argument("--seed", type=int, default=0)
+    toy.add_argument("--width", type=int, default=8, help="bottleneck width d of the main run (the d=C control uses C)")
+    toy.add_argument("--classes", type=int, default=128, help="number of classes C")
+    toy.add_argument("--tol", type=float, default=0.03, help="relative RankMe fall from the peak that counts as compression")
+    toy.add_argument("--quiet", action="store_true", help="no progress bar")
+    toy.set_defaults(func=cmd_toy)
     return parser
 
 

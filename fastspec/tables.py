@@ -30,6 +30,8 @@ def table_name(table: Any) -> str:
 
 
 def _cell(value: Any, digits: int) -> str:
+    if value is pd.NA:
+        return "–"
     if isinstance(value, float):
         if math.isnan(value):
             return "–"

@@ -62,6 +62,7 @@ def test_chain_of_commands_and_the_report(run, capsys):
     ab = pd.read_csv(out / "ablation.csv")
     assert ab["mode"].tolist() == ["none", "retain", "retain", "retain", "remove", "remove", "remove"]
     assert ab.loc[3, "accuracy"] == ab.loc[0, "accuracy"]  # retain k = d = 32
+    assert main(["toy", "--out", str(out), "--quiet"]) == 0
     capsys.readouterr()
 
     proc = subprocess.run([f"{BIN}/fastspec", "report", str(out)], capture_output=True, text=True, timeout=300)
@@ -69,10 +70,13 @@ def test_chain_of_commands_and_the_report(run, capsys):
     md = (out / "report.md").read_text()
     page = (out / "report.html").read_text()
     for section in ("Geometry across checkpoints", "Correlations with per-checkpoint scores", "pass@k",
-                    "Top-k eigenvector ablation"):
+                    "Top-k eigenvector ablation", "Toy model"):
         assert f"## {section}" in md and f"<h2>{section}</h2>" in page
     images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
-    assert set(images) == {"trajectories.png", "heatmap.png", "pass_at_k.png", "ablation.png"}
+    assert set(images) == {"trajectories.png", "heatmap.png", "pass_at_k.png", "ablation.png", "toy.png"}
+    assert "Not in this directory" not in md
+    assert re.search(r"\| skewed\+bottleneck\+CE \| 8 \|.*\| yes \|", md)  # the main toy run compresses
+    assert len(re.findall(r"\| no \|", md)) == 3  # and its three controls do not
     assert set(re.findall(r'<img src="([^"]+)"', page)) == set(images)
     assert all((out / p).is_file() for p in images)
     # the numbers in the page are the ones in the files
