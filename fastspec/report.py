@@ -117,7 +117,12 @@ def _table_section(root: str, blocks: list[Block], title: str, stem: str, missin
 def _toy_summary(frame: pd.DataFrame) -> pd.DataFrame:
     from .toy import summary_table
 
-    return summary_table({name: sub for name, sub in frame.groupby("condition", sort=False)})
+    runs = {}
+    for name, sub in frame.groupby("condition", sort=False):
+        runs[name] = sub.reset_index(drop=True)
+        if "width" in sub.columns:
+            runs[name].attrs["width"] = int(sub["width"].iloc[0])
+    return summary_table(runs)
 
 
 def _correlations(frame: pd.DataFrame) -> pd.DataFrame:

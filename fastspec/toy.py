@@ -371,12 +371,14 @@ def plot_conditions(runs: dict[str, Any], path: str | os.PathLike, *, tol: float
 
 
 def write_conditions(runs: dict[str, Any], out_dir: str | os.PathLike, *, tol: float = TOL) -> tuple[str, str]:
-    """``toy.csv`` (every run's trajectory, with a ``condition`` column) and ``toy.png``
+    """``toy.csv`` (every run's trajectory, with its ``condition``, ``labels``, ``objective``
+    (the loss function), ``width`` and ``classes`` as columns) and ``toy.png``
     (:func:`plot_conditions`) in ``out_dir``; returns their paths."""
     import pandas as pd
 
     out_dir = os.fspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     csv = os.path.join(out_dir, "toy.csv")
-    pd.concat([f.assign(condition=name) for name, f in runs.items()], ignore_index=True).to_csv(csv, index=False)
+    pd.concat([f.assign(condition=name, labels=f.attrs["labels"], objective=f.attrs["loss"], width=f.attrs["width"],
+                        classes=f.attrs["classes"]) for name, f in runs.items()], ignore_index=True).to_csv(csv, index=False)
     return csv, plot_conditions(runs, os.path.join(out_dir, "toy.png"), tol=tol)
