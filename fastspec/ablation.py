@@ -30,7 +30,7 @@ import pandas as pd
 import torch
 
 from .accumulator import CovarianceAccumulator
-from .extract import extract, model_layout, resolve_layers
+from .extract import hidden_size, extract, model_layout, resolve_layers
 from .scoring import context_limit, continuation_logprobs, load_causal_lm
 
 MODES = ("retain", "remove")
@@ -262,6 +262,9 @@ def ablate(model: Any, items: Any, basis: Sequence[str] | CovarianceAccumulator,
         model, tokenizer, basis, layers=[projector.layer], final_norm=final_norm, max_length=max_length,
         batch_size=batch_size, progress="basis" if progress else False)[projector.layer]
     dim = acc.dim
+    if dim != hidden_size(model):
+        raise ValueError(f"the basis accumulator has dim {dim}, but layer {projector.layer} of this model has "
+                         f"{hidden_size(model)} features")
     top = max(ks)
     limit = min(acc.n_samples - 1, dim)
     if top > limit:

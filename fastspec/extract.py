@@ -278,7 +278,7 @@ def extract(
     tokens = tokenize(tokenizer, texts, max_length)
     first = next(model.parameters(), None)
     device = first.device if first is not None else torch.device("cpu")
-    dim = _hidden_size(model)
+    dim = hidden_size(model)
     accs = accumulators if accumulators is not None else {}
     for layer in wanted:
         accs.setdefault(layer, CovarianceAccumulator(dim, device=device, precision=precision))
@@ -309,7 +309,7 @@ def extract(
     return {layer: accs[layer] for layer in wanted}
 
 
-def _hidden_size(model: torch.nn.Module) -> int:
+def hidden_size(model: torch.nn.Module) -> int:
     config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
     for name in ("hidden_size", "n_embd", "d_model"):
         value = getattr(config, name, None)

@@ -119,11 +119,16 @@ def plot_pass_at_k(frame: pd.DataFrame, by: str | Sequence[str], path: str | os.
     numeric = pd.api.types.is_numeric_dtype(x)
     for name in [c for c in frame.columns if c.startswith("pass@")]:
         ax.plot(x if numeric else range(len(x)), frame[name], "o-", ms=3, label=name)
-    if not numeric:
+    if numeric:
+        from .plot import step_axis
+
+        step_axis(ax, x.to_numpy(dtype=np.float64))  # log-spaced checkpoints get a symlog axis
+    else:
         ax.set_xticks(range(len(x)), [str(v) for v in x], rotation=45, ha="right")
     ax.set_xlabel(col)
     ax.set_ylabel("pass@k")
-    ax.set_ylim(0, 1)
+    top = float(np.nanmax(frame[[c for c in frame.columns if c.startswith("pass@")]].to_numpy(dtype=np.float64)))
+    ax.set_ylim(0, min(1.0, max(1.2 * top, 0.05)))
     ax.grid(alpha=0.3)
     ax.legend()
     ax.set_title(f"pass@k over {frame['n_problems'].iloc[0]} problems, n={frame['n'].min()} samples each")

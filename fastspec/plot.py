@@ -19,7 +19,7 @@ def _x(frame: Any) -> tuple[np.ndarray, str]:
     return steps.to_numpy(dtype=np.float64), "training step"
 
 
-def _step_axis(ax: Any, x: np.ndarray) -> None:
+def step_axis(ax: Any, x: np.ndarray) -> None:
     positive = x[x > 0]
     if len(positive) and positive.max() / positive.min() > 50:  # Pythia-style log-spaced checkpoints
         ax.set_xscale("symlog", linthresh=float(positive.min()))
@@ -54,7 +54,7 @@ def plot_trace(results: Any, out_dir: str | os.PathLike, *, phase_layer: int | s
             ax.plot(x, sub[metric].to_numpy(dtype=np.float64), marker="o", ms=3, lw=1.2,
                     color=cmap(j / max(len(layers) - 1, 1)), label=f"layer {layer}")
         ax.set_ylabel(name)
-        _step_axis(ax, px)
+        step_axis(ax, px)
         ax.grid(alpha=0.3)
     axes[-1].set_xlabel(xlabel)
     handles, labels = axes[0].get_legend_handles_labels()

@@ -187,6 +187,9 @@ def test_bad_input(setup, tmp_path):
     with pytest.raises(ValueError, match="at most|more than the 32 eigenvectors"):
         fastspec.ablate(model, [{"question": "q", "choices": ["a", "b"], "answer": 0}], acc[1], tok, layer=1, ks=[33],
                         progress=False)
+    with pytest.raises(ValueError, match="basis accumulator has dim 8, but layer 1 of this model has 32"):
+        fastspec.ablate(model, [{"question": "q", "choices": ["a", "b"], "answer": 0}],
+                        fastspec.CovarianceAccumulator(8).update(torch.randn(20, 8)), tok, layer=1, progress=False)
     with pytest.raises(ValueError, match="unknown layer 7"):
         fastspec.ablate(model, [{"question": "q", "choices": ["a", "b"], "answer": 0}], acc[1], tok, layer=7, progress=False)
     with pytest.raises(ValueError, match="needs field 'support'"):
