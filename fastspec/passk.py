@@ -50,14 +50,21 @@ def pass_at_k(n: Any, c: Any, k: Any) -> np.ndarray | float:
             raise ValueError(f"{why}: n={int(n_[at])}, c={int(c_[at])}, k={int(k_[at])}"
                              + (f" at index {at}" if n_.ndim else ""))
     certain = n_ - c_ < k_
-    # Terms i = n−c+1 … n, laid out along a last axis as long as the largest c; padding
-    # terms (j ≥ c) and certain problems contribute log1p(0) = 0.
-    width = int(c_.max()) if c_.size else 0
-    j = np.arange(width)
-    i = n_[..., None] - j
-    live = (j < c_[..., None]) & ~certain[..., None]
-    ratio = np.where(live, k_[..., None] / np.where(live, i, 1), 0.0)
-    out = np.where(certain, 1.0, -np.expm1(np.log1p(-ratio).sum(-1)))
+    out = np.ones(n_.shape)
+    # One running sum per distinct (n, k): Σ_{i=n−c+1}^{n} log1p(−k/i) is its c-th prefix sum
+    # over i = n, n−1, …, k+1, so every c of that (n, k) is a lookup. Tables repeat n (the
+    # samples per problem) and k, so this is a handful of O(n) sums however many problems.
+    live = ~certain
+    pairs, which = np.unique(np.stack([n_[live], k_[live]]), axis=1, return_inverse=True)
+    c_live = c_[live]
+    order = np.argsort(which.reshape(-1), kind="stable")
+    bounds = np.searchsorted(which.reshape(-1)[order], np.arange(pairs.shape[1] + 1))
+    values = np.empty(c_live.shape)
+    for j, (n, k) in enumerate(pairs.T):
+        prefix = np.concatenate([[0.0], np.cumsum(np.log1p(-k / np.arange(n, k, -1, dtype=np.float64)))])
+        sel = order[bounds[j]:bounds[j + 1]]
+        values[sel] = -np.expm1(prefix[c_live[sel]])
+    out[live] = values
     return float(out) if out.ndim == 0 else out
 
 

@@ -17,7 +17,6 @@ import json
 import os
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from .tables import markdown_table

@@ -4,6 +4,7 @@ SciQ: the sum of the continuation tokens' log-probabilities given everything bef
 
 from __future__ import annotations
 
+import inspect
 import os
 from typing import Any, Callable, Sequence
 
@@ -50,16 +51,27 @@ def continuation_logprobs(model: Any, sequences: Sequence[Sequence[int]], prompt
                           before_forward: Callable[[torch.Tensor], None] | None = None,
                           progress: bool | str = False) -> np.ndarray:
     """Σ log p(token | everything before it) over the continuation ``seq[prompt_len:]`` of
-    each sequence (float64; log-softmax in float32 or better). Batches are sorted by length
-    and right-padded. ``before_forward(scored)`` is called before each forward with the
-    (batch, width) boolean mask of the positions whose next-token predictions are scored
-    (``prompt_len − 1 … len − 2``), e.g. to place an intervention there."""
+    each sequence (float64; log-softmax in float32 or better).
+
+    Batches are sorted by length. Where the model takes ``position_ids`` they are padded on
+    the left (positions counted from each row's first real token, so the rows are those of
+    each sequence run alone), every scored position falls in the last columns, and a model
+    that takes ``logits_to_keep`` runs its LM head on those columns only: with a large
+    vocabulary the head costs as much as the blocks. Otherwise they are padded on the right
+    and every position's logits are computed. ``before_forward(scored)`` is called before
+    each forward with the (batch, width) boolean mask of the positions whose next-token
+    predictions are scored, e.g. to place an intervention there."""
+    from .extract import pad_batch, position_ids
+
     if len(sequences) != len(prompt_lengths):
         raise ValueError(f"{len(sequences)} sequences but {len(prompt_lengths)} prompt lengths")
     for i, (seq, p) in enumerate(zip(sequences, prompt_lengths)):
         if not 1 <= int(p) < len(seq):
             raise ValueError(f"sequence {i}: the prompt must hold at least one token and leave at least one "
                              f"to score (prompt {int(p)} of {len(seq)} tokens)")
+    takes = inspect.signature(model.forward).parameters
+    left = "position_ids" in takes
+    trim = left and "logits_to_keep" in takes
     dev = torch.device(device) if device is not None else next(model.parameters()).device
     out = np.empty(len(sequences), dtype=np.float64)
     order = np.argsort([len(s) for s in sequences], kind="stable")
@@ -67,20 +79,24 @@ def continuation_logprobs(model: Any, sequences: Sequence[Sequence[int]], prompt
                                       desc=progress if isinstance(progress, str) else "score") as bar:
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
-            width = max(len(sequences[i]) for i in idx)
-            ids = torch.zeros((len(idx), width), dtype=torch.long)
-            mask = torch.zeros((len(idx), width), dtype=torch.long)
+            ids, mask = pad_batch([sequences[i] for i in idx], 0, "left" if left else "right")
+            width = ids.shape[1]
             scored = torch.zeros((len(idx), width), dtype=torch.bool)
             for row, i in enumerate(idx):
                 n, p = len(sequences[i]), int(prompt_lengths[i])
-                ids[row, :n] = torch.as_tensor(np.asarray(sequences[i], dtype=np.int64))
-                mask[row, :n] = 1
-                scored[row, p - 1:n - 1] = True  # the token at t is predicted by the logits at t − 1
+                off = width - n if left else 0
+                scored[row, off + p - 1:off + n - 1] = True  # the token at t is predicted by the logits at t − 1
             if before_forward is not None:
                 before_forward(scored)
-            logits = model(input_ids=ids.to(dev), attention_mask=mask.to(dev), use_cache=False).logits
+            kwargs: dict[str, Any] = {"input_ids": ids.to(dev), "attention_mask": mask.to(dev), "use_cache": False}
+            if left:
+                kwargs["position_ids"] = position_ids(mask).to(dev)
             rows, cols = scored.nonzero(as_tuple=True)
-            picked = logits[rows.to(dev), cols.to(dev)]
+            first = int(cols.min()) if trim else 0
+            if trim:
+                kwargs["logits_to_keep"] = width - first
+            logits = model(**kwargs).logits
+            picked = logits[rows.to(dev), (cols - first).to(dev)]
             picked = picked.double() if picked.dtype == torch.float64 else picked.float()
             logp = torch.log_softmax(picked, dim=-1).gather(1, ids[rows, cols + 1].unsqueeze(1).to(dev)).squeeze(1)
             sums = torch.zeros(len(idx), dtype=torch.float64).index_add_(0, rows, logp.double().cpu())
