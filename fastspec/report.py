@@ -71,7 +71,8 @@ def _trace_section(root: str, blocks: list[Block]) -> pd.DataFrame | None:
     blocks.append(("p", f"{frame['checkpoint'].nunique()} checkpoints"
                         + (f" (steps {int(steps.min())}–{int(steps.max())})" if len(steps) else "")
                         + f", layers {', '.join(str(v) for v in sorted(frame['layer'].unique()))}; "
-                        f"{config.get('n_texts')} texts from {config.get('data')} (SHA-256 {str(config.get('data_sha256'))[:12]}…), "
+                        f"{config.get('n_texts')} texts from "
+                        f"{'a list given in Python' if config.get('data') == '<texts>' else config.get('data')} (SHA-256 {str(config.get('data_sha256'))[:12]}…), "
                         f"pooling {config.get('pooling')}, α fit ranks {config['fit_range'][0] + 1}..{config['fit_range'][1]}; "
                         f"fastspec {config.get('fastspec')}, torch {config.get('torch')}, transformers {config.get('transformers')}."))
     phases_csv = _find(root, "phases.csv")
@@ -152,6 +153,9 @@ def build_report(results_dir: str | os.PathLike) -> list[Block]:
                    transform=_correlations,
                    note=lambda f: "Pearson r and Spearman ρ with two-sided p-values (scipy.stats), across checkpoints "
                                   "(the paper's Table C.2 layout).")
+    scores = _find(root, "scores.csv")
+    if scores:
+        blocks += [("p", f"The per-checkpoint scores ({_rel(scores, root)}):"), ("table", pd.read_csv(scores))]
     _table_section(root, blocks, "pass@k", "pass_at_k",
                    "Make it with `fastspec pass-at-k TABLE.csv --k 1 16 256 --by step --out RESULTS_DIR`.",
                    "pass@k across checkpoints (unbiased estimator of Chen et al., 2021)")
