@@ -89,8 +89,15 @@ def test_demo_trains_traces_and_labels_at_a_small_size(tmp_path):
     assert "RankMe" in proc.stdout and "phase" in proc.stdout
     frame = fastspec.load_trace(tmp_path / "trace")
     assert frame["step"].max() == 20 and frame["n_samples"].eq(300).all() and frame["dim"].eq(128).all()
-    for name in ("trajectories.png", "heatmap.png", "phases.csv"):
-        assert (tmp_path / name).exists()
+    for name in ("trajectories.png", "heatmap.png", "phases.csv", "scores.csv", "correlations.md", "pass_at_k.png",
+                 "ablation.png", "toy.png", "report.md", "report.html"):
+        assert (tmp_path / name).exists(), name
+    scores = pd.read_csv(tmp_path / "scores.csv")
+    assert sorted(scores["step"]) == sorted(frame["step"].unique()) and scores["cloze_accuracy"].between(0, 1).all()
+    counts = pd.read_csv(tmp_path / "pass_at_k_counts.csv")
+    assert counts["c"].between(0, 32).all() and (counts["n"] == 32).all()
+    report = (tmp_path / "report.md").read_text()
+    assert "Not in this directory" not in report and report.count("![") == 5
     # a second run reuses the model and the finished trace
     again = _run(f"{BIN}/fastspec", "demo", "--steps", "20", "--n-trace", "300", "--out", str(tmp_path), "--quiet")
     assert again.returncode == 0 and again.stdout == proc.stdout
