@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from .phases import pick_layer
 from .tables import read_table, table_name, write_table
 
 MIN_POINTS = 3
@@ -36,11 +37,8 @@ def _one_layer(frame: pd.DataFrame, layer: int | str | None) -> tuple[pd.DataFra
         if layer not in (None, "last"):
             raise ValueError(f"layer={layer!r} was asked for, but the geometry table has no 'layer' column")
         return frame, None
-    layers = sorted(int(v) for v in frame["layer"].unique())
-    chosen = layers[-1] if layer in (None, "last") else layer
-    if isinstance(chosen, bool) or not isinstance(chosen, (int, np.integer)) or int(chosen) not in layers:
-        raise ValueError(f"layer {layer!r} is not in the geometry table (layers: {layers}, or 'last')")
-    return frame[frame["layer"] == int(chosen)], int(chosen)
+    chosen = pick_layer(frame, "last" if layer is None else layer, "the geometry table")
+    return frame[frame["layer"] == chosen], chosen
 
 
 def _pair(x: np.ndarray, y: np.ndarray) -> dict[str, float]:

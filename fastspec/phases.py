@@ -29,6 +29,17 @@ import numpy as np
 WARMUP, ENTROPY, COMPRESSION = "warmup", "entropy-seeking", "compression-seeking"
 
 
+def pick_layer(frame: Any, layer: Any, what: str = "the trace") -> int:
+    """The layer index ``layer`` names in ``frame``'s ``layer`` column: ``"last"`` is the
+    deepest; anything else must be one of them."""
+    layers = sorted(int(v) for v in frame["layer"].unique())
+    if layer == "last":
+        return layers[-1]
+    if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)) or int(layer) not in layers:
+        raise ValueError(f"layer {layer!r} is not in {what} (layers: {layers})")
+    return int(layer)
+
+
 def zigzag_runs(values: np.ndarray, tol: float) -> list[tuple[int, int, int]]:
     """Monotone runs (start, end, direction ±1) of ``values`` that move by more than ``tol``
     relative to their starting extremum; the end of one run is the start of the next."""
@@ -66,10 +77,7 @@ def phases(results: Any, *, layer: int | str = "last", warmup_steps: int | None 
     frame = results if isinstance(results, pd.DataFrame) else load_trace(results)
     if not 0 < tol < 1:
         raise ValueError(f"tol must be in (0, 1), got {tol!r}")
-    layers = sorted(int(v) for v in frame["layer"].unique())
-    chosen = layers[-1] if layer == "last" else layer
-    if chosen not in layers:
-        raise ValueError(f"layer {layer!r} is not in the trace (layers: {layers})")
+    chosen = pick_layer(frame, layer)
     sub = frame[frame["layer"] == chosen].reset_index(drop=True)
     rank = sub["rankme"].to_numpy(dtype=np.float64)
     alpha = sub["alpha"].to_numpy(dtype=np.float64)
