@@ -20,7 +20,6 @@ JSON lines ``{"question": …, "choices": [...], "answer": index}`` (extra field
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -30,6 +29,7 @@ import pandas as pd
 import torch
 
 from .accumulator import CovarianceAccumulator
+from .data import iter_jsonl
 from .extract import hidden_size, extract, model_layout, resolve_layers
 from .scoring import context_limit, continuation_logprobs, load_causal_lm
 
@@ -54,16 +54,7 @@ def read_items(path: str | os.PathLike) -> list[Item]:
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no such items file: {path}")
-    items = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{lineno}: not valid JSON: {err}") from err
-            items.append(as_item(obj, f"{path}:{lineno}"))
+    items = [as_item(obj, where) for where, obj in iter_jsonl(path)]
     if not items:
         raise ValueError(f"{path} holds no items")
     return items

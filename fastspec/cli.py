@@ -212,19 +212,12 @@ def cmd_index_prob(args: argparse.Namespace) -> int:
 
 
 def cmd_memorization(args: argparse.Namespace) -> int:
+    from .data import iter_jsonl
     from .memorization import memorization
 
-    items = []
-    try:
-        with open(args.items, encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, 1):
-                if line.strip():
-                    try:
-                        items.append(json.loads(line))
-                    except json.JSONDecodeError as err:
-                        raise ValueError(f"{args.items}:{lineno}: not JSON ({err})") from err
-    except FileNotFoundError as err:
-        raise FileNotFoundError(f"items file {args.items!r} does not exist") from err
+    if not os.path.isfile(args.items):
+        raise FileNotFoundError(f"items file {args.items!r} does not exist")
+    items = [record for _, record in iter_jsonl(args.items)]
     res = memorization(items, args.index, args.model, args.tokenizer, rule=args.rule, batch_size=args.batch_size,
                        device=args.device)
     out = res.to_dict()

@@ -11,7 +11,7 @@ import ast
 import hashlib
 import json
 import os
-from typing import Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -49,22 +49,28 @@ def read_texts(path: str | os.PathLike, *, text_field: str = "text") -> list[str
     return texts
 
 
-def _read_jsonl(path: str, text_field: str) -> list[str]:
-    texts = []
+def iter_jsonl(path: str) -> Iterator[tuple[str, Any]]:
+    """(``"path:line"``, record) for each non-blank line of a JSON-lines file; a line that is
+    not JSON is a ValueError naming the file and line."""
     with open(path, encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
                 continue
             try:
-                record = json.loads(line)
+                yield f"{path}:{lineno}", json.loads(line)
             except json.JSONDecodeError as err:
                 raise ValueError(f"{path}:{lineno}: not JSON: {err}") from err
-            if not isinstance(record, dict) or text_field not in record:
-                raise ValueError(f"{path}:{lineno}: no field {text_field!r} (use text_field= to name the text field)")
-            if not isinstance(record[text_field], str):
-                raise ValueError(f"{path}:{lineno}: field {text_field!r} is {type(record[text_field]).__name__}, not text")
-            if record[text_field].strip():
-                texts.append(record[text_field])
+
+
+def _read_jsonl(path: str, text_field: str) -> list[str]:
+    texts = []
+    for where, record in iter_jsonl(path):
+        if not isinstance(record, dict) or text_field not in record:
+            raise ValueError(f"{where}: no field {text_field!r} (use text_field= to name the text field)")
+        if not isinstance(record[text_field], str):
+            raise ValueError(f"{where}: field {text_field!r} is {type(record[text_field]).__name__}, not text")
+        if record[text_field].strip():
+            texts.append(record[text_field])
     return texts
 
 

@@ -203,7 +203,7 @@ def test_bad_input(setup, tmp_path):
     for text, match in [('{"question": "q", "choices": ["a", "b"], "answer": 2}\n', r"bad.jsonl:1: 'answer' must be an index"),
                         ('{"question": "q", "choices": ["a"], "answer": 0}\n', "at least 2 non-empty strings"),
                         ('\n{"question": "q", "choices": ["a", "b"]}\n', r"bad.jsonl:2: item has no 'answer'"),
-                        ('{"question": "q", \n', r"bad.jsonl:1: not valid JSON"),
+                        ('{"question": "q", \n', r"bad.jsonl:1: not JSON"),
                         ("", "holds no items")]:
         bad.write_text(text)
         with pytest.raises(ValueError, match=match):
