@@ -30,7 +30,7 @@ import torch
 
 from .accumulator import CovarianceAccumulator
 from .data import iter_jsonl
-from .extract import hidden_size, extract, model_layout, resolve_layers
+from .extract import extract, hidden_size, model_layout, register_layer_hook, resolve_layers
 from .scoring import context_limit, continuation_logprobs, load_causal_lm
 
 MODES = ("retain", "remove")
@@ -122,8 +122,6 @@ class Projector:
         self.layout = model_layout(model)
         self.layer = resolve_layers(layer, self.layout.n_layers)[0]
         self.final_norm = final_norm and self.layer == self.layout.n_layers
-        if self.final_norm and self.layout.final_norm is None:
-            raise ValueError("final_norm=True, but this model has no final norm module")
         self.mean: torch.Tensor | None = None
         self.basis: torch.Tensor | None = None
         self.mode = "retain"
@@ -149,30 +147,13 @@ class Projector:
         return new.to(h.dtype)
 
     def __enter__(self) -> "Projector":
-        if self.final_norm:
-            module = self.layout.final_norm
-            self._handle = module.register_forward_hook(lambda mod, args, out: self._replace(out))
-        elif self.layer == 0:
-            self._handle = self.layout.blocks[0].register_forward_pre_hook(self._pre_hook, with_kwargs=True)
-        else:
-            self._handle = self.layout.blocks[self.layer - 1].register_forward_hook(
-                lambda mod, args, out: self._replace(out))
+        self._handle = register_layer_hook(self.layout, self.layer, self.project, final_norm=self.final_norm)
         return self
 
     def __exit__(self, *exc: Any) -> None:
         if self._handle is not None:
             self._handle.remove()
             self._handle = None
-
-    def _replace(self, out: Any) -> Any:
-        if isinstance(out, tuple):
-            return (self.project(out[0]), *out[1:])
-        return self.project(out)
-
-    def _pre_hook(self, module: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
-        if args:
-            return (self.project(args[0]), *args[1:]), kwargs
-        return args, {**kwargs, "hidden_states": self.project(kwargs["hidden_states"])}
 
 
 def accuracies(scores: np.ndarray, nbytes: np.ndarray, items: Sequence[Item]) -> dict[str, float]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import inspect
 import time
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from tqdm import tqdm
@@ -162,6 +162,34 @@ def pooled_positions(mask: torch.Tensor, pooling: str | int) -> torch.Tensor | N
     return first + p
 
 
+def register_layer_hook(layout: ModelLayout, layer: int, fn: Callable[[torch.Tensor], torch.Tensor | None], *,
+                        final_norm: bool = False) -> Any:
+    """Call ``fn(hidden)`` on the representation of ``layer`` (0: the first block's input,
+    l ≥ 1: block l's output; the last layer after the final norm with ``final_norm=True``)
+    at every forward; a tensor it returns replaces that representation. Returns the hook's
+    handle (``.remove()``)."""
+    def on_output(module: Any, args: Any, out: Any) -> Any:
+        new = fn(out[0] if isinstance(out, (tuple, list)) else out)
+        if new is None:
+            return None
+        return (new, *out[1:]) if isinstance(out, tuple) else new
+
+    def on_input(module: Any, args: tuple, kwargs: dict) -> Any:
+        new = fn(args[0] if args else kwargs["hidden_states"])
+        if new is None:
+            return None
+        return ((new, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": new})
+
+    if final_norm and layer == layout.n_layers:
+        if layout.final_norm is None:
+            raise ValueError(f"final_norm=True, but this model has no final norm module "
+                             f"(looked for {', '.join(FINAL_NORM_NAMES)})")
+        return layout.final_norm.register_forward_hook(on_output)
+    if layer == 0:
+        return layout.blocks[0].register_forward_pre_hook(on_input, with_kwargs=True)
+    return layout.blocks[layer - 1].register_forward_hook(on_output)
+
+
 class _Pooler:
     """Forward hooks that pool each requested layer's hidden states into its accumulator."""
 
@@ -169,28 +197,17 @@ class _Pooler:
                  pooling: str | int, final_norm: bool):
         self.layout, self.layers, self.accs, self.pooling = layout, layers, accs, pooling
         self.final_norm = final_norm and layers[-1] == layout.n_layers
-        if self.final_norm and layout.final_norm is None:  # checked before any hook is placed
-            raise ValueError(f"final_norm=True, but this model has no final norm module "
-                             f"(looked for {', '.join(FINAL_NORM_NAMES)})")
         self.mask: torch.Tensor | None = None
         self.positions: torch.Tensor | None = None
         self.handles: list[Any] = []
 
     def __enter__(self) -> "_Pooler":
-        L = self.layout.n_layers
         last = self.layers[-1]
-        if 0 in self.layers:
-            self.handles.append(self.layout.blocks[0].register_forward_pre_hook(self._pre_hook, with_kwargs=True))
-        for layer in self.layers:
-            if layer == 0 or (layer == L and self.final_norm):
-                continue
-            stop = layer == last
-            self.handles.append(self.layout.blocks[layer - 1].register_forward_hook(
-                lambda mod, args, out, layer=layer, stop=stop: self._take(layer, out, stop)))
-        if self.final_norm:
-            assert self.layout.final_norm is not None
-            self.handles.append(self.layout.final_norm.register_forward_hook(
-                lambda mod, args, out: self._take(L, out, True)))
+        # Deepest first: a model without the final norm asked for fails before any hook is placed.
+        for layer in reversed(self.layers):
+            self.handles.append(register_layer_hook(
+                self.layout, layer, lambda hidden, layer=layer: self._take(layer, hidden, layer == last),
+                final_norm=self.final_norm))
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -198,12 +215,7 @@ class _Pooler:
             h.remove()
         self.handles.clear()
 
-    def _pre_hook(self, module: Any, args: tuple, kwargs: dict) -> None:
-        hidden = args[0] if args else kwargs["hidden_states"]
-        self._take(0, hidden, self.layers[-1] == 0)
-
-    def _take(self, layer: int, out: Any, stop: bool) -> None:
-        hidden = out[0] if isinstance(out, (tuple, list)) else out
+    def _take(self, layer: int, hidden: torch.Tensor, stop: bool) -> None:
         mask = self.mask
         assert mask is not None
         if hidden.ndim != 3 or hidden.shape[:2] != mask.shape:
