@@ -29,7 +29,7 @@ else:
 
 def texts(n: int = N_TEXTS, seed: int = 0) -> list[str]:
     """Documents of 1 to 24 docstring paragraphs: lengths as uneven as real web text."""
-    from fastspec.data import stdlib_docstrings
+    from fastspec.models.data import stdlib_docstrings  # setup, not timed: the corpus
 
     paras = stdlib_docstrings(max_paragraphs=4000)
     rng = np.random.default_rng(seed)
@@ -45,7 +45,7 @@ def build(path: str) -> str:
     """Save a random-init GPT-NeoX of SHAPE and a BPE tokenizer trained on docstrings."""
     from transformers import AutoModelForCausalLM
 
-    from fastspec.tiny import model_config, train_tokenizer
+    from fastspec.models.tiny import model_config, train_tokenizer  # setup, not timed: the model
 
     tok = train_tokenizer(texts(400, seed=1), vocab_size=4096)
     cfg = model_config("gpt_neox", vocab_size=SHAPE["vocab"], hidden=SHAPE["hidden"], layers=SHAPE["layers"],
@@ -60,7 +60,7 @@ def build(path: str) -> str:
 def load(path: str) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from fastspec._hf import quiet_transformers
+    from fastspec.models.hf import quiet_transformers  # setup, not timed
 
     with quiet_transformers():
         return AutoModelForCausalLM.from_pretrained(path).eval(), AutoTokenizer.from_pretrained(path)

@@ -57,7 +57,7 @@ fi
 if [[ " $steps " == *" sanitize "* ]]; then
   echo "== compute-sanitizer memcheck over the kernels' GPU tests"
   FASTSPEC_REQUIRE_CUDA_KERNELS=1 timeout 900 compute-sanitizer --tool memcheck --error-exitcode 9 \
-    "$pybin" -P -m pytest -q -p no:cacheprovider tests/test_cuda.py -m cuda -k kernels || status=1
+    "$pybin" -P -m pytest -q -p no:cacheprovider tests/spectral/test_cuda.py -m cuda -k kernels || status=1
 fi
 
 if [[ " $steps " == *" bench "* ]]; then

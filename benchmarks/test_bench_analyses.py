@@ -5,7 +5,7 @@ per-problem loop of Chen et al. (2021)'s released estimator (``1 − prod(1 − 
 n+1))`` for each problem, in a Python loop). Both give the same numbers (checked).
 
 Multiple-choice scoring (the inner loop of ``fastspec.ablate``, once per k and mode):
-``fastspec.scoring.continuation_logprobs`` (length-sorted batches, log-softmax only at the
+``fastspec.models.scoring.continuation_logprobs`` (length-sorted batches, log-softmax only at the
 scored positions) beside one forward pass per (question, choice) with a full log-softmax, as
 in a hand-written evaluation loop. Same model, same sequences, same sums (checked).
 
@@ -25,7 +25,7 @@ import torch
 pytest.importorskip("pytest_benchmark", reason="pytest-benchmark is not installed (pip install '.[test]')")
 
 import fastspec  # noqa: E402
-from fastspec.scoring import continuation_logprobs  # noqa: E402
+from fastspec.models.scoring import continuation_logprobs  # noqa: E402  (an internal stage: the scoring inside ablate)
 
 FULL = os.environ.get("FASTSPEC_BENCH_FULL", "") == "1"
 PROBLEMS, SAMPLES, KS = (10_000, 512, (1, 16, 256)) if FULL else (500, 64, (1, 8, 32))

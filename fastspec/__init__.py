@@ -4,6 +4,11 @@ Eigenspectra of activation covariances, RankMe and alpha-ReQ, streamed and merge
 extracted from Hugging Face models and traced across checkpoints and layers; an ∞-gram
 suffix-array engine and distributional memorization (Wang et al., 2025).
 See README.md for the conventions and ``fastspec.backends()`` for what this install has.
+
+One subpackage per capability, lowest layer first (import-linter holds the order, see
+pyproject.toml): ``spectral`` (the core); ``models`` (extraction, tracing, phases) beside
+``ngram`` (the ∞-gram engine); ``analyses``; ``report``; and ``cli``/``demo`` on top. This
+module only re-exports the public names.
 """
 
 try:
@@ -18,21 +23,18 @@ except ImportError as err:  # pragma: no cover - only a source tree that was nev
         "imports the installed package)."
     ) from err
 
+import sys as _sys
+
 from ._version import __version__
-from .accumulator import CovarianceAccumulator
-from .ablation import ablate
+from .analyses import MemorizationResult, ablate, correlate, memorization, pass_at_k, toy
 from .backends import backends
-from .correlation import correlate
-from .data import load_texts
-from .extract import extract
-from .infgram import InfGramIndex
-from .memorization import MemorizationResult, memorization
-from .metrics import AlphaFit, alpha_req, rankme
-from .passk import pass_at_k
-from .phases import phases
-from .spectrum import Spectrum, spectrum
-from .trace import CheckpointError, load_trace, trace
-from . import toy  # a module: fastspec.toy.train, .run_conditions, .compression
+from .models import CheckpointError, extract, load_texts, load_trace, phases, trace
+from .ngram import InfGramIndex
+from .spectral import AlphaFit, CovarianceAccumulator, Spectrum, alpha_req, rankme, spectrum
+
+# fastspec.toy is a module (fastspec.toy.train, .run_conditions, .compression) that lives in
+# fastspec/analyses/; registered under its public name too, so `import fastspec.toy` works.
+_sys.modules.setdefault(f"{__name__}.toy", toy)
 
 __all__ = [
     "AlphaFit",

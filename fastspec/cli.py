@@ -12,6 +12,40 @@ from typing import Any, Sequence
 
 from tqdm import tqdm
 
+from .analyses.ablation import ablate
+from .analyses.correlation import correlate, correlation_table
+from .analyses.memorization import memorization
+from .analyses.passk import pass_at_k_table
+from .analyses.toy import CONDITIONS, run_conditions, summary_table
+from .backends import backends
+from .demo import (
+    DemoConfig,
+    TraceDemoConfig,
+    format_analyses,
+    format_table,
+    format_trace_table,
+    run_analyses,
+    run_demo,
+    run_trace_demo,
+)
+from .models.data import iter_jsonl, load_texts
+from .models.phases import phases
+from .models.scoring import load_causal_lm
+from .models.trace import trace
+from .ngram.index import InfGramIndex, load_tokenizer
+from .report import (
+    plot_ablation,
+    plot_pass_at_k,
+    plot_trace,
+    write_conditions,
+    write_correlations,
+    write_report,
+    write_table,
+)
+from .spectral import CovarianceAccumulator, open_activations, spectrum, summarize
+from .spectral.eigen import metrics_of
+from .spectral.moments import chunk_rows
+
 
 def _fit_range(values: Sequence[int]) -> tuple[int, int]:
     return (int(values[0]), int(values[1]))
@@ -20,9 +54,6 @@ def _fit_range(values: Sequence[int]) -> tuple[int, int]:
 def cmd_demo(args: argparse.Namespace) -> int:
     if args.synthetic:
         return _synthetic_demo(args)
-    from .demo import TraceDemoConfig, format_analyses, format_trace_table, run_analyses, run_trace_demo
-    from .report import write_report
-
     cfg = TraceDemoConfig(steps=args.steps, n_trace=args.n_trace, seed=args.seed)
     result = run_trace_demo(cfg, args.out, progress=not args.quiet)
     print(format_trace_table(result))
@@ -35,8 +66,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _synthetic_demo(args: argparse.Namespace) -> int:
-    from .demo import DemoConfig, format_table, run_demo
-
     cfg = DemoConfig(n=args.n, dim=args.dim, alpha=args.alpha, seed=args.seed, fit_range=_fit_range(args.fit_range))
     print(f"fastspec demo: {cfg.n} synthetic activations of dimension {cfg.dim}, power law alpha={cfg.alpha}, "
           f"{cfg.massive_columns} massive-mean columns (seed {cfg.seed})")
@@ -63,8 +92,6 @@ def _pooling(text: str) -> str | int:
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
-    from .trace import trace
-
     checkpoints: list = args.checkpoints
     if args.revisions:
         if len(checkpoints) != 1:
@@ -84,9 +111,6 @@ def cmd_trace(args: argparse.Namespace) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from .phases import phases
-    from .plot import plot_trace
-
     layer = args.layer if args.layer == "last" else int(args.layer)
     out = args.out or args.results
     labelled = phases(args.results, layer=layer, warmup_steps=args.warmup_steps, tol=args.tol)
@@ -101,8 +125,6 @@ def cmd_plot(args: argparse.Namespace) -> int:
 def file_metrics(path: str, *, key: str | None = None, fit_range: tuple[int, int] = (11, 100),
                  nan_policy: str = "raise", progress: bool = True) -> dict[str, Any]:
     """Metrics of the activations stored in ``path``, streamed block by block."""
-    from .io import open_activations
-
     src = open_activations(path, key)
     try:
         out = _source_metrics(src, fit_range, nan_policy, progress)
@@ -112,9 +134,6 @@ def file_metrics(path: str, *, key: str | None = None, fit_range: tuple[int, int
 
 
 def _source_metrics(src: Any, fit_range: tuple[int, int], nan_policy: str, progress: bool) -> dict[str, Any]:
-    from .accumulator import CovarianceAccumulator, chunk_rows
-    from .spectrum import metrics_of, spectrum, summarize
-
     n, d = src.shape
     if n < d:  # the Gram path needs all rows at once; N < d keeps that within O(d²)
         x = src.read(0, n)
@@ -149,8 +168,6 @@ def cmd_spectrum(args: argparse.Namespace) -> int:
 
 
 def cmd_backends(args: argparse.Namespace) -> int:
-    from .backends import backends
-
     for name, info in backends().items():
         mark = "yes" if info["available"] else "no "
         print(f"{name:<13} {mark}  {info.get('detail') or info.get('reason')}")
@@ -161,21 +178,15 @@ def _query_ids(args: argparse.Namespace, ids: Sequence[int] | None, text: str | 
     if text is not None:
         if not args.tokenizer:
             raise ValueError(f"{flag} needs --tokenizer DIR")
-        from .infgram import _load_tokenizer
-
-        return list(_load_tokenizer(args.tokenizer)(text, add_special_tokens=False)["input_ids"])
+        return list(load_tokenizer(args.tokenizer)(text, add_special_tokens=False)["input_ids"])
     return list(ids or [])
 
 
 def _index(args: argparse.Namespace) -> Any:
-    from .infgram import InfGramIndex
-
     return InfGramIndex(args.index, token_width=args.token_width, vocab_size=args.vocab_size)
 
 
 def cmd_index_build(args: argparse.Namespace) -> int:
-    from .infgram import InfGramIndex
-
     doc_lengths = None
     if args.doc_lengths:
         import numpy as np
@@ -212,9 +223,6 @@ def cmd_index_prob(args: argparse.Namespace) -> int:
 
 
 def cmd_memorization(args: argparse.Namespace) -> int:
-    from .data import iter_jsonl
-    from .memorization import memorization
-
     if not os.path.isfile(args.items):
         raise FileNotFoundError(f"items file {args.items!r} does not exist")
     items = [record for _, record in iter_jsonl(args.items)]
@@ -230,11 +238,6 @@ def cmd_memorization(args: argparse.Namespace) -> int:
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
-    from .ablation import ablate, plot_ablation
-    from .data import load_texts
-    from .scoring import load_causal_lm
-    from .tables import write_table
-
     model, tok = load_causal_lm(args.model, args.tokenizer)
     if args.device:
         model = model.to(args.device)
@@ -251,8 +254,6 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 
 
 def cmd_correlate(args: argparse.Namespace) -> int:
-    from .correlation import correlate, correlation_table, write_correlations
-
     layer = args.layer if args.layer == "last" else int(args.layer)
     frame = correlate(args.geometry, args.scores, metrics=args.metrics, on=args.on, layer=layer,
                       score_columns=args.columns)
@@ -265,9 +266,6 @@ def cmd_correlate(args: argparse.Namespace) -> int:
 
 
 def cmd_pass_at_k(args: argparse.Namespace) -> int:
-    from .passk import pass_at_k_table, plot_pass_at_k
-    from .tables import write_table
-
     frame = pass_at_k_table(args.table, args.k, by=args.by, problem=args.problem)
     print(frame.to_string(index=False))
     paths = list(write_table(frame, args.out, "pass_at_k", title="pass@k"))
@@ -278,15 +276,11 @@ def cmd_pass_at_k(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .report import write_report
-
     print("wrote " + ", ".join(write_report(args.results)))
     return 0
 
 
 def cmd_toy(args: argparse.Namespace) -> int:
-    from .toy import CONDITIONS, run_conditions, summary_table, write_conditions
-
     with tqdm(total=len(CONDITIONS) * args.steps, unit="step", desc="toy", disable=args.quiet) as bar:
         runs = run_conditions(steps=args.steps, seed=args.seed, width=args.width, classes=args.classes,
                               on_step=bar.update)

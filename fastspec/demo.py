@@ -16,11 +16,30 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
+from tqdm import tqdm
 
-from .accumulator import CovarianceAccumulator
-from .metrics import alpha_req, rankme
-from .spectrum import summarize
+from .analyses.ablation import ablate, evaluate
+from .analyses.correlation import correlate, correlation_table
+from .analyses.passk import pass_at_k_table
+from .analyses.toy import run_conditions, summary_table
+from .models.data import stdlib_docstrings
+from .models.hf import quiet_transformers
+from .models.phases import phases
+from .models.scoring import load_causal_lm
+from .models.tiny import TinyLMConfig, train_checkpoints
+from .models.trace import trace
+from .report import (
+    plot_ablation,
+    plot_pass_at_k,
+    plot_spectrum,
+    plot_trace,
+    write_conditions,
+    write_correlations,
+    write_table,
+)
+from .spectral import CovarianceAccumulator, alpha_req, rankme, summarize
 
 
 @dataclass(frozen=True)
@@ -103,36 +122,6 @@ def format_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def plot_spectrum(eigenvalues: np.ndarray, fit: Any, path: str, *, population: np.ndarray | None = None,
-                  title: str = "Eigenspectrum") -> None:
-    """Log-log eigenspectrum with the alpha-ReQ fit line over its range (and the population
-    spectrum, dashed, when known)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ranks = np.arange(1, eigenvalues.size + 1)
-    fig, ax = plt.subplots(figsize=(6.4, 4.8), dpi=120)
-    pos = eigenvalues > 0
-    ax.loglog(ranks[pos], eigenvalues[pos], lw=1.6, label="measured eigenvalues")
-    if population is not None:
-        ax.loglog(np.arange(1, population.size + 1), population, "k--", lw=1.0, label="construction λᵢ")
-    start, stop = fit.fit_range
-    fr = np.arange(start + 1, stop + 1)
-    ax.loglog(fr, fit.predict(fr), "r-", lw=3, alpha=0.8,
-              label=f"fit: α = {fit.alpha:.3f}, R² = {fit.r2:.4f} (ranks {start + 1}..{stop})")
-    ax.axvspan(start + 1, stop, color="r", alpha=0.07)
-    ax.set_xlabel("rank i")
-    ax.set_ylabel("eigenvalue λᵢ")
-    ax.set_title(f"{title}\nRankMe = {rankme(eigenvalues):.1f}")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-
-
 # ---------------------------------------------------------------------------------------
 # The main job on an embedded default: a tiny LM trained here, its checkpoints traced.
 # ---------------------------------------------------------------------------------------
@@ -166,12 +155,6 @@ def run_trace_demo(cfg: TraceDemoConfig, out_dir: str, *, progress: bool = True)
     """Train, save checkpoints, trace them, label the phases and plot; return what was
     written. Training is skipped when ``out_dir`` already holds the same run, and the trace
     resumes where it stopped."""
-    from .data import stdlib_docstrings
-    from .phases import phases
-    from .plot import plot_trace
-    from .tiny import TinyLMConfig, train_checkpoints
-    from .trace import trace
-
     paragraphs = stdlib_docstrings()
     perm = np.random.default_rng(cfg.seed).permutation(len(paragraphs))
     held = [paragraphs[i] for i in sorted(perm[: cfg.held_out])]
@@ -271,16 +254,6 @@ def run_analyses(cfg: TraceDemoConfig, out_dir: str, result: dict[str, Any], *, 
     """Score every checkpoint (cloze accuracy, pass@k of the next word), correlate the
     scores with the last layer's RankMe and α, ablate the final checkpoint's top-k
     eigenvectors, and write everything beside the trace."""
-    import pandas as pd
-    from tqdm import tqdm
-
-    from ._hf import quiet_transformers
-    from .ablation import ablate, evaluate, plot_ablation
-    from .correlation import correlate, write_correlations
-    from .passk import pass_at_k_table, plot_pass_at_k
-    from .scoring import load_causal_lm
-    from .tables import write_table
-
     items = cloze_items(result["train_texts"], cfg.n_items, seed=cfg.seed)
     problems = items[:cfg.n_problems]
     frame = result["trace"]
@@ -315,8 +288,6 @@ def run_analyses(cfg: TraceDemoConfig, out_dir: str, result: dict[str, Any], *, 
     write_table(ablation, out_dir, "ablation", title=f"Top-k eigenvector ablation, layer {ablation.attrs['layer']}")
     plot_ablation(ablation, os.path.join(out_dir, "ablation.png"),
                   title=f"Top-k eigenvector ablation, last layer (after the final norm), step {frame['step'].max()}")
-    from .toy import run_conditions, summary_table, write_conditions
-
     if progress:
         print("training the toy model and its three controls …", flush=True)
     toy_runs = run_conditions(seed=cfg.seed)
@@ -327,8 +298,6 @@ def run_analyses(cfg: TraceDemoConfig, out_dir: str, result: dict[str, Any], *, 
 
 def format_analyses(analyses: dict[str, Any]) -> str:
     """Scores per checkpoint, their correlations with the geometry, and the ablation."""
-    from .correlation import correlation_table
-
     scores, ablation = analyses["scores"], analyses["ablation"]
     lines = ["scores per checkpoint (cloze: 4-way multiple choice on training paragraphs; pass@k: next word, "
              f"{analyses['pass_at_k']['n'].iloc[0]} samples per problem):",

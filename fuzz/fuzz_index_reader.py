@@ -28,8 +28,8 @@ from pathlib import Path
 import atheris
 import numpy as np
 
-with atheris.instrument_imports(include=["fastspec.infgram"]):
-    import fastspec.infgram as infgram
+with atheris.instrument_imports(include=["fastspec.ngram.index"]):
+    import fastspec.ngram.index as infgram
 
 ROOT = Path(tempfile.mkdtemp(prefix="fastspec-fuzz-"))
 CLEAN = {}

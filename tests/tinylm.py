@@ -6,7 +6,7 @@ import os
 
 import torch
 
-from fastspec.tiny import ARCHITECTURES, TinyLMConfig, model_config, train_checkpoints, train_tokenizer
+from fastspec.models.tiny import ARCHITECTURES, TinyLMConfig, model_config, train_checkpoints, train_tokenizer
 
 CORPUS = [
     f"{w1} {w2} the {n} {w3} of the {w4}" + " and more" * (n % 7)

@@ -1,0 +1,264 @@
+"""Top-k eigenvector ablation (the paper's Table 2) and multiple-choice evaluation.
+
+At one layer, a forward hook replaces the representation h by its projection on the span of
+the top-k eigenvectors U_k of that layer's covariance ("retain"), or on the orthogonal
+complement ("remove"), both about the covariance's mean μ:
+
+    retain:  h ← μ + U_k U_kᵀ (h − μ)          remove:  h ← h − U_k U_kᵀ (h − μ)
+
+so retaining every direction (k = d) changes nothing and removing every direction replaces
+each representation by μ. The eigenvectors come from fastspec's spectrum of the layer's
+last-token representations over a text sample (as the paper measures geometry), or from an
+accumulator the caller gives.
+
+Multiple-choice items are scored as lm-eval-harness scores SciQ: the sum of the choice's
+token log-probabilities after the prompt (``acc``: the highest sum wins, ties to the first
+choice), and that sum divided by the choice's length in UTF-8 bytes (``acc_norm``). Items are
+JSON lines ``{"question": …, "choices": [...], "answer": index}`` (extra fields such as
+``support`` may appear in the prompt template).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..models.data import iter_jsonl
+from ..models.extract import extract
+from ..models.layout import hidden_size, model_layout, register_layer_hook, resolve_layers
+from ..models.scoring import context_limit, continuation_logprobs, load_causal_lm
+from ..spectral import CovarianceAccumulator
+
+MODES = ("retain", "remove")
+POSITIONS = ("all", "scored")
+PROMPT = "Question: {question}\nAnswer:"
+CHOICE = " {choice}"
+
+
+@dataclass(frozen=True)
+class Item:
+    """One multiple-choice question: the fields for the template, the choices, the answer."""
+
+    fields: dict[str, Any]
+    choices: tuple[str, ...]
+    answer: int
+
+
+def read_items(path: str | os.PathLike) -> list[Item]:
+    """Items from a ``.jsonl`` file: one JSON object per line with ``question`` (str),
+    ``choices`` (≥ 2 strings) and ``answer`` (index into choices); errors name the line."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no such items file: {path}")
+    items = [as_item(obj, where) for where, obj in iter_jsonl(path)]
+    if not items:
+        raise ValueError(f"{path} holds no items")
+    return items
+
+
+def as_item(obj: Any, where: str) -> Item:
+    if isinstance(obj, Item):
+        return obj
+    if not isinstance(obj, dict):
+        raise ValueError(f"{where}: an item is a JSON object, got {type(obj).__name__}")
+    missing = [k for k in ("question", "choices", "answer") if k not in obj]
+    if missing:
+        raise ValueError(f"{where}: item has no {missing[0]!r} field (fields: {', '.join(sorted(obj))})")
+    choices = obj["choices"]
+    if not isinstance(choices, list) or len(choices) < 2 or not all(isinstance(c, str) and c for c in choices):
+        raise ValueError(f"{where}: 'choices' must be a list of at least 2 non-empty strings, got {choices!r}")
+    answer = obj["answer"]
+    if isinstance(answer, bool) or not isinstance(answer, int) or not 0 <= answer < len(choices):
+        raise ValueError(f"{where}: 'answer' must be an index into the {len(choices)} choices, got {answer!r}")
+    if not isinstance(obj["question"], str):
+        raise ValueError(f"{where}: 'question' must be a string")
+    fields = {k: v for k, v in obj.items() if k not in ("choices", "answer")}
+    return Item(fields, tuple(choices), answer)
+
+
+def encode_items(tokenizer: Any, items: Sequence[Item], prompt: str, choice: str, limit: int | None
+            ) -> tuple[list[list[int]], list[int], list[int]]:
+    """Every (item, choice) sequence, its prompt length and its choice's byte length. As
+    lm-eval-harness does, prompt + choice is encoded whole and the prompt's own encoding
+    fixes where the choice starts; a longer sequence than the model's context loses tokens
+    on the left."""
+    seqs, prompt_lens, nbytes = [], [], []
+    for k, item in enumerate(items):
+        try:
+            context = prompt.format(**item.fields)
+        except (KeyError, IndexError) as err:
+            raise ValueError(f"item {k}: the prompt template {prompt!r} needs field {err}, which the item lacks") from None
+        ctx = tokenizer(context)["input_ids"]
+        for j, text in enumerate(item.choices):
+            cont = choice.format(choice=text)
+            whole = tokenizer(context + cont)["input_ids"]
+            n_ctx = len(ctx) if whole[:len(ctx)] == ctx else len(tokenizer(context.rstrip())["input_ids"])
+            if len(whole) <= n_ctx or n_ctx < 1:
+                raise ValueError(f"item {k}, choice {j} ({text!r}): no tokens to score after the prompt")
+            if limit is not None and len(whole) > limit:
+                cut = len(whole) - limit
+                if cut >= n_ctx:
+                    raise ValueError(f"item {k}, choice {j}: the choice alone is longer than the model's {limit} positions")
+                whole, n_ctx = whole[cut:], n_ctx - cut
+            seqs.append(list(whole))
+            prompt_lens.append(n_ctx)
+            nbytes.append(len(cont.encode("utf-8")))
+    return seqs, prompt_lens, nbytes
+
+
+class Projector:
+    """Forward hook on one layer that projects its output (see the module docstring).
+
+    Layer indices follow :func:`fastspec.extract`: 0 is the embedding output (the first
+    block's input), l ≥ 1 the output of block l, and with ``final_norm=True`` the last layer
+    is taken after the final norm (HF's ``hidden_states[-1]``, the paper's choice). Use as a
+    context manager; the hook is removed on exit, also when the forward raised."""
+
+    def __init__(self, model: torch.nn.Module, layer: int, *, final_norm: bool = False):
+        self.layout = model_layout(model)
+        self.layer = resolve_layers(layer, self.layout.n_layers)[0]
+        self.final_norm = final_norm and self.layer == self.layout.n_layers
+        self.mean: torch.Tensor | None = None
+        self.basis: torch.Tensor | None = None
+        self.mode = "retain"
+        self.where: torch.Tensor | None = None  # (batch, seq) positions to project; None: all
+        self._handle: Any = None
+
+    def set(self, mean: torch.Tensor | None, basis: torch.Tensor | None, mode: str) -> None:
+        """Project onto ``basis`` (d×k, orthonormal columns) about ``mean``; None: no change."""
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        self.mean, self.basis, self.mode = mean, basis, mode
+
+    def project(self, h: torch.Tensor) -> torch.Tensor:
+        if self.basis is None or self.mean is None:
+            return h
+        mean = self.mean.to(h.device, torch.float64)
+        basis = self.basis.to(h.device, torch.float64)
+        x = h.double()
+        along = ((x - mean) @ basis) @ basis.T
+        new = mean + along if self.mode == "retain" else x - along
+        if self.where is not None:
+            new = torch.where(self.where.to(h.device).unsqueeze(-1), new, x)
+        return new.to(h.dtype)
+
+    def __enter__(self) -> "Projector":
+        self._handle = register_layer_hook(self.layout, self.layer, self.project, final_norm=self.final_norm)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
+
+
+def accuracies(scores: np.ndarray, nbytes: np.ndarray, items: Sequence[Item]) -> dict[str, float]:
+    """``acc`` (argmax of the summed log-likelihood, ties to the first choice) and
+    ``acc_norm`` (of the sum divided by the choice's byte length) over the items; ``scores``
+    and ``nbytes`` are flat over items' choices in order."""
+    hits = np.zeros(2)
+    at = 0
+    for item in items:
+        s = scores[at:at + len(item.choices)]
+        b = nbytes[at:at + len(item.choices)]
+        hits += [int(np.argmax(s)) == item.answer, int(np.argmax(s / b)) == item.answer]
+        at += len(item.choices)
+    return {"accuracy": hits[0] / len(items), "acc_norm": hits[1] / len(items)}
+
+
+def _prepare(model: Any, tokenizer: Any, items: Any, prompt: str, choice: str
+             ) -> tuple[Any, Any, list[Item], list[list[int]], list[int], np.ndarray]:
+    model, tokenizer = load_causal_lm(model, tokenizer)
+    if tokenizer is None:
+        raise ValueError("a tokenizer is needed when the model is given as an object")
+    if isinstance(items, (str, os.PathLike)):
+        items = read_items(items)
+    else:
+        items = [as_item(obj, f"items[{k}]") for k, obj in enumerate(items)]
+        if not items:
+            raise ValueError("no items to evaluate")
+    seqs, prompt_lens, nbytes = encode_items(tokenizer, items, prompt, choice, context_limit(model))
+    return model, tokenizer, items, seqs, prompt_lens, np.asarray(nbytes, dtype=np.float64)
+
+
+def evaluate(model: Any, items: Any, tokenizer: Any = None, *, prompt: str = PROMPT, choice: str = CHOICE,
+             batch_size: int = 16, progress: bool | str = False) -> dict[str, float]:
+    """Multiple-choice ``accuracy`` and ``acc_norm`` of a causal LM (object or local
+    directory) on ``items`` (a ``.jsonl`` path or dicts), with no intervention."""
+    model, tokenizer, items, seqs, prompt_lens, nbytes = _prepare(model, tokenizer, items, prompt, choice)
+    scores = continuation_logprobs(model, seqs, prompt_lens, batch_size=batch_size, progress=progress)
+    return {**accuracies(scores, nbytes, items), "n_items": len(items), "chance": _chance(items)}
+
+
+def _chance(items: Sequence[Item]) -> float:
+    return float(np.mean([1.0 / len(item.choices) for item in items]))
+
+
+def ablate(model: Any, items: Any, basis: Sequence[str] | CovarianceAccumulator, tokenizer: Any = None, *,
+           layer: int = -1, ks: Sequence[int] = (1, 10, 100), modes: Sequence[str] = MODES, positions: str = "all",
+           final_norm: bool = False, prompt: str = PROMPT, choice: str = CHOICE, batch_size: int = 16,
+           max_length: int | None = None, progress: bool = True) -> pd.DataFrame:
+    """Multiple-choice accuracy with the top-k eigenvectors of ``layer`` retained or removed,
+    for each k in ``ks`` and each mode, beside the unablated model.
+
+    ``model``: a Hugging Face causal LM or a local directory (``tokenizer`` defaults to it).
+    ``items``: a ``.jsonl`` path or dicts (see the module docstring). ``basis``: texts whose
+    last-token representations at ``layer`` give the covariance (its mean and eigenvectors,
+    from fastspec's spectrum), or a :class:`CovarianceAccumulator` of that layer. ``layer``:
+    as in :func:`fastspec.extract` (−1: the last block; ``final_norm=True`` takes it after the
+    final norm, like HF's ``hidden_states[-1]``). ``positions``: ``"all"`` projects every
+    token's representation, ``"scored"`` only those whose next-token predictions are scored
+    (the last prompt token and the choice's tokens but its last: for one-token choices, the
+    last-token representation alone). ``max_length``: tokens per basis text (None: the
+    model's context). The hook is removed afterwards, also on error.
+
+    Returns one row per (mode, k) and one for ``mode="none"`` with ``accuracy``,
+    ``acc_norm`` and ``n_items``; ``attrs`` hold the layer, positions, chance level and the
+    basis size.
+    """
+    if positions not in POSITIONS:
+        raise ValueError(f"positions must be one of {POSITIONS}, got {positions!r}")
+    bad = [m for m in modes if m not in MODES]
+    if bad or not modes:
+        raise ValueError(f"modes must be a non-empty subset of {MODES}, got {list(modes)!r}")
+    ks = list(ks)
+    if not ks or any(isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1 for k in ks):
+        raise ValueError(f"ks must be positive integers, got {ks!r}")
+    model, tokenizer, items, seqs, prompt_lens, nbytes = _prepare(model, tokenizer, items, prompt, choice)
+    projector = Projector(model, layer, final_norm=final_norm)
+    acc = basis if isinstance(basis, CovarianceAccumulator) else extract(
+        model, tokenizer, basis, layers=[projector.layer], final_norm=final_norm, max_length=max_length,
+        batch_size=batch_size, progress="basis" if progress else False)[projector.layer]
+    dim = acc.dim
+    if dim != hidden_size(model):
+        raise ValueError(f"the basis accumulator has dim {dim}, but layer {projector.layer} of this model has "
+                         f"{hidden_size(model)} features")
+    top = max(ks)
+    limit = min(acc.n_samples - 1, dim)
+    if top > limit:
+        raise ValueError(f"k={top} is more than the {limit} eigenvectors the basis can give at layer {projector.layer} "
+                         f"(n={acc.n_samples} samples, d={dim}); use more basis texts or a smaller k")
+    vectors = torch.from_numpy(acc.spectrum(top_k_eigenvectors=top).eigenvectors)
+    mean = acc.mean
+
+    def run(desc: str) -> dict[str, float]:
+        scores = continuation_logprobs(model, seqs, prompt_lens, batch_size=batch_size, progress=desc if progress else False,
+                                       before_forward=lambda scored: setattr(projector, "where", None if positions == "all" else scored))
+        return accuracies(scores, nbytes, items)
+
+    rows: list[dict[str, Any]] = [{"mode": "none", "k": pd.NA, **run("no ablation")}]
+    with projector:
+        for mode in modes:
+            for k in ks:
+                projector.set(mean, vectors[:, :k], mode)
+                rows.append({"mode": mode, "k": int(k), **run(f"{mode} k={k}")})
+    frame = pd.DataFrame(rows).astype({"k": "Int64"})
+    frame["n_items"] = len(items)
+    frame.attrs.update(layer=projector.layer, positions=positions, final_norm=projector.final_norm,
+                       chance=_chance(items), dim=dim, basis_samples=acc.n_samples)
+    return frame

@@ -1,0 +1,321 @@
+"""The paper's toy model (§3.3, Appendix B, C.3): a linear bottleneck trained by gradient
+descent on power-law next-token targets, whose RankMe and α go through the three phases
+(warmup collapse, entropy-seeking, compression-seeking), and the three controls that do not
+compress.
+
+Model (Appendix B's setting, with a stochastic next token). There are ``contexts`` inputs
+x_a = e_a, one-hot, so the inputs are orthonormal (XXᵀ = I, Appendix B) and the bottleneck
+representation h_a = W x_a (``width`` = d dimensions) is the a-th row of H = Wᵀ (D × d).
+Logits z_a = V h_a over ``classes`` = C classes (V is C × d), as an LLM's unembedding.
+
+Data. Class frequencies follow a power law p_c ∝ c^(−exponent), c = 1..C
+(``labels="powerlaw"``; the frequency of tokens in text is Zipfian, exponent ≈ 1), or are
+uniform (``labels="uniform"``). Each context a has a preferred next class k_a drawn from p,
+and its next token is k_a with probability 1 − s, otherwise a draw from p (``smoothing`` = s):
+the target distribution is T_a = s·p + (1 − s)·onehot(k_a). The loss is the exact expectation
+over that next token (no sampling noise), averaged over contexts:
+
+* ``loss="ce"``:  L = −(1/D) Σ_a Σ_c T_ac log softmax(z_a)_c
+* ``loss="mse"``: L = (1/D) Σ_a ½‖z_a − T_a‖²
+
+Training: full-batch gradient descent on (W, V) in float64 from N(0, init_scale²) weights,
+with the gradients written out (G = ∂L/∂Z = (softmax(Z) − T)/D or (Z − T)/D;
+∂L/∂H = G V, ∂L/∂V = Gᵀ H, Appendix B eq. 12).
+
+Measured: fastspec's own :func:`fastspec.spectrum` of H (the centred, ddof=1 covariance of
+the D context representations), :func:`fastspec.rankme` (eig convention) and
+:func:`fastspec.alpha_req` (weighted fit) over ``fit_range``. The default range (11, 100)
+needs 100 eigenvalues and a bottleneck has d; the toy fits ranks 1..d, the whole spectrum of
+the bottleneck (1..D−1 if d ≥ D), and :func:`run_conditions` uses the main run's window,
+ranks 1..d, for every condition (the top d of the d = C control) so their α are comparable.
+
+Why stochastic targets: with deterministic labels every class becomes linearly separable in
+d ≥ 2 dimensions, the logits grow without bound and the representation keeps expanding to
+≈ d (we checked: no compression at d = 4, 8, 16 with 64 classes, with or without weight
+decay). With T_a soft, cross-entropy has a finite optimum, the frequent classes fill the d
+dimensions first (primacy bias) and the rarer ones are then packed into the directions
+already learned (selection bias), so RankMe falls from its peak and α rises.
+
+What reproduces, at the defaults (d = 8, C = 128, D = 256, s = 0.2, lr 2, 4000 steps;
+seeds 0–3): RankMe collapses from ≈7.8 to 1.0–1.4 within 200 steps, rises to a peak of
+7.8–7.9 (steps 750–1300) while α falls, then falls 6.0–7.0% to ≈7.35 while α rises by
+18–115% (0.15–0.26 → 0.31–0.33). Uniform labels and d = C rise to their end without a fall;
+MSE expands to ≈7.5 and stays (a drift of at most 0.4%). The compression is real but
+modest: RankMe is bounded by d and the peak is already near it. It also depends on d for
+C = 128 (seeds 0–2): d = 6 compresses like d = 8 (6.1–6.9%); d = 4 falls only 2.4–3.7%;
+from d = 10 RankMe still falls (d = 10: 4.7–6.7%, d = 12: 2.8–4.7%, d = 16: 1.6% on seed 0)
+but α no longer reliably rises with it; hard labels (``smoothing=0``) and a flatter power
+law (``exponent=0.5``) do not compress.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import asdict, dataclass
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from ..models.phases import zigzag_runs
+from ..spectral import alpha_req, rankme, spectrum
+from ..spectral.metrics import check_fit_range
+
+LABELS = ("powerlaw", "uniform")
+LOSSES = ("ce", "mse")
+TOL = 0.03  # the default relative fall of RankMe that counts as compression (see compression())
+
+
+def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _positive_float(name: str, value: Any) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a positive number, got {value!r}") from None
+    if not (np.isfinite(v) and v > 0):
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
+    return v
+
+
+def _settings(labels: str, loss: str, width: int, classes: int, steps: int, seed: int, contexts: int,
+              exponent: float, smoothing: float, lr: float, init_scale: float, record_every: int,
+              fit_range: tuple[int, int] | None) -> dict[str, Any]:
+    """The run's settings, checked, as they go into ``df.attrs``."""
+    if labels not in LABELS:
+        raise ValueError(f"labels must be one of {LABELS}, got {labels!r}")
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+    width = _positive_int("width", width, 2)  # α needs at least two eigenvalues
+    classes = _positive_int("classes", classes, 2)
+    steps = _positive_int("steps", steps)
+    contexts = _positive_int("contexts", contexts, 3)
+    record_every = _positive_int("record_every", record_every)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    if not (isinstance(exponent, (int, float)) and np.isfinite(exponent) and exponent >= 0):
+        raise ValueError(f"exponent must be a finite number >= 0, got {exponent!r}")
+    if not (isinstance(smoothing, (int, float)) and 0 <= smoothing <= 1):
+        raise ValueError(f"smoothing must be in [0, 1], got {smoothing!r}")
+    lr = _positive_float("lr", lr)
+    init_scale = _positive_float("init_scale", init_scale)
+    rank = min(width, contexts - 1)  # a centred spectrum of D rows has rank <= D − 1
+    if fit_range is None:
+        fit_range = (0, rank)
+    start, stop = check_fit_range(fit_range)
+    if stop > rank:
+        raise ValueError(f"fit_range {(start, stop)} needs {stop} eigenvalues, but the representation has at most "
+                         f"min(width, contexts − 1) = {rank}")
+    return {"model": "linear bottleneck, one-hot contexts, stochastic next token (fastspec.toy)",
+            "labels": labels, "loss": loss, "width": width, "classes": classes, "steps": steps, "seed": int(seed),
+            "contexts": contexts, "exponent": float(exponent), "smoothing": float(smoothing), "lr": lr,
+            "init_scale": init_scale, "record_every": record_every, "fit_range": (start, stop),
+            "optimizer": "full-batch gradient descent", "dtype": "float64",
+            "metrics": "centred ddof=1 covariance of H (contexts × width); rankme eig; alpha_req weighted"}
+
+
+def _data(cfg: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
+    """Class frequencies p, preferred classes k_a and targets T (D × C, rows sum to 1)."""
+    c = cfg["classes"]
+    p = np.arange(1, c + 1, dtype=np.float64) ** -cfg["exponent"] if cfg["labels"] == "powerlaw" else np.ones(c)
+    p /= p.sum()
+    pref = np.random.default_rng(cfg["seed"]).choice(c, size=cfg["contexts"], p=p)
+    s = cfg["smoothing"]
+    targets = s * np.tile(p, (cfg["contexts"], 1))
+    targets[np.arange(cfg["contexts"]), pref] += 1.0 - s
+    return p, pref, torch.from_numpy(targets)
+
+
+def _trajectory(cfg: dict[str, Any], t: torch.Tensor, on_step: Callable[[int], None] | None = None):
+    """Yield (step, H, V, logits, loss) at step 0 and after every update, up to cfg["steps"],
+    for targets ``t`` (:func:`_data`)."""
+    gen = torch.Generator().manual_seed(cfg["seed"])
+    n, d, c = cfg["contexts"], cfg["width"], cfg["classes"]
+    h = torch.randn(n, d, generator=gen, dtype=torch.float64) * cfg["init_scale"]  # H = Wᵀ (inputs one-hot)
+    v = torch.randn(c, d, generator=gen, dtype=torch.float64) * cfg["init_scale"]
+    lr, ce = cfg["lr"], cfg["loss"] == "ce"
+    for step in range(cfg["steps"] + 1):
+        z = h @ v.T
+        if ce:
+            logp = torch.log_softmax(z, dim=1)
+            loss = float(-(t * logp).sum() / n)
+            g = (logp.exp() - t) / n
+        else:
+            r = z - t
+            loss = float(0.5 * (r * r).sum() / n)
+            g = r / n
+        if not np.isfinite(loss):
+            raise ValueError(f"lr={lr} diverged: the loss is {loss} at step {step}; pass a smaller lr")
+        yield step, h, v, z, loss
+        if step == cfg["steps"]:
+            return
+        h, v = h - lr * (g @ v), v - lr * (g.T @ h)
+        if on_step is not None:
+            on_step(1)
+
+
+def _measure(h: torch.Tensor, fit_range: tuple[int, int]) -> dict[str, float]:
+    s = spectrum(h)
+    fit = alpha_req(s, fit_range=fit_range)
+    return {"rankme": rankme(s), "alpha": fit.alpha, "alpha_r2": fit.r2, "lambda_1": float(s.eigenvalues[0])}
+
+
+def train(labels: str = "powerlaw", loss: str = "ce", width: int = 8, classes: int = 128, steps: int = 4000,
+          seed: int = 0, *, contexts: int = 256, exponent: float = 1.0, smoothing: float = 0.2, lr: float = 2.0,
+          init_scale: float = 1e-3, record_every: int = 50, fit_range: tuple[int, int] | None = None,
+          on_step: Callable[[int], None] | None = None) -> Any:
+    """Train the toy model (module docstring) and measure its bottleneck every ``record_every``
+    steps (and at the last step).
+
+    Returns a pandas DataFrame, one row per recorded step: ``step``, ``loss``, ``accuracy``
+    (fraction of contexts whose top logit is their preferred class), ``rankme``, ``alpha``,
+    ``alpha_r2``, ``lambda_1`` (the top eigenvalue). ``df.attrs`` holds the settings, the
+    α ``fit_range`` (default (0, min(width, contexts − 1))) included. Deterministic for a given seed
+    (the data from NumPy's default_rng(seed), the weights from torch.Generator(seed)).
+    ``on_step`` (e.g. a tqdm bar's ``update``) is called with 1 after every update.
+    Raises ValueError naming the argument for a bad one, and when ``lr`` diverges.
+    """
+    import pandas as pd
+
+    cfg = _settings(labels, loss, width, classes, steps, seed, contexts, exponent, smoothing, lr, init_scale,
+                    record_every, fit_range)
+    _, pref, targets = _data(cfg)
+    pref_t = torch.from_numpy(pref)
+    rows = []
+    for step, h, _, z, value in _trajectory(cfg, targets, on_step):
+        if step % cfg["record_every"] == 0 or step == cfg["steps"]:
+            acc = float((z.argmax(dim=1) == pref_t).double().mean())
+            rows.append({"step": step, "loss": value, "accuracy": acc, **_measure(h, cfg["fit_range"])})
+    frame = pd.DataFrame(rows)
+    frame.attrs.update(cfg)
+    return frame
+
+
+def representation(step: int, labels: str = "powerlaw", loss: str = "ce", width: int = 8, classes: int = 128,
+                   seed: int = 0, **options: Any) -> np.ndarray:
+    """The bottleneck representation H (contexts × width, float64) after ``step`` updates of
+    ``train(labels, loss, width, classes, steps, seed, **options)``, for any steps >= step
+    (training is deterministic and plain gradient descent has no schedule), i.e. the H whose
+    metrics are the frame's row at that step."""
+    step = _positive_int("step", step, 0)
+    defaults = {k: p.default for k, p in inspect.signature(train).parameters.items()
+                if p.kind is inspect.Parameter.KEYWORD_ONLY and k != "on_step"}
+    unknown = set(options) - set(defaults)
+    if unknown:
+        raise ValueError(f"unknown option(s) {sorted(unknown)}; known: {sorted(defaults)}")
+    cfg = _settings(labels, loss, width, classes, max(step, 1), seed, **{**defaults, **options})
+    for k, h, _, _, _ in _trajectory(cfg, _data(cfg)[2]):
+        if k == step:
+            return h.numpy().copy()
+    raise AssertionError("unreachable: the trajectory runs to cfg['steps'] >= step")
+
+
+# The paper's condition (Figure 5) and its three controls (Figures 12 and 13), as overrides
+# of the main run's settings. "no-bottleneck" sets width = classes (d ≥ C) in run_conditions.
+CONDITIONS: dict[str, dict[str, Any]] = {
+    "skewed+bottleneck+CE": {},
+    "uniform labels": {"labels": "uniform"},
+    "no bottleneck (d=C)": {"width": None},
+    "MSE loss": {"loss": "mse"},
+}
+
+
+def run_conditions(steps: int = 4000, seed: int = 0, *, width: int = 8, classes: int = 128,
+                   on_step: Callable[[int], None] | None = None, **options: Any) -> dict[str, Any]:
+    """Train the four runs of :data:`CONDITIONS` with the same seed and step budget: power-law
+    labels + bottleneck (d = ``width`` < C) + cross-entropy, and the controls uniform labels,
+    d = C (no bottleneck) and MSE. α is fitted over the same window, (0, width),
+    in all four. Returns {condition name: :func:`train`'s DataFrame}, in that order."""
+    if isinstance(width, (int, np.integer)) and isinstance(classes, (int, np.integer)) and width >= classes:
+        raise ValueError(f"width must be below classes ({classes}) for the main run to have a bottleneck, got {width}")
+    fit_range = options.pop("fit_range", None) or (0, width)
+    out = {}
+    for name, override in CONDITIONS.items():
+        kw = {"labels": "powerlaw", "loss": "ce", "width": width, **override}
+        if kw["width"] is None:
+            kw["width"] = classes
+        out[name] = train(kw["labels"], kw["loss"], kw["width"], classes, steps, seed, fit_range=fit_range,
+                          on_step=on_step, **options)
+    return out
+
+
+@dataclass(frozen=True)
+class Compression:
+    """A run's RankMe landmarks and whether it compresses (see :func:`compression`)."""
+
+    compresses: bool
+    tol: float
+    trough_step: int  # end of the warmup collapse (0 when the run does not start by falling)
+    rankme_trough: float
+    peak_step: int
+    rankme_peak: float
+    after_step: int  # lowest RankMe at or after the peak
+    rankme_after: float
+    rankme_final: float
+    drop: float  # (rankme_peak − rankme_after) / rankme_peak
+    alpha_peak: float
+    alpha_after: float
+    alpha_final: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def compression(frame: Any, tol: float = TOL) -> Compression:
+    """Does a run compress? The rule:
+
+    1. Warmup trough: when RankMe starts by falling by more than ``tol`` (relative; the same
+       zig-zag filter as :func:`fastspec.phases`), the lowest point of that first fall, else
+       step 0.
+    2. Peak: the highest RankMe from the trough on (the end of entropy-seeking).
+    3. After: the lowest RankMe from the peak on.
+    4. ``compresses`` when RankMe falls from the peak by more than ``tol`` of the peak,
+       (peak − after) / peak > tol, and α at that point is above α at the peak (the
+       spectrum steepens, as in the paper's compression-seeking phase).
+
+    ``tol`` defaults to 3%: at the toy's defaults the main run falls 6–7% and the controls
+    drift by less than 0.5% (module docstring). ``frame``: :func:`train`'s DataFrame.
+    """
+    if not 0 < tol < 1:
+        raise ValueError(f"tol must be in (0, 1), got {tol!r}")
+    if len(frame) < 2:
+        raise ValueError(f"frame needs at least 2 recorded steps, got {len(frame)}")
+    r = frame["rankme"].to_numpy(dtype=np.float64)
+    a = frame["alpha"].to_numpy(dtype=np.float64)
+    steps = frame["step"].to_numpy()
+    first = zigzag_runs(r, tol)[0]
+    trough = first[1] if first[2] < 0 else 0
+    peak = trough + int(np.argmax(r[trough:]))
+    after = peak + int(np.argmin(r[peak:]))
+    drop = float((r[peak] - r[after]) / r[peak])
+    return Compression(bool(drop > tol and a[after] > a[peak]), float(tol), int(steps[trough]), float(r[trough]),
+                       int(steps[peak]), float(r[peak]), int(steps[after]), float(r[after]), float(r[-1]), drop,
+                       float(a[peak]), float(a[after]), float(a[-1]))
+
+
+def summary_table(runs: dict[str, Any], tol: float = TOL) -> Any:
+    """One row per condition: RankMe at the warmup trough, the peak, after the peak and at
+    the end, the relative fall, α at the peak and after, and whether it compresses."""
+    import pandas as pd
+
+    rows = []
+    for name, frame in runs.items():
+        c = compression(frame, tol)
+        rows.append({"condition": name, "width": frame.attrs.get("width"), "rankme_min": c.rankme_trough,
+                     "rankme_peak": c.rankme_peak, "peak_step": c.peak_step, "rankme_final": c.rankme_final,
+                     "fall": c.drop, "alpha_peak": c.alpha_peak, "alpha_final": c.alpha_final,
+                     "compresses": "yes" if c.compresses else "no"})
+    return pd.DataFrame(rows)
+
+
+def conditions_table(runs: dict[str, Any]) -> Any:
+    """Every run's trajectory in one long DataFrame, with its ``condition``, ``labels``,
+    ``objective`` (the loss function), ``width`` and ``classes`` as columns (``toy.csv``)."""
+    import pandas as pd
+
+    return pd.concat([f.assign(condition=name, labels=f.attrs["labels"], objective=f.attrs["loss"], width=f.attrs["width"],
+                               classes=f.attrs["classes"]) for name, f in runs.items()], ignore_index=True)

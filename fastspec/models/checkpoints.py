@@ -1,0 +1,101 @@
+"""What a checkpoint is and how it is loaded: a local directory or a hub id with a revision,
+its training step (parsed from the name or from ``trainer_state.json``), a file name for its
+results, and the model without its LM head (``AutoModel``) with its tokenizer."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .hf import quiet_transformers
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class CheckpointError(OSError):
+    """A checkpoint could not be loaded (missing directory, unknown revision, bad files)."""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """One model to trace: a local directory, or a hub id with an optional revision."""
+
+    source: str
+    revision: str | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.source}@{self.revision}" if self.revision else self.source
+
+    @property
+    def step(self) -> int | None:
+        return parse_step(self.revision or "") if self.revision else _dir_step(self.source)
+
+    @property
+    def slug(self) -> str:
+        """A file name for this checkpoint: readable, and unique by a short hash."""
+        tail = os.path.basename(os.path.normpath(self.source)) + (f"@{self.revision}" if self.revision else "")
+        safe = re.sub(r"[^A-Za-z0-9._@-]+", "_", tail)[:80]
+        return f"{safe}-{hashlib.sha1(self.label.encode()).hexdigest()[:8]}"
+
+
+def parse_step(name: str) -> int | None:
+    """The training step in a revision or directory name: ``step1000`` (Pythia),
+    ``stage1-step1000-tokens5B`` (OLMo-2), ``checkpoint-1000`` (HF Trainer)."""
+    m = re.search(r"(?:^|[^a-z])step[-_]?(\d+)", name, re.IGNORECASE) or re.search(r"checkpoint[-_](\d+)", name, re.IGNORECASE)
+    return int(m.group(1)) if m else None
+
+
+def _dir_step(path: str) -> int | None:
+    step = parse_step(os.path.basename(os.path.normpath(path)))
+    state = os.path.join(path, "trainer_state.json")
+    if step is None and os.path.isfile(state):
+        with open(state) as fh:
+            step = json.load(fh).get("global_step")
+    return step
+
+
+def as_checkpoint(item: Any) -> Checkpoint:
+    """A Checkpoint from a Checkpoint, a ``(source, revision)`` pair, a local directory, or
+    ``"hub/id@revision"``."""
+    if isinstance(item, Checkpoint):
+        return item
+    if isinstance(item, tuple) and len(item) == 2:
+        return Checkpoint(str(item[0]), None if item[1] is None else str(item[1]))
+    if isinstance(item, (str, os.PathLike)):
+        s = os.fspath(item)
+        if not os.path.isdir(s) and "@" in s:
+            source, revision = s.rsplit("@", 1)
+            return Checkpoint(source, revision)
+        return Checkpoint(s)
+    raise TypeError(f"a checkpoint is a directory, 'hub/id@revision', a (source, revision) pair or a Checkpoint, "
+                    f"got {item!r}")
+
+
+def load_checkpoint(ckpt: Checkpoint, *, dtype: str = "float32", device: str | torch.device = "cpu",
+                    trust_remote_code: bool = False) -> tuple[torch.nn.Module, Any]:
+    """The model (without LM head: ``AutoModel``) and tokenizer of a checkpoint, in eval mode."""
+    from transformers import AutoModel, AutoTokenizer
+
+    local = os.path.isdir(ckpt.source)
+    # A hub id is "name" or "org/name"; anything else that is not a directory is a missing path.
+    if not local and (os.path.isabs(ckpt.source) or ckpt.source.startswith((".", "~")) or ckpt.source.count("/") > 1):
+        raise CheckpointError(f"checkpoint {ckpt.label}: no such directory {ckpt.source}")
+    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    if ckpt.revision:
+        kwargs["revision"] = ckpt.revision
+    try:
+        with quiet_transformers():
+            tokenizer = AutoTokenizer.from_pretrained(ckpt.source, **kwargs)
+            model = AutoModel.from_pretrained(ckpt.source, dtype=DTYPES[dtype], **kwargs)
+    except Exception as err:  # transformers raises OSError, ValueError or hub errors: all are "cannot load"
+        where = "directory" if local else ("revision " + repr(ckpt.revision) if ckpt.revision else "hub id")
+        raise CheckpointError(f"checkpoint {ckpt.label}: cannot load the model or tokenizer from {where} "
+                              f"{'' if local else 'of ' + repr(ckpt.source)}: {type(err).__name__}: {err}") from err
+    return model.to(device).eval(), tokenizer

@@ -1,0 +1,181 @@
+"""Pooled representations from Hugging Face models, fed straight into accumulators.
+
+One forward pass feeds one :class:`~fastspec.CovarianceAccumulator` per requested layer.
+Hooks on the transformer blocks keep only the pooled rows (never every position of every
+layer), and the pass stops after the last requested layer: no final norm unless asked, no
+LM head, no logits. Sequences are sorted by length into batches, so padding is small, and
+position ids come from the attention mask, so left and right padding give the same rows.
+
+Layer numbering follows Hugging Face's ``hidden_states``: 0 is the input of the first block
+(the embedding output), ``l`` is the output of block ``l`` (1-based), up to L blocks. HF's
+``hidden_states[L]`` of a causal LM has the final norm applied; ``final_norm=True`` gives
+that, the default gives the block's own output (the paper's code used the former).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Sequence
+
+import torch
+from tqdm import tqdm
+
+from ..spectral import CovarianceAccumulator
+from .batching import iter_batches, pad_batch, position_ids, tokenize
+from .layout import ModelLayout, hidden_size, model_layout, register_layer_hook, resolve_layers
+
+POOLINGS = ("last", "mean", "cls")
+
+
+class _StopForward(Exception):
+    """Raised by the hook of the last needed module, so the rest of the model never runs."""
+
+
+def _check_pooling(pooling: str | int) -> str | int:
+    if isinstance(pooling, bool) or not (pooling in POOLINGS or isinstance(pooling, int)):
+        raise ValueError(f"pooling must be one of {POOLINGS} or a token position (int), got {pooling!r}")
+    return pooling
+
+
+def pooled_positions(mask: torch.Tensor, pooling: str | int) -> torch.Tensor | None:
+    """The column of each row's pooled token, or None for mean pooling.
+
+    "last" is the last real token, found from the mask (right of the padding on the left, or
+    left of the padding on the right); "cls" the first real token; an int ``p`` the ``p``-th
+    real token (negative: from the end)."""
+    if pooling == "mean":
+        return None
+    lengths = mask.sum(1)
+    first = mask.argmax(1)  # the real tokens are contiguous whichever side the padding is on
+    if pooling == "last":
+        return first + lengths - 1
+    if pooling == "cls":
+        return first
+    p = torch.full_like(lengths, pooling) if pooling >= 0 else lengths + pooling
+    out_of_range = (p < 0) | (p >= lengths)
+    if bool(out_of_range.any()):
+        i = int(out_of_range.nonzero()[0])
+        raise ValueError(f"pooling position {pooling} is outside a sequence of {int(lengths[i])} tokens")
+    return first + p
+
+
+class _Pooler:
+    """Forward hooks that pool each requested layer's hidden states into its accumulator."""
+
+    def __init__(self, layout: ModelLayout, layers: list[int], accs: dict[int, CovarianceAccumulator],
+                 pooling: str | int, final_norm: bool):
+        self.layout, self.layers, self.accs, self.pooling = layout, layers, accs, pooling
+        self.final_norm = final_norm and layers[-1] == layout.n_layers
+        self.mask: torch.Tensor | None = None
+        self.positions: torch.Tensor | None = None
+        self.handles: list[Any] = []
+
+    def __enter__(self) -> "_Pooler":
+        last = self.layers[-1]
+        # Deepest first: a model without the final norm asked for fails before any hook is placed.
+        for layer in reversed(self.layers):
+            self.handles.append(register_layer_hook(
+                self.layout, layer, lambda hidden, layer=layer: self._take(layer, hidden, layer == last),
+                final_norm=self.final_norm))
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for h in self.handles:
+            h.remove()
+        self.handles.clear()
+
+    def _take(self, layer: int, hidden: torch.Tensor, stop: bool) -> None:
+        mask = self.mask
+        assert mask is not None
+        if hidden.ndim != 3 or hidden.shape[:2] != mask.shape:
+            raise RuntimeError(f"layer {layer}: expected hidden states of shape (batch, seq, dim) = "
+                               f"({mask.shape[0]}, {mask.shape[1]}, ·), got {tuple(hidden.shape)}")
+        if self.positions is None:
+            m = mask.to(hidden.device, torch.float32).unsqueeze(-1)
+            rows = (hidden.float() * m).sum(1) / m.sum(1)
+        else:
+            rows = hidden[torch.arange(hidden.shape[0], device=hidden.device), self.positions.to(hidden.device)]
+        # The state must be a normal tensor (merge and all_reduce update it in place later), so
+        # it is updated outside inference mode; the rows themselves may be inference tensors.
+        with torch.inference_mode(False):
+            self.accs[layer]._update(rows, f"layer {layer}")
+        if stop:
+            raise _StopForward
+
+
+def extract(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    texts: Sequence[str],
+    *,
+    layers: str | int | Sequence[int] = "all",
+    pooling: str | int = "last",
+    max_length: int | None = 512,
+    batch_size: int = 16,
+    final_norm: bool = False,
+    padding_side: str | None = None,
+    accumulators: dict[int, CovarianceAccumulator] | None = None,
+    shard: tuple[int, int] | None = None,
+    progress: bool | str = True,
+    stats: dict[str, Any] | None = None,
+    precision: str = "float64",
+) -> dict[int, CovarianceAccumulator]:
+    """Feed the pooled representation of every text at every requested layer into one
+    :class:`CovarianceAccumulator` per layer, and return them keyed by layer.
+
+    ``model``: any Hugging Face model (``AutoModelForCausalLM``/``AutoModel``), on the device
+    and in the dtype it should run in (fp32 or bf16, CPU or CUDA); the LM head never runs.
+    ``pooling``: ``"last"`` (last real token, the paper's choice), ``"mean"`` (over real
+    tokens), ``"cls"`` (first token, for encoders) or an int position among the real tokens.
+    ``max_length``: tokens kept per text (None: the model's context). ``padding_side``:
+    defaults to the tokenizer's; both sides give the same rows. ``accumulators``: existing
+    ones to add to; ``shard=(rank, world)`` processes only that rank's batches (the caller
+    all-reduces). ``stats``: a dict that receives ``n_tokens`` (of all texts, every shard's),
+    ``n_texts`` and ``seconds``. ``precision``: of the new accumulators' products; float64 by
+    default, as the forward pass costs far more than the d×d products and the raw spectrum's
+    tail (``rankme_sv``) needs it. Runs under ``torch.inference_mode``.
+    """
+    layout = model_layout(model)
+    wanted = resolve_layers(layers, layout.n_layers)
+    pooling = _check_pooling(pooling)
+    if max_length is None:
+        max_length = layout.context
+    if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 1:
+        raise ValueError(f"max_length must be a positive integer, got {max_length!r}")
+    if layout.context is not None and max_length > layout.context:
+        raise ValueError(f"max_length={max_length} is longer than the model's context of {layout.context} "
+                         f"positions; pass max_length<={layout.context}")
+    side = padding_side or getattr(tokenizer, "padding_side", "right")
+    pad_id = next((v for v in (getattr(tokenizer, "pad_token_id", None), getattr(tokenizer, "eos_token_id", None)) if v is not None), 0)
+    tokens = tokenize(tokenizer, texts, max_length)
+    first = next(model.parameters(), None)
+    device = first.device if first is not None else torch.device("cpu")
+    dim = hidden_size(model)
+    accs = accumulators if accumulators is not None else {}
+    for layer in wanted:
+        accs.setdefault(layer, CovarianceAccumulator(dim, device=device, precision=precision))
+        if accs[layer].dim != dim:
+            raise ValueError(f"layer {layer}: accumulator has dim {accs[layer].dim}, the model's hidden size is {dim}")
+    batches = list(iter_batches(tokens, batch_size, shard))
+    n_tokens = sum(len(tokens[i]) for b in batches for i in b)
+    desc = progress if isinstance(progress, str) else "extract"
+    with _Pooler(layout, wanted, accs, pooling, final_norm) as pooler, torch.inference_mode(), \
+            tqdm(total=n_tokens, unit="tok", unit_scale=True, desc=desc, disable=not progress, leave=False) as bar:
+        start = time.perf_counter()
+        for batch in batches:
+            ids, mask = pad_batch([tokens[i] for i in batch], pad_id, side)
+            pooler.mask, pooler.positions = mask, pooled_positions(mask, pooling)
+            kwargs: dict[str, Any] = {"input_ids": ids.to(device), "attention_mask": mask.to(device), "use_cache": False}
+            if layout.takes_position_ids:
+                kwargs["position_ids"] = position_ids(mask).to(device)
+            try:
+                layout.base(**kwargs)
+            except _StopForward:
+                pass
+            else:
+                raise RuntimeError("extraction hooks never fired: the model's forward does not run its blocks")
+            bar.update(int(mask.sum()))
+            bar.set_postfix_str(f"{bar.n / max(time.perf_counter() - start, 1e-9):,.0f} tok/s", refresh=False)
+        if stats is not None:
+            stats.update(n_tokens=sum(len(t) for t in tokens), n_texts=len(tokens), seconds=time.perf_counter() - start)
+    return {layer: accs[layer] for layer in wanted}

@@ -1,0 +1,107 @@
+"""The paper's three pretraining phases, labelled from RankMe and α trajectories.
+
+The paper marked them by eye: "warmup" coincides with the learning-rate warmup (rapid
+collapse), "entropy-seeking" is RankMe rising and α falling, "compression-seeking" is
+RankMe falling and α rising. :func:`phases` makes that a rule:
+
+1. Take one layer's trajectory (default: the last traced layer, as the paper's Figure 2),
+   in training order.
+2. Cut RankMe into monotone runs with a zig-zag filter of relative threshold ``tol``: a run
+   ends at an extremum only once RankMe has moved more than ``tol`` (relative) the other
+   way, so noise smaller than ``tol`` never splits a run. Rising runs are entropy-seeking,
+   falling runs compression-seeking; a checkpoint takes the label of the run that ends at
+   or passes through it (the first checkpoint, that of the first run).
+3. Warmup: checkpoints at step ≤ ``warmup_steps`` when it is given (the learning-rate
+   warmup); otherwise, when the first run falls (the early collapse), that run.
+
+``tol`` defaults to 10%: the paper's phases move RankMe by tens of percent, while one
+checkpoint's wobble on a few thousand sequences is a few percent.
+4. α is not used to label, but ``alpha_agrees`` says whether α moved the opposite way to
+   RankMe over the same run, as the paper describes (None where α is missing).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .trace import load_trace
+
+WARMUP, ENTROPY, COMPRESSION = "warmup", "entropy-seeking", "compression-seeking"
+
+
+def pick_layer(frame: Any, layer: Any, what: str = "the trace") -> int:
+    """The layer index ``layer`` names in ``frame``'s ``layer`` column: ``"last"`` is the
+    deepest; anything else must be one of them."""
+    layers = sorted(int(v) for v in frame["layer"].unique())
+    if layer == "last":
+        return layers[-1]
+    if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)) or int(layer) not in layers:
+        raise ValueError(f"layer {layer!r} is not in {what} (layers: {layers})")
+    return int(layer)
+
+
+def zigzag_runs(values: np.ndarray, tol: float) -> list[tuple[int, int, int]]:
+    """Monotone runs (start, end, direction ±1) of ``values`` that move by more than ``tol``
+    relative to their starting extremum; the end of one run is the start of the next."""
+    v = np.asarray(values, dtype=np.float64)
+    if len(v) < 2:
+        return [(0, len(v) - 1, 0)] if len(v) else []
+    runs: list[tuple[int, int, int]] = []
+    start, direction, extreme = 0, 0, 0  # direction 0: no move beyond tol yet
+    for i in range(1, len(v)):
+        if direction == 0:
+            if abs(v[i] - v[start]) > tol * abs(v[start]):
+                direction, extreme = (1 if v[i] > v[start] else -1), i
+            continue
+        if (v[i] - v[extreme]) * direction > 0:
+            extreme = i
+        elif abs(v[i] - v[extreme]) > tol * abs(v[extreme]):
+            runs.append((start, extreme, direction))
+            start, direction, extreme = extreme, -direction, i
+    runs.append((start, len(v) - 1, direction))
+    return runs
+
+
+def phases(results: Any, *, layer: int | str = "last", warmup_steps: int | None = None, tol: float = 0.1) -> Any:
+    """Label every checkpoint of a trace ``warmup``, ``entropy-seeking`` or
+    ``compression-seeking`` by the rule in this module's docstring.
+
+    ``results``: a results directory or :func:`fastspec.load_trace`'s DataFrame. ``layer``:
+    a layer index or ``"last"``. Returns a DataFrame with one row per checkpoint:
+    ``checkpoint``, ``step``, ``layer``, ``rankme``, ``alpha``, ``phase``, ``alpha_agrees``.
+    """
+    import pandas as pd
+
+    frame = results if isinstance(results, pd.DataFrame) else load_trace(results)
+    if not 0 < tol < 1:
+        raise ValueError(f"tol must be in (0, 1), got {tol!r}")
+    chosen = pick_layer(frame, layer)
+    sub = frame[frame["layer"] == chosen].reset_index(drop=True)
+    rank = sub["rankme"].to_numpy(dtype=np.float64)
+    alpha = sub["alpha"].to_numpy(dtype=np.float64)
+    labels = [ENTROPY] * len(sub)
+    agrees: list[bool | None] = [None] * len(sub)
+    runs = zigzag_runs(rank, tol)
+    for k, (start, end, direction) in enumerate(runs):
+        label = ENTROPY if direction > 0 else COMPRESSION
+        if direction == 0:  # flat within tol throughout: no trend to name
+            label = "flat"
+        a_move = alpha[end] - alpha[start]
+        agree = None if np.isnan(a_move) or direction == 0 else bool(np.sign(a_move) == -direction)
+        for i in range(start if k == 0 else start + 1, end + 1):
+            labels[i], agrees[i] = label, agree
+    if warmup_steps is not None:
+        steps = sub["step"].to_numpy(dtype=np.float64, na_value=np.nan)
+        if np.isnan(steps).any():
+            raise ValueError("warmup_steps needs every checkpoint's step, and some are unknown")
+        for i in np.flatnonzero(steps <= warmup_steps):
+            labels[i] = WARMUP
+    elif runs and runs[0][2] < 0:
+        for i in range(runs[0][0], runs[0][1] + 1):
+            labels[i] = WARMUP
+    out = sub[["checkpoint", "step", "layer", "rankme", "alpha"]].copy()
+    out["phase"] = labels
+    out["alpha_agrees"] = agrees
+    return out

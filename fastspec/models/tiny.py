@@ -1,0 +1,152 @@
+"""Tiny causal language models trained here, offline, with checkpoints along the way.
+
+The demo (and the tests) need a model with a training history and nothing to download: a
+byte-level BPE tokenizer is trained on the given texts, a small transformer of a real
+Hugging Face architecture (GPT-NeoX as in Pythia, OLMo-2, Llama, GPT-2) is initialised from
+a config, trained with AdamW under a linear-warmup cosine schedule, and saved with
+``save_pretrained`` at the chosen steps into ``step<N>/`` directories that
+``AutoModel.from_pretrained``/``AutoTokenizer.from_pretrained`` load back.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .hf import quiet_transformers
+
+ARCHITECTURES = ("gpt_neox", "olmo2", "llama", "gpt2")
+EOS, PAD = "<|endoftext|>", "<|pad|>"
+
+
+@dataclass(frozen=True)
+class TinyLMConfig:
+    arch: str = "gpt_neox"
+    vocab_size: int = 2048
+    hidden: int = 128
+    layers: int = 4
+    heads: int = 4
+    context: int = 128
+    seq_len: int = 64
+    batch_size: int = 16
+    steps: int = 300
+    lr: float = 3e-3
+    warmup: int = 30
+    seed: int = 0
+    save_steps: tuple[int, ...] = field(default=(0, 1, 2, 4, 8, 16, 32, 64, 100, 150, 200, 250, 300))
+
+
+def train_tokenizer(texts: Sequence[str], vocab_size: int) -> Any:
+    """A byte-level BPE tokenizer trained on ``texts`` (every byte is in its alphabet, so no
+    text is unknown), as a ``PreTrainedTokenizerFast`` with an end-of-text and a pad token."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tk = Tokenizer(models.BPE())
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[EOS, PAD], show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tk.train_from_iterator(texts, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tk, eos_token=EOS, pad_token=PAD, bos_token=EOS,
+                                   model_max_length=1 << 30)
+
+
+def model_config(arch: str, *, vocab_size: int, hidden: int, layers: int, heads: int, context: int,
+                 eos_id: int | None = None, pad_id: int | None = None) -> Any:
+    """A Hugging Face config of one of :data:`ARCHITECTURES`, small."""
+    import transformers as hf
+
+    common = {"vocab_size": vocab_size, "bos_token_id": eos_id, "eos_token_id": eos_id, "pad_token_id": pad_id}
+    if arch == "gpt2":
+        return hf.GPT2Config(n_embd=hidden, n_layer=layers, n_head=heads, n_positions=context, **common)
+    kwargs = {"hidden_size": hidden, "num_hidden_layers": layers, "num_attention_heads": heads,
+              "intermediate_size": 4 * hidden, "max_position_embeddings": context, **common}
+    if arch == "gpt_neox":
+        return hf.GPTNeoXConfig(rotary_pct=0.25, **kwargs)
+    if arch == "olmo2":
+        return hf.Olmo2Config(**kwargs)
+    if arch == "llama":
+        return hf.LlamaConfig(**kwargs)
+    raise ValueError(f"unknown architecture {arch!r}; expected one of {', '.join(ARCHITECTURES)}")
+
+
+def pack(tokenizer: Any, texts: Sequence[str], seq_len: int) -> torch.Tensor:
+    """All texts' tokens, each followed by end-of-text, cut into rows of ``seq_len``."""
+    ids = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+    flat = np.fromiter((t for doc in ids for t in (*doc, tokenizer.eos_token_id)), dtype=np.int64)
+    rows = len(flat) // seq_len
+    if rows < 1:
+        raise ValueError(f"the training texts give {len(flat)} tokens, fewer than one sequence of {seq_len}")
+    return torch.from_numpy(flat[: rows * seq_len].reshape(rows, seq_len))
+
+
+def lr_at(step: int, cfg: TinyLMConfig) -> float:
+    """Linear warmup to ``lr`` over ``warmup`` steps, then cosine decay to lr/10."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    t = (step - cfg.warmup) / max(cfg.steps - cfg.warmup, 1)
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(t, 1.0))))
+
+
+def train_checkpoints(texts: Sequence[str], out_dir: str | os.PathLike, cfg: TinyLMConfig = TinyLMConfig(), *,
+                      progress: bool = True) -> list[str]:
+    """Train a tiny LM on ``texts`` and save it at ``cfg.save_steps`` into
+    ``out_dir/step<N>``; return those directories in training order. A finished run in
+    ``out_dir`` with the same configuration is reused, not trained again."""
+    from transformers import AutoModelForCausalLM
+
+    out_dir = os.fspath(out_dir)
+    if any(s < 0 or s > cfg.steps for s in cfg.save_steps):
+        raise ValueError(f"save_steps {cfg.save_steps} must lie in [0, steps={cfg.steps}]")
+    dirs = [os.path.join(out_dir, f"step{s}") for s in sorted(set(cfg.save_steps))]
+    done_file = os.path.join(out_dir, "training.json")
+    if os.path.exists(done_file):
+        with open(done_file) as fh:
+            if json.load(fh).get("config") == _jsonable(cfg) and all(os.path.isdir(d) for d in dirs):
+                return dirs
+    torch.manual_seed(cfg.seed)
+    tokenizer = train_tokenizer(texts, cfg.vocab_size)
+    data = pack(tokenizer, texts, cfg.seq_len)
+    config = model_config(cfg.arch, vocab_size=len(tokenizer), hidden=cfg.hidden, layers=cfg.layers, heads=cfg.heads,
+                          context=cfg.context, eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id)
+    model = AutoModelForCausalLM.from_config(config)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01, betas=(0.9, 0.95))
+    gen = torch.Generator().manual_seed(cfg.seed)
+    save = set(cfg.save_steps)
+    losses: dict[int, float] = {}
+    recent: list[float] = []
+    model.train()
+    for step in tqdm(range(cfg.steps + 1), desc="training", unit="step", disable=not progress, leave=False):
+        if step in save:
+            with quiet_transformers():
+                model.save_pretrained(os.path.join(out_dir, f"step{step}"))
+                tokenizer.save_pretrained(os.path.join(out_dir, f"step{step}"))
+            if recent:
+                losses[step] = float(np.mean(recent[-10:]))
+        if step == cfg.steps:
+            break
+        batch = data[torch.randint(len(data), (cfg.batch_size,), generator=gen)]
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, cfg)
+        loss = model(input_ids=batch, labels=batch).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        recent.append(loss.item())
+    with open(done_file, "w") as fh:
+        json.dump({"config": _jsonable(cfg), "train_loss": {str(k): v for k, v in losses.items()},
+                   "n_train_tokens": int(data.numel())}, fh, indent=1)
+    return dirs
+
+
+def _jsonable(cfg: TinyLMConfig) -> dict[str, Any]:
+    return json.loads(json.dumps(asdict(cfg)))

@@ -1,0 +1,265 @@
+"""Trace RankMe and α across a model's checkpoints and layers, written as it goes.
+
+A results directory holds:
+
+- ``config.json``: the run's settings, the data sample's SHA-256, fastspec's, torch's and
+  transformers' versions. A second run into the same directory must agree with it on every
+  setting that changes a number, or it is refused (start a new directory instead).
+- ``checkpoints/<name>.npz``: per layer, the centred spectrum and the raw (uncentred) one.
+- ``checkpoints/<name>.json``: per layer, RankMe (both conventions), α with its fit, n, d;
+  and the checkpoint's step, timings and tokens/s. Written last and atomically: its presence
+  means the checkpoint is done, so an interrupted run started again skips it and continues.
+- ``trace.csv``: one row per (checkpoint, layer), rewritten after every checkpoint.
+
+Under ``torchrun --nproc-per-node K``, every rank takes every K-th batch, the accumulators
+are all-reduced (exact: Chan's merge), and rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .._version import __version__
+from ..spectral.eigen import metrics_of
+from ..spectral.metrics import check_fit_range
+from .checkpoints import DTYPES, Checkpoint, as_checkpoint, load_checkpoint
+from .data import load_texts, sample_texts, texts_digest
+from .extract import extract
+
+CONFIG_FILE = "config.json"
+CKPT_DIR = "checkpoints"
+TABLE_FILE = "trace.csv"
+#: Settings that change the numbers: a resumed run must match them.
+RESULT_SETTINGS = ("data_sha256", "n_texts", "layers", "pooling", "max_length", "batch_size", "final_norm",
+                   "dtype", "fit_range", "padding_side")
+
+
+def _distributed() -> tuple[int, int]:
+    """(rank, world) under torchrun (initialising the process group if needed), else (0, 1)."""
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and dist.is_available() and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _atomic_write(path: str, write: Any) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def _write_json(path: str, obj: Any) -> None:
+    def write(tmp: str) -> None:
+        with open(tmp, "w") as fh:
+            json.dump(obj, fh, indent=1)
+            fh.write("\n")
+
+    _atomic_write(path, write)
+
+
+def _check_config(out_dir: str, config: dict[str, Any]) -> None:
+    path = os.path.join(out_dir, CONFIG_FILE)
+    if not os.path.exists(path):
+        return
+    try:
+        with open(path) as fh:
+            old = json.load(fh)
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: cannot read the existing run's configuration: {err}") from err
+    diff = {k: (old.get(k), config[k]) for k in RESULT_SETTINGS if old.get(k) != config[k]}
+    if diff:
+        details = "; ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in diff.items())
+        raise ValueError(f"{out_dir} holds a trace made with other settings ({details}); "
+                         f"resume with the same settings or use a new directory")
+
+
+def trace(
+    checkpoints: Sequence[Any],
+    data: str | os.PathLike | Sequence[str],
+    out_dir: str | os.PathLike,
+    *,
+    n: int | None = None,
+    seed: int = 0,
+    text_field: str = "text",
+    layers: str | Sequence[int] = "all",
+    pooling: str | int = "last",
+    max_length: int = 512,
+    batch_size: int = 16,
+    final_norm: bool = False,
+    padding_side: str | None = None,
+    dtype: str = "float32",
+    device: str | None = None,
+    fit_range: tuple[int, int] = (11, 100),
+    trust_remote_code: bool = False,
+    progress: bool = True,
+) -> Any:
+    """Trace every checkpoint's per-layer spectrum, RankMe (both conventions) and α into
+    ``out_dir`` (layout in this module's docstring) and return :func:`load_trace` of it.
+
+    ``checkpoints``: local directories, ``"hub/id@revision"`` strings or (id, revision)
+    pairs, in training order. ``data``: a ``.txt``/``.jsonl``/``.parquet`` file (``n``
+    documents sampled with ``seed``; all when None) or a list of texts. The remaining
+    arguments are :func:`fastspec.extract`'s. Done checkpoints are skipped, so an
+    interrupted run continues where it stopped and gives identical results.
+    """
+    ckpts = [as_checkpoint(c) for c in checkpoints]
+    if not ckpts:
+        raise ValueError("no checkpoints to trace")
+    labels = [c.label for c in ckpts]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"checkpoint {next(x for x in labels if labels.count(x) > 1)} is listed twice")
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    fit_range = check_fit_range(fit_range)
+    if isinstance(data, (str, os.PathLike)):
+        texts, data_name = load_texts(data, n, seed=seed, text_field=text_field), os.fspath(data)
+    else:
+        texts, data_name = sample_texts(list(data), n, seed=seed, source="the texts given"), "<texts>"
+    rank, world = _distributed()
+    if device is None:
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
+    out_dir = os.fspath(out_dir)
+    config = {
+        "data": data_name, "data_sha256": texts_digest(texts), "n_texts": len(texts), "n": n, "seed": seed,
+        "layers": layers if isinstance(layers, str) else list(layers), "pooling": pooling, "max_length": max_length,
+        "batch_size": batch_size, "final_norm": final_norm, "padding_side": padding_side, "dtype": dtype,
+        "fit_range": list(fit_range), "device": str(device), "world_size": world,
+        "fastspec": __version__, "torch": torch.__version__, "transformers": _transformers_version(),
+    }
+    _check_config(out_dir, config)
+    ckpt_dir = os.path.join(out_dir, CKPT_DIR)
+    if rank == 0:
+        os.makedirs(ckpt_dir, exist_ok=True)
+        if not os.path.exists(os.path.join(out_dir, CONFIG_FILE)):
+            _write_json(os.path.join(out_dir, CONFIG_FILE), config)
+    done = {c.label for c in ckpts if os.path.exists(os.path.join(ckpt_dir, c.slug + ".json"))}
+    todo = [(i, c) for i, c in enumerate(ckpts) if c.label not in done]
+    show = progress and rank == 0
+    if show and done:
+        tqdm.write(f"fastspec trace: {len(done)} of {len(ckpts)} checkpoints already in {out_dir}, skipped")
+    for index, ckpt in tqdm(todo, desc="checkpoints", unit="ckpt", disable=not show):
+        _trace_one(index, ckpt, texts, ckpt_dir, config, rank, world, device, trust_remote_code, show)
+        if rank == 0:
+            write_table(out_dir)
+    return load_trace(out_dir)
+
+
+def _trace_one(index: int, ckpt: Checkpoint, texts: list[str], ckpt_dir: str, config: dict[str, Any], rank: int,
+               world: int, device: str, trust_remote_code: bool, progress: bool) -> None:
+    t0 = time.perf_counter()
+    model, tokenizer = load_checkpoint(ckpt, dtype=config["dtype"], device=device, trust_remote_code=trust_remote_code)
+    t1 = time.perf_counter()
+    stats: dict[str, Any] = {}
+    accs = extract(model, tokenizer, texts, layers=config["layers"], pooling=config["pooling"],
+                   max_length=config["max_length"], batch_size=config["batch_size"], final_norm=config["final_norm"],
+                   padding_side=config["padding_side"], shard=(rank, world) if world > 1 else None,
+                   progress=os.path.basename(ckpt.source) if progress else False, stats=stats)
+    n_tokens = stats["n_tokens"]
+    del model
+    if world > 1:
+        for acc in accs.values():
+            acc.all_reduce()
+    t2 = time.perf_counter()
+    if rank == 0:
+        records, arrays = [], {}
+        for layer, acc in accs.items():
+            centred, raw = acc.spectrum(), acc.spectrum(center=False)
+            records.append({"layer": layer, **metrics_of(centred, raw, fit_range=tuple(config["fit_range"]),
+                                                         eigenvalues=False)})
+            arrays[f"centered_{layer}"], arrays[f"raw_{layer}"] = centred.eigenvalues, raw.eigenvalues
+        t3 = time.perf_counter()
+        _atomic_write(os.path.join(ckpt_dir, ckpt.slug + ".npz"), lambda tmp: _save_npz(tmp, arrays))
+        _write_json(os.path.join(ckpt_dir, ckpt.slug + ".json"), {
+            "checkpoint": ckpt.label, "source": ckpt.source, "revision": ckpt.revision, "step": ckpt.step,
+            "index": index, "n_tokens": n_tokens, "seconds": {"load": t1 - t0, "extract": t2 - t1, "spectra": t3 - t2},
+            "tokens_per_second": n_tokens / max(t2 - t1, 1e-9), "layers": records,
+        })
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def _save_npz(path: str, arrays: dict[str, np.ndarray]) -> None:
+    with open(path, "wb") as fh:  # a file object, so numpy does not append ".npz" to the temporary name
+        np.savez(fh, **arrays)
+
+
+def _transformers_version() -> str | None:
+    try:
+        import transformers
+    except ImportError:  # pragma: no cover - a runtime dependency
+        return None
+    return transformers.__version__
+
+
+def _records(out_dir: str) -> list[dict[str, Any]]:
+    ckpt_dir = os.path.join(os.fspath(out_dir), CKPT_DIR)
+    if not os.path.isdir(ckpt_dir):
+        raise FileNotFoundError(f"{out_dir}: not a trace results directory (no {CKPT_DIR}/ inside)")
+    out = []
+    for name in sorted(os.listdir(ckpt_dir)):
+        if not name.endswith(".json"):
+            continue
+        path = os.path.join(ckpt_dir, name)
+        try:
+            with open(path) as fh:
+                out.append({**json.load(fh), "_path": path})
+        except (OSError, json.JSONDecodeError) as err:
+            raise ValueError(f"{path}: unreadable checkpoint result ({err}); delete it to trace that checkpoint again") from err
+    return out
+
+
+def load_trace(out_dir: str | os.PathLike, *, eigenvalues: bool = False) -> Any:
+    """The traced results as a pandas DataFrame, one row per (checkpoint, layer), in training
+    order (step, then the order given): ``checkpoint``, ``step``, ``layer``, ``rankme``,
+    ``rankme_sv``, ``alpha``, ``alpha_r2``, ``alpha_intercept``, ``n_samples``, ``dim``,
+    ``n_dropped``, and ``alpha_error``: why α is NaN where it is (e.g. a spectrum with fewer
+    non-zero eigenvalues than the fit range). ``eigenvalues=True`` adds the centred spectrum
+    of each row."""
+    import pandas as pd
+
+    rows = []
+    for rec in _records(out_dir):
+        spectra = None
+        if eigenvalues:
+            npz = rec["_path"][:-5] + ".npz"
+            try:
+                with np.load(npz) as z:
+                    spectra = {k: z[k] for k in z.files}
+            except (OSError, ValueError) as err:
+                raise ValueError(f"{npz}: unreadable spectra ({err})") from err
+        for layer in rec["layers"]:
+            row = {"checkpoint": rec["checkpoint"], "step": rec["step"], "index": rec["index"], "layer": layer["layer"],
+                   "rankme": layer["rankme"], "rankme_sv": layer["rankme_sv"], "alpha": layer["alpha"],
+                   "alpha_r2": layer["alpha_r2"], "alpha_intercept": layer["alpha_intercept"],
+                   "n_samples": layer["n_samples"], "dim": layer["dim"], "n_dropped": layer["n_dropped"],
+                   "alpha_error": layer.get("alpha_error")}
+            if spectra is not None:
+                row["eigenvalues"] = spectra[f"centered_{layer['layer']}"]
+            rows.append(row)
+    if not rows:
+        raise ValueError(f"{out_dir}: no traced checkpoints yet")
+    frame = pd.DataFrame(rows)
+    frame["step"] = frame["step"].astype("Int64")
+    frame["alpha"] = frame["alpha"].astype(float)
+    frame["alpha_r2"] = frame["alpha_r2"].astype(float)
+    frame["alpha_intercept"] = frame["alpha_intercept"].astype(float)
+    return frame.sort_values(["step", "index", "layer"], na_position="last", kind="stable").reset_index(drop=True)
+
+
+def write_table(out_dir: str) -> str:
+    path = os.path.join(out_dir, TABLE_FILE)
+    frame = load_trace(out_dir)
+    _atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False))
+    return path

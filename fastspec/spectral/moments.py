@@ -1,0 +1,183 @@
+"""The per-chunk numerics under every spectrum: the moments (n, mean, M2) of a set of rows,
+a chunk's product, and Chan's merge.
+
+Numerical convention (DESIGN.md): every chunk is centred on its own mean before its cross
+product is formed (in float32 for bf16/fp16/fp32 input, float64 for float64 input), and
+chunks are merged into float64 state with the pairwise update of Chan, Golub and LeVeque:
+
+    n = n_a + n_b,   δ = μ_b − μ_a,   μ = μ_a + δ·n_b/n,   M2 = M2_a + M2_b + δδᵀ·n_a·n_b/n
+
+so columns with a large mean (LLM activations have a few) never meet the one-pass
+Σxxᵀ − nμμᵀ cancellation.
+
+:meth:`Moments.add_chunk` is the one place that decides how a chunk's product is formed:
+fastspec's CUDA kernels (:mod:`fastspec.spectral.kernels`) when the moments were made with
+``kernels=True``, the torch path otherwise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import torch
+
+from . import kernels as cuda_kernels
+
+# Column-block width of the one-triangle product: wide enough for GEMM efficiency, narrow
+# enough that the skipped lower blocks save most of the second half of the flops.
+_BLOCK = 512
+# Rows are buffered until there are this many, so that small batches (16 sequences at a
+# time in extraction) still feed the GEMM efficiently and pay the O(d²) merge rarely.
+MIN_FLUSH_ROWS = 1024
+# Bytes of one centred chunk; bounds the working copy whatever the batch size.
+_CHUNK_BYTES = 64 << 20
+# With the CUDA kernels a chunk is larger, so that the O(d²) merge after each SYRK stays a
+# few percent of it (at d = 8192: 8192 rows, a 256 MiB float32 workspace).
+_CUDA_CHUNK_BYTES = 256 << 20
+# Beyond this magnitude a float64 sum of squares can overflow; such rows are refused.
+F64_SAFE = 1e150
+
+
+def chunk_rows(dim: int, *, kernels: bool = False) -> int:
+    """Rows per chunk for dim features: about _CHUNK_BYTES of float32 (_CUDA_CHUNK_BYTES
+    with the CUDA kernels), at least 1024."""
+    return max(MIN_FLUSH_ROWS, (_CUDA_CHUNK_BYTES if kernels else _CHUNK_BYTES) // (4 * dim))
+
+
+def float64_overflow(x: torch.Tensor, name: str | None = None) -> OverflowError:
+    """The error for rows whose squares a float64 sum cannot hold (prefixed by the input's
+    name where the raiser knows it)."""
+    prefix = f"{name}: " if name else ""
+    return OverflowError(f"{prefix}|values| up to {float(x.abs().max()):.3g} overflow a float64 sum of squares")
+
+
+@contextlib.contextmanager
+def exact_fp32_matmul() -> Iterator[None]:
+    """Float32 products in true float32 (IEEE) whatever the caller set: TF32 on CUDA or
+    bf16 on CPU ("high"/"medium" precision, common in LLM code) would cost ~1e-5 on RankMe."""
+    matmuls = [m for m in (torch.backends.cuda.matmul, torch.backends.mkldnn.matmul) if hasattr(m, "fp32_precision")]
+    saved = [m.fp32_precision for m in matmuls]
+    for m in matmuls:
+        m.fp32_precision = "ieee"
+    try:
+        yield
+    finally:
+        for m, value in zip(matmuls, saved):
+            m.fp32_precision = value
+
+
+def upper_gram(y: torch.Tensor) -> torch.Tensor:
+    """yᵀy with only the upper triangle filled (block-wise), in y's dtype.
+
+    A symmetric product needs only one triangle: with column blocks of width 512 this does
+    (k+1)/2k of a full GEMM's work for k blocks. The lower triangle is left at zero.
+    """
+    d = y.shape[1]
+    with exact_fp32_matmul():
+        if d <= 2 * _BLOCK:
+            return y.T @ y
+        out = torch.zeros(d, d, dtype=y.dtype, device=y.device)
+        for i in range(0, d, _BLOCK):
+            j = min(i + _BLOCK, d)
+            out[i:j, i:] = y[:, i:j].T @ y[:, i:]
+    return out
+
+
+def add_upper_(acc: torch.Tensor, p: torch.Tensor) -> None:
+    """acc += p on the upper triangle's row blocks only (the rest of p is not read): a
+    float32 → float64 add over the whole matrix costs five times as much."""
+    d = acc.shape[0]
+    if d <= 2 * _BLOCK:
+        acc.add_(p)
+        return
+    for i in range(0, d, _BLOCK):
+        acc[i : i + _BLOCK, i:].add_(p[i : i + _BLOCK, i:])
+
+
+def symmetrize_upper(m: torch.Tensor) -> torch.Tensor:
+    """The symmetric matrix whose upper triangle is m's."""
+    return torch.triu(m) + torch.triu(m, 1).T
+
+
+class Moments:
+    """n, mean and M2 (float64, upper triangle authoritative) of a set of rows.
+
+    Tensors are made by the first rows that arrive, and taken over rather than copied
+    where the caller hands them over, so streaming pays one d×d pass per chunk, not four.
+    """
+
+    def __init__(self, dim: int, device: torch.device, kernels: bool = False):
+        self.dim, self.device = dim, device
+        self.kernels = kernels  # fastspec's CUDA kernels add the chunks (device is CUDA)
+        self.n = 0
+        self.mean: torch.Tensor | None = None
+        self.m2: torch.Tensor | None = None
+
+    def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, M2), zeros when no row has arrived."""
+        if self.mean is None or self.m2 is None:
+            self.mean = torch.zeros(self.dim, dtype=torch.float64, device=self.device)
+            self.m2 = torch.zeros(self.dim, self.dim, dtype=torch.float64, device=self.device)
+        return self.mean, self.m2
+
+    def add_centred(self, n: int, mean: torch.Tensor, m2: torch.Tensor, *, own: bool = False) -> None:
+        """Chan's pairwise merge of another set's (n, mean, M2) into this one; with
+        ``own=True`` the tensors are taken over instead of copied when this set is empty."""
+        if n == 0:
+            return
+        if self.n == 0:
+            self.n = n
+            self.mean, self.m2 = (mean, m2) if own else (mean.clone(), m2.clone())
+            return
+        assert self.mean is not None and self.m2 is not None
+        total = self.n + n
+        delta = mean - self.mean
+        self.m2 += m2
+        self.m2.addr_(delta, delta, alpha=self.n * n / total)
+        self.mean += delta * (n / total)
+        self.n = total
+
+    def add_chunk(self, x: torch.Tensor) -> bool:
+        """Add the rows ``x``. Returns False, adding nothing, if ``x`` holds a non-finite
+        value (the caller locates it). A float32 product that overflows is redone in
+        float64; float64 input beyond ~1e150 raises OverflowError. Either way a failure
+        leaves this set as it was."""
+        if self.kernels and x.dtype in cuda_kernels.INPUT_DTYPES:
+            # Same numerics on the GPU (csrc/spectral): float32 shift, IEEE float32 SYRK,
+            # fused exact centring and Chan merge into float64.
+            if cuda_kernels.add_chunk(self, x):
+                return True
+            if not bool(torch.isfinite(x).all()):
+                return False
+            return self.add_chunk(x.to(torch.float64))  # float32 overflow: redo in float64
+        b = x.shape[0]
+        cdtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+        shift = x.sum(0, dtype=cdtype) / b  # approximate mean, in the compute dtype
+        y = torch.sub(x, shift)  # upcasts bf16/fp16 as it reads
+        # What is left of the mean after the shift: small, so a compute-dtype sum is exact
+        # enough (a float64-dtype reduction costs 15× more here).
+        s = y.sum(0).to(torch.float64)
+        p = upper_gram(y)
+        if not (bool(torch.isfinite(p.diagonal()).all()) and bool(torch.isfinite(s).all())):
+            if not bool(torch.isfinite(x).all()):
+                return False
+            if cdtype == torch.float32:
+                return self.add_chunk(x.to(torch.float64))
+            raise float64_overflow(x)
+        mean = shift.to(torch.float64) + s / b
+        if self.n == 0:
+            # Exact centring of the shifted rows: Σ(y − s/b)(y − s/b)ᵀ = yᵀy − ssᵀ/b.
+            self.n, self.mean, self.m2 = b, mean, p.to(torch.float64).addr_(s, s, alpha=-1.0 / b)
+            return True
+        assert self.mean is not None and self.m2 is not None
+        # The same, fused with Chan's merge so M2 is passed over once: M2 += yᵀy (read in
+        # the compute dtype, summed in float64), then the two rank-one corrections.
+        total = self.n + b
+        delta = mean - self.mean
+        add_upper_(self.m2, p)
+        self.m2.addr_(s, s, alpha=-1.0 / b)
+        self.m2.addr_(delta, delta, alpha=self.n * b / total)
+        self.mean += delta * (b / total)
+        self.n = total
+        return True

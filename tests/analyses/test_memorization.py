@@ -1,0 +1,120 @@
+"""Distributional memorization on a tiny random-init GPT-2 and a BPE tokenizer trained here:
+model scores against a per-item forward pass, ∞-gram scores against per-token
+``infgram_prob`` calls, both rules, and Spearman against scipy."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+import fastspec
+from fastspec.ngram.memorization import infgram_output_score
+
+transformers = pytest.importorskip("transformers")
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, tiny_tokenizer):
+    tok_dir, texts = tiny_tokenizer
+    tok = transformers.AutoTokenizer.from_pretrained(str(tok_dir))
+    root = tmp_path_factory.mktemp("mem")
+    torch.manual_seed(0)
+    cfg = transformers.GPT2Config(vocab_size=len(tok), n_positions=64, n_embd=32, n_layer=2, n_head=2)
+    model = transformers.GPT2LMHeadModel(cfg)
+    model.save_pretrained(str(root / "model"))
+    tok.save_pretrained(str(root / "model"))
+    docs = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+    index = fastspec.InfGramIndex.build([np.array(d) for d in docs], root / "index", vocab_size=len(tok), progress=False)
+    rng = np.random.default_rng(1)
+    words = ["the", "cat", "sat", "on", "mat", "dog", "ran", "far", "away", "paris", "france", "zebra", "quokka"]
+    items = [(f"Question: {' '.join(rng.choice(words, 3))}? Answer:", " " + " ".join(rng.choice(words, int(rng.integers(1, 4)))))
+             for _ in range(24)]
+    return model, tok, index, items, root
+
+
+def _manual(model, tok, index, items):
+    """Per item, one at a time: Σ log p_model over the output, and the ∞-gram probs of its tokens."""
+    model_scores, probs = [], []
+    for prompt, output in items:
+        p = tok(prompt, add_special_tokens=False)["input_ids"]
+        o = tok(output, add_special_tokens=False)["input_ids"]
+        ids = torch.tensor([p + o])
+        with torch.no_grad():
+            logp = torch.log_softmax(model(ids).logits[0].double(), -1)
+        model_scores.append(sum(float(logp[len(p) + k - 1, t]) for k, t in enumerate(o)))
+        probs.append(np.array([index.infgram_prob(p + o[:k], t).prob for k, t in enumerate(o)]))
+    return np.array(model_scores), probs
+
+
+@pytest.mark.parametrize("rule", ["wang", "all"])
+def test_memorization_matches_a_manual_computation(setup, rule):
+    model, tok, index, items, _ = setup
+    res = fastspec.memorization(items, index, model, tok, rule=rule, batch_size=5)
+    model_scores, probs = _manual(model, tok, index, items)
+    np.testing.assert_allclose(res.model_scores, model_scores, rtol=1e-5, atol=1e-6)
+    if rule == "wang":
+        want = np.array([np.log(p[p > 0]).sum() if (p > 0).any() else math.nan for p in probs])
+    else:
+        with np.errstate(divide="ignore"):
+            want = np.array([np.log(p).sum() for p in probs])
+    np.testing.assert_allclose(res.infgram_scores, want, rtol=1e-12)
+    keep = ~np.isnan(want)
+    rho, pvalue = stats.spearmanr(want[keep], model_scores[keep])
+    assert res.rho == pytest.approx(rho, abs=1e-9) and res.pvalue == pytest.approx(pvalue, rel=1e-6)
+    assert res.n_items == keep.sum() and res.n_excluded == (~keep).sum() and res.rule == rule
+    # the items use unseen words (zebra, quokka): some ∞-gram probabilities are 0
+    assert any((p == 0).any() for p in probs)
+    if rule == "all":
+        assert np.isneginf(res.infgram_scores).any()
+
+
+def test_paper_rule_drops_zeros_and_all_zero_is_nan():
+    assert infgram_output_score(np.array([0.5, 0.0, 0.25]), "wang") == pytest.approx(math.log(0.125))
+    assert math.isnan(infgram_output_score(np.array([0.0, 0.0]), "wang"))
+    assert infgram_output_score(np.array([0.5, 0.0]), "all") == -math.inf
+    with pytest.raises(ValueError, match="rule"):
+        infgram_output_score(np.array([0.5]), "paper")
+
+
+def test_memorization_from_directories_and_cli(setup, tmp_path, capsys):
+    model, tok, index, items, root = setup
+    res = fastspec.memorization([{"prompt": p, "output": o} for p, o in items], index.path, str(root / "model"))
+    direct = fastspec.memorization(items, index, model, tok)
+    assert res.rho == pytest.approx(direct.rho, abs=1e-9)
+    items_file = tmp_path / "items.jsonl"
+    items_file.write_text("".join(json.dumps({"prompt": p, "output": o}) + "\n" for p, o in items))
+    from fastspec.cli import main
+
+    assert main(["memorization", "--index", index.path, "--model", str(root / "model"), "--items", str(items_file)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["rho"] == pytest.approx(direct.rho, abs=1e-9) and out["rule"] == "wang"
+
+
+def test_token_id_items_match_text_items(setup):
+    model, tok, index, items, _ = setup
+    ids = [(tok(p, add_special_tokens=False)["input_ids"], tok(o, add_special_tokens=False)["input_ids"]) for p, o in items]
+    a = fastspec.memorization(ids, index, model, rule="all")
+    b = fastspec.memorization(items, index, model, tok, rule="all")
+    np.testing.assert_array_equal(a.infgram_scores, b.infgram_scores)
+    assert a.rho == b.rho
+
+
+def test_memorization_errors(setup):
+    model, tok, index, items, root = setup
+    with pytest.raises(ValueError, match="rule"):
+        fastspec.memorization(items, index, model, tok, rule="paper")
+    with pytest.raises(ValueError, match="item 1"):
+        fastspec.memorization([items[0], ("only one",)], index, model, tok)
+    with pytest.raises(ValueError, match="at least 3"):
+        fastspec.memorization(items[:2], index, model, tok)
+    with pytest.raises(ValueError, match="item 0: the output is empty"):
+        fastspec.memorization([("Question: x? Answer:", "")] + items, index, model, tok)
+    with pytest.raises(ValueError, match="item 0: prompt \\+ output is 70 tokens, longer than the model's 64"):
+        fastspec.memorization([(list(range(60)), list(range(10)))] + items, index, model, tok)
+    with pytest.raises(OSError, match="no-such-model"):
+        fastspec.memorization(items, index, str(root / "no-such-model"))

@@ -1,0 +1,46 @@
+"""fastspec.models.phases: phase labels from RankMe trajectories (the rule in its docstring)."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import fastspec
+from fastspec.models.phases import zigzag_runs
+from traceframes import trace_frame as _frame
+
+
+def test_zigzag_runs_ignore_moves_smaller_than_tol():
+    assert zigzag_runs(np.array([10, 10.2, 9.9, 10.1]), 0.05) == [(0, 3, 0)]
+    assert zigzag_runs(np.array([10, 12, 15, 14.9, 11, 10]), 0.05) == [(0, 2, 1), (2, 5, -1)]
+    assert zigzag_runs(np.array([10, 5, 4, 8, 20, 19.5, 20.5, 12]), 0.05) == [(0, 2, -1), (2, 6, 1), (6, 7, -1)]
+    assert zigzag_runs(np.array([3.0]), 0.05) == [(0, 0, 0)]
+
+
+def test_the_paper_s_three_phases():
+    rank = [50, 20, 8, 12, 30, 45, 44.5, 40, 30, 28]
+    alpha = [0.5, 0.9, 1.5, 1.2, 0.8, 0.6, 0.61, 0.7, 0.9, 1.0]
+    got = fastspec.phases(_frame(rank, alpha))
+    assert got["phase"].tolist() == ["warmup"] * 3 + ["entropy-seeking"] * 3 + ["compression-seeking"] * 4
+    assert got["alpha_agrees"].tolist() == [True] * 10
+    assert (got["layer"] == 1).all()
+
+
+def test_warmup_steps_and_alpha_disagreement():
+    rank = [10, 20, 30, 25, 20]
+    alpha = [1.0, 1.2, 1.4, 1.3, 1.2]  # α moving with RankMe: not the paper's picture, so flagged
+    got = fastspec.phases(_frame(rank, alpha), warmup_steps=10)
+    assert got["phase"].tolist() == ["warmup", "warmup", "entropy-seeking", "compression-seeking", "compression-seeking"]
+    assert got["alpha_agrees"].tolist()[2:] == [False, False, False]
+    assert fastspec.phases(_frame(rank))["alpha_agrees"].isna().all()  # no α: unknown, not False
+    assert fastspec.phases(_frame(rank), layer=0)["rankme"].tolist() == [r * 0.5 for r in rank]
+
+
+def test_errors():
+    with pytest.raises(ValueError, match=r"layer 5 is not in the trace \(layers: \[0, 1\]\)"):
+        fastspec.phases(_frame([1, 2, 3]), layer=5)
+    with pytest.raises(ValueError, match="tol must be in"):
+        fastspec.phases(_frame([1, 2, 3]), tol=0)
+    frame = _frame([1, 2, 3])
+    frame["step"] = pd.array([None, 1, 2] * 2, dtype="Int64")
+    with pytest.raises(ValueError, match="warmup_steps needs every checkpoint's step"):
+        fastspec.phases(frame, warmup_steps=1)

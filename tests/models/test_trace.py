@@ -1,0 +1,171 @@
+"""fastspec.models.trace (trace, load_trace) and models.checkpoints/data: results per (checkpoint, layer), resuming, data files, errors."""
+
+import json
+import os
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from reference import ref_eigenvalues, ref_rankme, rel
+from tinylm import CORPUS, checkpoints
+
+import fastspec
+from fastspec.models.data import load_texts, read_texts, sample_texts, texts_digest
+from fastspec.models.checkpoints import Checkpoint, as_checkpoint, parse_step
+
+trace_mod = sys.modules["fastspec.models.trace"]
+TEXTS = CORPUS[1::2]
+KW = dict(max_length=32, batch_size=8, fit_range=(2, 20), progress=False)
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory):
+    return checkpoints(tmp_path_factory.mktemp("ckpts"))
+
+
+@pytest.fixture(scope="module")
+def traced(ckpts, tmp_path_factory):
+    out = tmp_path_factory.mktemp("trace")
+    return out, fastspec.trace(ckpts, TEXTS, out, **KW)
+
+
+def _results(out):
+    """Every checkpoint's layer records and spectra, without the timings."""
+    got = {}
+    for name in sorted(os.listdir(out / "checkpoints")):
+        path = out / "checkpoints" / name
+        if name.endswith(".json"):
+            rec = json.loads(path.read_text())
+            got[name] = {k: v for k, v in rec.items() if k not in ("seconds", "tokens_per_second")}
+        else:
+            with np.load(path) as z:
+                got[name] = {k: z[k].tolist() for k in z.files}
+    return got
+
+
+def test_one_row_per_checkpoint_and_layer_with_the_columns(traced, ckpts):
+    out, frame = traced
+    for col in ("checkpoint", "step", "layer", "rankme", "rankme_sv", "alpha", "alpha_r2", "n_samples", "dim",
+                "alpha_error"):
+        assert col in frame.columns
+    assert len(frame) == 3 * 3  # 3 checkpoints × (embeddings + 2 blocks)
+    assert frame["step"].drop_duplicates().tolist() == [0, 3, 6]
+    assert set(frame["n_samples"]) == {len(TEXTS)} and set(frame["dim"]) == {32}
+    pd.testing.assert_frame_equal(fastspec.load_trace(out), frame)
+    table = pd.read_csv(out / "trace.csv")
+    assert len(table) == len(frame)
+    config = json.loads((out / "config.json").read_text())
+    assert config["data_sha256"] == texts_digest(TEXTS) and config["fastspec"] == fastspec.__version__
+
+
+def test_metrics_equal_a_float64_reference_on_the_same_rows(traced, ckpts):
+    """The recorded RankMe, rankme_sv and spectra equal those of the extracted rows."""
+    from transformers import AutoModel, AutoTokenizer
+
+    out, frame = traced
+    model, tok = AutoModel.from_pretrained(ckpts[-1]).eval(), AutoTokenizer.from_pretrained(ckpts[-1])
+    import torch
+
+    with torch.no_grad():
+        rows = np.stack([model(**tok(t, return_tensors="pt"), output_hidden_states=True).hidden_states[1][0, -1]
+                         .double().numpy() for t in TEXTS])
+    lam = ref_eigenvalues(rows)
+    row = frame[(frame["step"] == 6) & (frame["layer"] == 1)].iloc[0]
+    assert rel(row["rankme"], ref_rankme(lam)) < 1e-5
+    assert rel(row["rankme_sv"], ref_rankme(ref_eigenvalues(rows, center=False), sv=True)) < 1e-5
+    spectra = fastspec.load_trace(out, eigenvalues=True)
+    got = spectra[(spectra["step"] == 6) & (spectra["layer"] == 1)]["eigenvalues"].iloc[0]
+    np.testing.assert_allclose(got, lam[: len(got)], rtol=0, atol=1e-5 * lam[0])
+
+
+class Killed(Exception):
+    pass
+
+
+def test_interrupted_run_resumes_and_equals_an_uninterrupted_one(traced, ckpts, tmp_path, monkeypatch):
+    full, _ = traced
+    real_extract = trace_mod.extract
+    calls, crashed = [], []
+
+    def flaky(model, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2 and not crashed:
+            crashed.append(1)
+            raise Killed  # the machine goes away in the middle of the second checkpoint
+        return real_extract(model, *args, **kwargs)
+
+    monkeypatch.setattr(trace_mod, "extract", flaky)
+    with pytest.raises(Killed):
+        fastspec.trace(ckpts, TEXTS, tmp_path, **KW)
+    assert len(list((tmp_path / "checkpoints").glob("*.json"))) == 1
+    calls.clear()
+    fastspec.trace(ckpts, TEXTS, tmp_path, **KW)
+    assert len(calls) == 2  # the finished checkpoint was skipped
+    assert _results(tmp_path) == _results(full)
+
+
+def test_a_resumed_run_must_keep_the_settings(traced, ckpts):
+    out, _ = traced
+    with pytest.raises(ValueError, match=r"other settings \(max_length: 32 there, 16 now\)"):
+        fastspec.trace(ckpts, TEXTS, out, **{**KW, "max_length": 16})
+
+
+def test_bad_inputs_are_clear_errors(ckpts, tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="unknown layer 7"):
+        fastspec.trace(ckpts[:1], TEXTS, tmp_path / "a", layers=[7], **KW)
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n  \n")
+    with pytest.raises(ValueError, match=r"empty.txt: no documents"):
+        fastspec.trace(ckpts[:1], empty, tmp_path / "b", **KW)
+    with pytest.raises(fastspec.CheckpointError, match=r"no such directory .*nowhere"):
+        fastspec.trace([str(tmp_path / "nowhere" / "step5")], TEXTS, tmp_path / "c", **KW)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(fastspec.CheckpointError, match=r"revision 'step999' of 'EleutherAI/pythia-14m'"):
+        fastspec.trace(["EleutherAI/pythia-14m@step999"], TEXTS, tmp_path / "d", **KW)
+    with pytest.raises(ValueError, match="listed twice"):
+        fastspec.trace([ckpts[0], ckpts[0]], TEXTS, tmp_path / "e", **KW)
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        fastspec.trace(ckpts[:1], TEXTS, tmp_path / "f", dtype="int8", **KW)
+    with pytest.raises(ValueError, match="asked for 500 sequences but the texts given has only"):
+        fastspec.trace(ckpts[:1], TEXTS, tmp_path / "g", n=500, **KW)
+    with pytest.raises(FileNotFoundError, match="not a trace results directory"):
+        fastspec.load_trace(tmp_path / "nothing")
+
+
+def test_checkpoint_names_and_steps():
+    assert parse_step("step1000") == 1000 and parse_step("stage1-step1000-tokens5B") == 1000
+    assert parse_step("checkpoint-250") == 250 and parse_step("main") is None and parse_step("mystep3") is None
+    assert as_checkpoint("EleutherAI/pythia-160m@step143000") == Checkpoint("EleutherAI/pythia-160m", "step143000")
+    assert as_checkpoint(("allenai/OLMo-2-0425-1B", "stage1-step10000-tokens21B")).step == 10000
+    assert as_checkpoint("/runs/a/step8").step == 8
+    a, b = Checkpoint("/runs/a/step8"), Checkpoint("/runs/b/step8")
+    assert a.slug != b.slug and a.slug.startswith("step8-")
+
+
+def test_data_files(tmp_path):
+    docs = [f"document number {i}" for i in range(30)]
+    (tmp_path / "d.txt").write_text("\n".join(docs[:10]) + "\n\n" + "\n".join(docs[10:]) + "\n")
+    (tmp_path / "d.jsonl").write_text("\n".join(json.dumps({"body": d, "id": i}) for i, d in enumerate(docs)))
+    pd.DataFrame({"body": docs}).to_parquet(tmp_path / "d.parquet")
+    assert read_texts(tmp_path / "d.txt") == docs
+    assert read_texts(tmp_path / "d.jsonl", text_field="body") == docs
+    assert read_texts(tmp_path / "d.parquet", text_field="body") == docs
+    sample = load_texts(tmp_path / "d.txt", 7, seed=3)
+    assert sample == load_texts(tmp_path / "d.txt", 7, seed=3) != load_texts(tmp_path / "d.txt", 7, seed=4)
+    assert len(set(sample)) == 7 and sample == sorted(sample, key=docs.index)  # file order kept
+    assert sample_texts(docs, None) == docs
+    (tmp_path / "bad.jsonl").write_text('{"text": "fine"}\n{"text": 3}\n')
+    with pytest.raises(ValueError, match=r"bad.jsonl:2: field 'text' is int"):
+        read_texts(tmp_path / "bad.jsonl")
+    (tmp_path / "bad2.jsonl").write_text('{"text": "fine"}\nnot json\n')
+    with pytest.raises(ValueError, match=r"bad2.jsonl:2: not JSON"):
+        read_texts(tmp_path / "bad2.jsonl")
+    with pytest.raises(ValueError, match=r"no field 'text'"):
+        read_texts(tmp_path / "d.jsonl")
+    with pytest.raises(ValueError, match=r"cannot read column 'text'"):
+        read_texts(tmp_path / "d.parquet")
+    with pytest.raises(ValueError, match="unknown text file type '.csv'"):
+        read_texts(tmp_path / "d.csv")
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        read_texts(tmp_path / "missing.txt")

@@ -1,0 +1,17 @@
+"""fastspec.report.figures: the trace figures are written as real PNGs."""
+
+import pytest
+from traceframes import trace_frame
+
+from fastspec.report import plot_trace
+
+
+@pytest.mark.parametrize("layers", [(0, 1), tuple(range(12))])
+def test_plots_are_written(tmp_path, layers):
+    rank = [50, 20, 8, 12, 30, 45, 40, 30]
+    frame = trace_frame(rank, [1.0] * 8, steps=[0, 1, 2, 4, 8, 512, 1000, 2000], layers=layers)
+    paths = plot_trace(frame, tmp_path)
+    for p in paths:
+        with open(p, "rb") as fh:
+            data = fh.read()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
