@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from . import _C
-from .spectral import kernels
+from .spectral import kernels as cuda_kernels
 
 
 def backends() -> dict[str, dict[str, Any]]:
@@ -30,7 +30,7 @@ def backends() -> dict[str, dict[str, Any]]:
         out["torch_cuda"] = {"available": False, "reason": f"torch {torch.__version__} was built without CUDA"}
     else:
         out["torch_cuda"] = {"available": False, "reason": f"torch built for CUDA {torch.version.cuda}, but no CUDA device is visible"}
-    usable, why = kernels.status()
+    usable, why = cuda_kernels.status()
     out["cuda_kernels"] = {"available": usable, "detail" if usable else "reason": why}
     for name in ("infgram",):
         part = info[name]

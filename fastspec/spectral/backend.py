@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from . import kernels
+from . import kernels as cuda_kernels
 
 BACKENDS = ("auto", "torch", "cuda")
 
@@ -28,16 +28,16 @@ def placement(backend: str, device: torch.device | None) -> torch.device | None:
     check_backend(backend)
     if backend != "cuda":
         return device
-    kernels.require("backend='cuda'")
+    cuda_kernels.require("backend='cuda'")
     if device is None:
         device = torch.device("cuda", torch.cuda.current_device())
     elif device.type != "cuda":
         raise ValueError(f"backend='cuda' keeps the state on a CUDA device, got device={str(device)!r}")
-    kernels.require("backend='cuda'", device)
+    cuda_kernels.require("backend='cuda'", device)
     return device
 
 
 def use_kernels(backend: str, device: torch.device) -> bool:
     """Whether work on ``device`` goes through the kernels: a CUDA device, and ``backend``
     "cuda", or "auto" with the kernels available (``fastspec.backends()``)."""
-    return backend != "torch" and device.type == "cuda" and kernels.available(device)
+    return backend != "torch" and device.type == "cuda" and cuda_kernels.available(device)

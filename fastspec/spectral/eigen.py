@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from . import kernels as cuda_kernels
 from .metrics import AlphaFit, SpectrumTooShort, alpha_req, check_fit_range, rankme
 
 
@@ -70,10 +71,11 @@ class Spectrum:
 def eigh(sym: torch.Tensor, k: int, kernels: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
     """Descending eigenvalues of a float64 matrix whose upper triangle defines it (the lower
     is not read), and the top-k eigenvectors. The one place that decides how eigenproblems
-    are solved: with ``kernels`` on a CUDA device, by cuSOLVER's cusolverDnXsyevd (values)
-    and cusolverDnXsyevdx (top-k vectors only), else by torch.linalg (float64)."""
-    if kernels and sym.is_cuda:
-        return kernels.eigh(sym, k)
+    are solved: with ``kernels`` (the caller's :func:`~fastspec.spectral.backend.use_kernels`,
+    true only for a CUDA device), by cuSOLVER's cusolverDnXsyevd (values) and
+    cusolverDnXsyevdx (top-k vectors only), else by torch.linalg (float64)."""
+    if kernels:
+        return cuda_kernels.eigh(sym, k)
     if k:
         values, vectors = torch.linalg.eigh(sym, UPLO="U")
         return values.flip(0).cpu().numpy(), vectors[:, -k:].flip(1).cpu().numpy()

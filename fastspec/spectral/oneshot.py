@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from . import kernels
+from . import kernels as cuda_kernels
 from .accumulator import CovarianceAccumulator
 from .backend import check_backend, placement, use_kernels
 from .eigen import Spectrum, check_k, eigh, metrics_of, warn_dropped
@@ -74,7 +74,7 @@ def spectrum(
     N < d the N×N Gram product is a torch matmul and only its eigensolve uses them.
     """
     if check_backend(backend) == "cuda":
-        kernels.require("backend='cuda'")  # before the input is read
+        cuda_kernels.require("backend='cuda'")  # before the input is read
     check_nan_policy(nan_policy)
     x = as_matrix(acts)
     n, d = x.shape

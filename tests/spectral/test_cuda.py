@@ -676,3 +676,19 @@ def test_wiring_of_the_eigensolver_reads_values_and_vectors_the_right_way_round(
     overlap = np.abs(np.sum(vectors * q[:, :3].numpy(), axis=0))
     np.testing.assert_allclose(overlap, 1.0, atol=tol)
     assert fake_binding.calls == ["eig(top_k=0)", "eig(top_k=3)"]
+
+
+def test_wiring_of_the_dispatch_points_sends_chunks_and_eigensolves_to_the_kernels(fake_binding, monkeypatch):
+    """The accumulator's one decision (spectral.backend.use_kernels) reaches both dispatch
+    points, Moments.add_chunk and eigen.eigh, and their answer is the torch path's."""
+    from fastspec.spectral import accumulator
+
+    monkeypatch.setattr(accumulator, "use_kernels", lambda backend, device: backend != "torch")
+    x = make_activations(1500, LAM[:24] / LAM[0], seed=83, dtype=torch.float32)
+    ours = fastspec.CovarianceAccumulator(24).update(x)
+    s = ours.spectrum(top_k_eigenvectors=2)
+    assert fake_binding.calls == ["centre_and_gram", "chan_merge", "eig(top_k=0)", "eig(top_k=2)"]
+    t = fastspec.CovarianceAccumulator(24, backend="torch").update(x).spectrum(top_k_eigenvectors=2)
+    assert fake_binding.calls[4:] == []  # backend="torch" never reaches the kernels
+    np.testing.assert_allclose(s.eigenvalues, t.eigenvalues, rtol=1e-5, atol=1e-6 * t.eigenvalues[0])
+    np.testing.assert_allclose(np.abs(np.sum(s.eigenvectors * t.eigenvectors, axis=0)), 1.0, atol=1e-4)
