@@ -22,7 +22,12 @@ def eigenvalues_of(x: Any) -> np.ndarray:
     """Descending float64 eigenvalues of a Spectrum or of an array-like, checked."""
     values = getattr(x, "eigenvalues", x)
     if hasattr(values, "detach"):  # a torch tensor
+        if values.is_complex():
+            raise TypeError(f"eigenvalues must be real, got a complex tensor ({values.dtype})")
         values = values.detach().cpu().double().numpy()
+    if np.iscomplexobj(values):
+        raise TypeError("eigenvalues must be real, got complex values (a covariance spectrum is real; "
+                        "pass .real if the imaginary parts are rounding noise)")
     lam = np.asarray(values, dtype=np.float64)
     if lam.ndim != 1:
         raise ValueError(f"eigenvalues must be 1-D, got shape {lam.shape}")
@@ -64,10 +69,10 @@ def rankme(
             raise ValueError(f"max_eigenvalues must be a positive integer, got {max_eigenvalues!r}")
         lam = lam[: int(max_eigenvalues)]
     v = np.sqrt(lam) if convention == "sv" else lam
-    total = v.sum()
-    if total == 0:
+    if v.max() == 0:
         raise ValueError("all eigenvalues are zero (constant input?): RankMe is undefined")
-    p = v / total + eps
+    v = v / v.max()  # the same p, and a sum that cannot overflow (λ near 1e308)
+    p = v / v.sum() + eps
     return float(np.exp(-np.sum(p * np.log(p))))
 
 
@@ -136,9 +141,14 @@ def alpha_req(
             f"fit_range ({start}, {stop}) needs {stop} non-zero eigenvalues, but a centred "
             f"spectrum of N={n} samples has rank at most N − 1 = {n - 1}; pass a smaller fit_range"
         )
-    seg = np.abs(lam[start:stop])
     # Structural zeros come out of an eigensolver as rounding noise, not exact 0.
-    zero = seg <= np.abs(lam[0]) * lam.size * np.finfo(np.float64).eps
+    noise = np.abs(lam).max() * lam.size * np.finfo(np.float64).eps
+    if lam[0] <= noise or (lam[start:stop] < -noise).any():
+        bad = lam[0] if lam[0] <= noise else lam[start:stop][lam[start:stop] < -noise][0]
+        raise ValueError(f"eigenvalue {bad:.3g} is negative or zero where a covariance spectrum is positive "
+                         f"(largest {lam[0]:.3g}): α is the decay of a positive spectrum and is undefined here")
+    seg = np.abs(lam[start:stop])
+    zero = seg <= noise
     if zero.any():
         first = start + int(np.argmax(zero))
         raise SpectrumTooShort(

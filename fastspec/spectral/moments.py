@@ -18,6 +18,7 @@ fastspec's CUDA kernels (:mod:`fastspec.spectral.kernels`) when the moments were
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import Iterator
 
 import torch
@@ -37,12 +38,35 @@ _CHUNK_BYTES = 64 << 20
 _CUDA_CHUNK_BYTES = 256 << 20
 # Beyond this magnitude a float64 sum of squares can overflow; such rows are refused.
 F64_SAFE = 1e150
+# Rows whose largest |value| is below 2^-50 are multiplied after an exact power-of-two
+# rescaling: their float32 squares would underflow (below ~1e-19; float32's smallest normal
+# is ~1e-38) and the spectrum would be silently wrong. (Squares that overflow are detected
+# and redone in float64 instead.)
+_SMALL = 2.0**-50
 
 
 def chunk_rows(dim: int, *, kernels: bool = False) -> int:
     """Rows per chunk for dim features: about _CHUNK_BYTES of float32 (_CUDA_CHUNK_BYTES
     with the CUDA kernels), at least 1024."""
     return max(MIN_FLUSH_ROWS, (_CUDA_CHUNK_BYTES if kernels else _CHUNK_BYTES) // (4 * dim))
+
+
+def power_of_two_scale(x: torch.Tensor) -> float:
+    """1.0 unless the largest |value| of ``x`` is below 2^-50 (and not zero), else the power
+    of two s with max|x/s| in [0.5, 1). Dividing by s is exact, and so is multiplying results
+    by s (or s²) back."""
+    if x.numel() == 0:
+        return 1.0
+    lo, hi = torch.aminmax(x)
+    amax = max(-float(lo), float(hi))
+    if not amax < _SMALL or amax == 0:  # NaN and Inf included: the caller's checks find those
+        return 1.0
+    return math.ldexp(1.0, math.frexp(amax)[1])
+
+
+def rescaled(x: torch.Tensor, scale: float) -> torch.Tensor:
+    """x / scale (a power of two) in x's compute dtype: exact, bf16/fp16 upcast to float32."""
+    return (x if x.dtype in (torch.float32, torch.float64) else x.float()) * (1.0 / scale)
 
 
 def float64_overflow(x: torch.Tensor, name: str | None = None) -> OverflowError:
@@ -140,9 +164,19 @@ class Moments:
 
     def add_chunk(self, x: torch.Tensor) -> bool:
         """Add the rows ``x``. Returns False, adding nothing, if ``x`` holds a non-finite
-        value (the caller locates it). A float32 product that overflows is redone in
-        float64; float64 input beyond ~1e150 raises OverflowError. Either way a failure
+        value (the caller locates it). Rows of very small magnitude are multiplied after an
+        exact power-of-two rescaling (:func:`power_of_two_scale`), so a float32 product
+        cannot underflow; one that overflows is redone in float64; float64 input beyond
+        ~1e150 raises OverflowError. Either way a failure
         leaves this set as it was."""
+        scale = power_of_two_scale(x)
+        if scale != 1.0:
+            part = Moments(self.dim, self.device, self.kernels)
+            if not part.add_chunk(rescaled(x, scale)):
+                return False
+            assert part.mean is not None and part.m2 is not None
+            self.add_centred(part.n, part.mean.mul_(scale), part.m2.mul_(scale * scale), own=True)
+            return True
         if self.kernels and x.dtype in cuda_kernels.INPUT_DTYPES:
             # Same numerics on the GPU (csrc/spectral): float32 shift, IEEE float32 SYRK,
             # fused exact centring and Chan merge into float64.

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
@@ -12,7 +13,7 @@ from .accumulator import CovarianceAccumulator
 from .backend import check_backend, placement, use_kernels
 from .eigen import Spectrum, check_k, eigh, metrics_of, warn_dropped
 from .inputs import as_matrix, check_nan_policy, nonfinite_rows
-from .moments import exact_fp32_matmul, float64_overflow
+from .moments import exact_fp32_matmul, float64_overflow, power_of_two_scale, rescaled
 
 
 def gram_spectrum(x: torch.Tensor, center: bool, k: int, n_dropped: int, kernels: bool = False) -> Spectrum:
@@ -23,6 +24,10 @@ def gram_spectrum(x: torch.Tensor, center: bool, k: int, n_dropped: int, kernels
     with y = x − 1aᵀ and target rows z = y + 1cᵀ (c = −mean(y) to centre, c = a for raw),
     zzᵀ = yyᵀ + u1ᵀ + 1uᵀ + (cᵀc)11ᵀ, u = yc.
     """
+    scale = power_of_two_scale(x)
+    if scale != 1.0:  # tiny values: multiply the exactly rescaled rows (see moments)
+        inner = gram_spectrum(rescaled(x, scale), center, k, n_dropped, kernels)
+        return dataclasses.replace(inner, eigenvalues=inner.eigenvalues * (scale * scale))
     n, d = x.shape
     cdtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     shift = x.sum(0, dtype=cdtype) / n

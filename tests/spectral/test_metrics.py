@@ -83,6 +83,8 @@ def test_rankme_is_scale_invariant_and_order_free():
         (lambda: fastspec.rankme(POWER_LAW, convention="svd"), r"convention must be one of"),
         (lambda: fastspec.rankme(POWER_LAW, max_eigenvalues=0), r"positive integer"),
         (lambda: fastspec.rankme(POWER_LAW, eps=-1.0), r"eps must be >= 0"),
+        (lambda: fastspec.alpha_req(-POWER_LAW), r"negative or zero where a covariance spectrum is positive"),
+        (lambda: fastspec.alpha_req(np.r_[POWER_LAW[:50], -POWER_LAW[50:]]), r"eigenvalue -0.000977 is negative or zero"),
     ],
 )
 def test_metric_errors_are_precise(call, match):
@@ -95,3 +97,18 @@ def test_alpha_fit_predict_and_dict():
     assert np.allclose(fit.predict([1, 10, 100]), [1, 0.1, 0.01])
     assert fit.to_dict() == {"alpha": fit.alpha, "intercept": fit.intercept, "r2": fit.r2,
                              "fit_range": [11, 100], "weighted": True}
+
+
+@pytest.mark.parametrize("value", [1e308, 1e-300, 5e-324])
+def test_rankme_normalises_without_overflow_or_underflow(value):
+    assert fastspec.rankme([value] * 3) == pytest.approx(ref_rankme(np.ones(3)), rel=1e-12)
+    assert fastspec.rankme([value] * 3, convention="sv") == pytest.approx(ref_rankme(np.ones(3)), rel=1e-12)
+
+
+def test_complex_eigenvalues_are_refused_not_cast():
+    import torch
+
+    with pytest.raises(TypeError, match="eigenvalues must be real"):
+        fastspec.rankme(np.array([1.0 + 1j, 0.5]))
+    with pytest.raises(TypeError, match="eigenvalues must be real"):
+        fastspec.alpha_req(torch.ones(200, dtype=torch.complex64))

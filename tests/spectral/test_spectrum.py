@@ -173,6 +173,33 @@ def test_float32_products_that_overflow_are_redone_in_float64(n):
     np.testing.assert_allclose(s.eigenvalues, want, rtol=1e-9, atol=1e-12 * want[0])
 
 
+@pytest.mark.parametrize("n", [200, 8])  # the accumulator path and the N < d Gram path
+@pytest.mark.parametrize("dtype, scale", [("float32", 1e-30), ("float32", 1e-25), ("float32", 1e-20),
+                                          ("float32", 1e20), ("float32", 1e30), ("float64", 1e-150),
+                                          ("float64", 1e-100), ("float64", 1e100), ("float64", 1e140)])
+def test_any_scale_matches_float64_no_silent_underflow(n, dtype, scale):
+    """Float32 squares underflow below ~1e-19 and overflow above ~1e19; the rows are rescaled
+    by an exact power of two, so the spectrum is the float64 one at every scale."""
+    x = (np.random.default_rng(13).standard_normal((n, 16)) * scale).astype(dtype)
+    s = fastspec.spectrum(x)
+    want = ref_eigenvalues(torch.from_numpy(x.astype(np.float64)))
+    np.testing.assert_allclose(s.eigenvalues, want, rtol=1e-5, atol=1e-6 * want[0])
+    assert rel(s.rankme, ref_rankme(want)) < 1e-6
+    raw = fastspec.spectrum(x, center=False)
+    assert rel(raw.eigenvalues[0], ref_eigenvalues(torch.from_numpy(x.astype(np.float64)), center=False)[0]) < 1e-5
+
+
+def test_streamed_batches_of_very_different_scales_merge_exactly():
+    rng = np.random.default_rng(14)
+    parts = [rng.standard_normal((1500, 8)) * 1e-30, rng.standard_normal((300, 8)), rng.standard_normal((40, 8)) * 1e-25]
+    acc = fastspec.CovarianceAccumulator(8)
+    for p in parts:
+        acc.update(p.astype("f4"))
+    x = np.concatenate([p.astype("f4").astype(np.float64) for p in parts])
+    want = ref_eigenvalues(torch.from_numpy(x))
+    np.testing.assert_allclose(acc.spectrum().eigenvalues, want, rtol=1e-5, atol=1e-6 * want[0])
+
+
 def test_float64_beyond_its_range_is_an_overflow_error():
     x = torch.randn(2000, 4, dtype=torch.float64) * 1e200
     with pytest.raises(OverflowError, match=r"acts: .*overflow a float64 sum of squares"):
