@@ -97,7 +97,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
         if len(checkpoints) != 1:
             raise ValueError("--revisions takes exactly one model (a hub id or directory) before it")
         checkpoints = [(checkpoints[0], r) for r in args.revisions]
-    frame = trace(checkpoints, args.data, args.out, n=args.n, seed=args.seed, text_field=args.text_field,
+    frame = trace(checkpoints, args.data, args.out, n=args.n_texts, seed=args.seed, text_field=args.text_field,
                   layers=args.layers, pooling=args.pooling, max_length=args.max_length, batch_size=args.batch_size,
                   final_norm=args.final_norm, padding_side=args.padding_side, dtype=args.dtype, device=args.device,
                   fit_range=_fit_range(args.fit_range), trust_remote_code=args.trust_remote_code,
@@ -241,7 +241,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     model, tok = load_causal_lm(args.model, args.tokenizer)
     if args.device:
         model = model.to(args.device)
-    texts = load_texts(args.basis_data, n=args.n, seed=args.seed, text_field=args.text_field)
+    texts = load_texts(args.basis_data, n=args.n_texts, seed=args.seed, text_field=args.text_field)
     frame = ablate(model, args.items, texts, tok, layer=args.layer, ks=args.k, modes=args.modes, positions=args.positions,
                    final_norm=args.final_norm, batch_size=args.batch_size, max_length=args.max_length,
                    progress=not args.quiet)
@@ -315,7 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--revisions", nargs="+", help="revisions of the one model given (e.g. step1000 step2000)")
     tr.add_argument("--data", required=True, help=".txt (one document per line), .jsonl or .parquet")
     tr.add_argument("--out", required=True, help="results directory (an interrupted run resumes there)")
-    tr.add_argument("--n", type=int, help="documents sampled from the data (default: all)")
+    # Not "--n": torchrun reads every option on its line and refuses one that abbreviates
+    # several of its own (--nnodes, --nproc-per-node, --node-rank, --no-python).
+    tr.add_argument("--n-texts", type=int, help="documents sampled from the data (default: all)")
     tr.add_argument("--seed", type=int, default=0, help="seed of the sample")
     tr.add_argument("--text-field", default="text", help="field/column of the text in .jsonl/.parquet")
     tr.add_argument("--layers", type=_layers, default="all", help="'all' or comma-separated indices (0 = embeddings)")
@@ -404,7 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     ab.add_argument("--items", required=True, help='.jsonl of {"question": ..., "choices": [...], "answer": index}')
     ab.add_argument("--basis-data", required=True, help="texts whose last-token covariance gives the eigenvectors "
                                                         "(.txt, .jsonl or .parquet)")
-    ab.add_argument("--n", type=int, help="basis texts sampled from --basis-data (default: all)")
+    ab.add_argument("--n-texts", type=int, help="basis texts sampled from --basis-data (default: all)")
     ab.add_argument("--seed", type=int, default=0)
     ab.add_argument("--text-field", default="text", help="field/column of the text in .jsonl/.parquet")
     ab.add_argument("--tokenizer", help="tokenizer directory (default: the model's)")

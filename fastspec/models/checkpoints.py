@@ -38,6 +38,15 @@ class Checkpoint:
         return parse_step(self.revision or "") if self.revision else _dir_step(self.source)
 
     @property
+    def identity(self) -> str:
+        """What makes two checkpoints the same whatever their spelling: a local directory's
+        resolved absolute path (``ck/step2``, ``ck/step2/``, ``./ck/step2`` are one), a hub
+        id with its revision. A results directory holds one entry per identity."""
+        if self.revision is None and os.path.isdir(self.source):
+            return os.path.realpath(self.source)
+        return self.label
+
+    @property
     def slug(self) -> str:
         """A file name for this checkpoint: readable, and unique by a short hash."""
         tail = os.path.basename(os.path.normpath(self.source)) + (f"@{self.revision}" if self.revision else "")
@@ -65,17 +74,25 @@ def as_checkpoint(item: Any) -> Checkpoint:
     """A Checkpoint from a Checkpoint, a ``(source, revision)`` pair, a local directory, or
     ``"hub/id@revision"``."""
     if isinstance(item, Checkpoint):
-        return item
-    if isinstance(item, tuple) and len(item) == 2:
-        return Checkpoint(str(item[0]), None if item[1] is None else str(item[1]))
-    if isinstance(item, (str, os.PathLike)):
+        ckpt = item
+    elif isinstance(item, tuple) and len(item) == 2:
+        ckpt = Checkpoint(os.fspath(item[0]), None if item[1] is None else str(item[1]))
+    elif isinstance(item, (str, os.PathLike)):
         s = os.fspath(item)
         if not os.path.isdir(s) and "@" in s:
             source, revision = s.rsplit("@", 1)
-            return Checkpoint(source, revision)
-        return Checkpoint(s)
-    raise TypeError(f"a checkpoint is a directory, 'hub/id@revision', a (source, revision) pair or a Checkpoint, "
-                    f"got {item!r}")
+            ckpt = Checkpoint(source, revision)
+        else:
+            ckpt = Checkpoint(s)
+    else:
+        raise TypeError(f"a checkpoint is a directory, 'hub/id@revision', a (source, revision) pair or a Checkpoint, "
+                        f"got {item!r}")
+    if ckpt.revision is not None and os.path.isdir(ckpt.source):
+        # A directory holds one set of weights: tracing it "at" several revisions would trace
+        # the same weights under several steps.
+        raise ValueError(f"checkpoint {ckpt.label}: {ckpt.source} is a local directory, which has no revisions; "
+                         "give each revision's own directory instead (or the hub id)")
+    return ckpt
 
 
 def load_checkpoint(ckpt: Checkpoint, *, dtype: str = "float32", device: str | torch.device = "cpu",

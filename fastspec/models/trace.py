@@ -115,9 +115,12 @@ def trace(
     ckpts = [as_checkpoint(c) for c in checkpoints]
     if not ckpts:
         raise ValueError("no checkpoints to trace")
-    labels = [c.label for c in ckpts]
-    if len(set(labels)) != len(labels):
-        raise ValueError(f"checkpoint {next(x for x in labels if labels.count(x) > 1)} is listed twice")
+    seen: dict[str, str] = {}
+    for c in ckpts:
+        if c.identity in seen:
+            same = "" if seen[c.identity] == c.label else f" (as {seen[c.identity]} and {c.label})"
+            raise ValueError(f"checkpoint {c.identity} is listed twice{same}")
+        seen[c.identity] = c.label
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     fit_range = check_fit_range(fit_range)
@@ -136,17 +139,22 @@ def trace(
         "fit_range": list(fit_range), "device": str(device), "world_size": world,
         "fastspec": __version__, "torch": torch.__version__, "transformers": _transformers_version(),
     }
-    _check_config(out_dir, config)
     ckpt_dir = os.path.join(out_dir, CKPT_DIR)
+    records = _records(out_dir) if os.path.isdir(ckpt_dir) else []
+    # The settings bind once a checkpoint's results exist; a run that failed before that
+    # (a bad max_length, say) leaves nothing to be consistent with.
+    if records:
+        _check_config(out_dir, config)
     if rank == 0:
         os.makedirs(ckpt_dir, exist_ok=True)
-        if not os.path.exists(os.path.join(out_dir, CONFIG_FILE)):
+        if not records:
             _write_json(os.path.join(out_dir, CONFIG_FILE), config)
-    done = {c.label for c in ckpts if os.path.exists(os.path.join(ckpt_dir, c.slug + ".json"))}
-    todo = [(i, c) for i, c in enumerate(ckpts) if c.label not in done]
+    # Done by identity, not by the name given: ck/step2/ after ck/step2 is the same checkpoint.
+    done = {_record_identity(r) for r in records}
+    todo = [(i, c) for i, c in enumerate(ckpts) if c.identity not in done]
     show = progress and rank == 0
-    if show and done:
-        tqdm.write(f"fastspec trace: {len(done)} of {len(ckpts)} checkpoints already in {out_dir}, skipped")
+    if show and len(todo) < len(ckpts):
+        tqdm.write(f"fastspec trace: {len(ckpts) - len(todo)} of {len(ckpts)} checkpoints already in {out_dir}, skipped")
     for index, ckpt in tqdm(todo, desc="checkpoints", unit="ckpt", disable=not show):
         _trace_one(index, ckpt, texts, ckpt_dir, config, rank, world, device, trust_remote_code, show)
         if rank == 0:
@@ -165,6 +173,8 @@ def _trace_one(index: int, ckpt: Checkpoint, texts: list[str], ckpt_dir: str, co
                    padding_side=config["padding_side"], shard=(rank, world) if world > 1 else None,
                    progress=os.path.basename(ckpt.source) if progress else False, stats=stats)
     n_tokens = stats["n_tokens"]
+    # The commit a hub revision resolved to (transformers records it on the config).
+    commit = getattr(model.config, "_commit_hash", None) if ckpt.revision else None
     del model
     if world > 1:
         for acc in accs.values():
@@ -181,6 +191,7 @@ def _trace_one(index: int, ckpt: Checkpoint, texts: list[str], ckpt_dir: str, co
         _atomic_write(os.path.join(ckpt_dir, ckpt.slug + ".npz"), lambda tmp: _save_npz(tmp, arrays))
         _write_json(os.path.join(ckpt_dir, ckpt.slug + ".json"), {
             "checkpoint": ckpt.label, "source": ckpt.source, "revision": ckpt.revision, "step": ckpt.step,
+            "identity": ckpt.identity, "commit": commit,
             "index": index, "n_tokens": n_tokens, "seconds": {"load": t1 - t0, "extract": t2 - t1, "spectra": t3 - t2},
             "tokens_per_second": n_tokens / max(t2 - t1, 1e-9), "layers": records,
         })
@@ -201,6 +212,14 @@ def _transformers_version() -> str | None:
     except ImportError:  # pragma: no cover - a runtime dependency
         return None
     return transformers.__version__
+
+
+def _record_identity(rec: dict[str, Any]) -> str:
+    """A stored checkpoint's identity (:attr:`Checkpoint.identity`); results written before
+    identities were recorded are resolved from their source as given."""
+    if rec.get("identity"):
+        return rec["identity"]
+    return Checkpoint(rec["source"], rec.get("revision")).identity
 
 
 def _records(out_dir: str) -> list[dict[str, Any]]:
@@ -230,7 +249,13 @@ def load_trace(out_dir: str | os.PathLike, *, eigenvalues: bool = False) -> Any:
     import pandas as pd
 
     rows = []
+    seen: dict[str, str] = {}
     for rec in _records(out_dir):
+        key = _record_identity(rec)
+        if key in seen:
+            raise ValueError(f"{out_dir}: {seen[key]} and {rec['_path']} hold the same checkpoint {key} (an older "
+                             "fastspec traced it under two spellings); delete one of them")
+        seen[key] = rec["_path"]
         spectra = None
         if eigenvalues:
             npz = rec["_path"][:-5] + ".npz"

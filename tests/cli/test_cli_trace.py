@@ -30,7 +30,7 @@ def _run(*argv, timeout=600):
 def test_trace_then_plot(setup, tmp_path):
     root, ckpts, data = setup
     out = tmp_path / "run"
-    proc = _run(f"{BIN}/fastspec", "trace", *ckpts, "--data", str(data), "--out", str(out), "--n", "100",
+    proc = _run(f"{BIN}/fastspec", "trace", *ckpts, "--data", str(data), "--out", str(out), "--n-texts", "100",
                 "--max-length", "32", "--fit-range", "2", "20", "--quiet")
     assert proc.returncode == 0, proc.stderr
     frame = fastspec.load_trace(out)
@@ -60,8 +60,10 @@ def test_torchrun_two_processes_equal_one(setup, tmp_path):
     """--nproc-per-node 2 over gloo: each rank takes every other batch; the all-reduced
     accumulators give the one-process numbers."""
     root, ckpts, data = setup
-    args = ["trace", *ckpts[1:], "--data", str(data), "--out", None, "--max-length", "32", "--batch-size", "8",
-            "--fit-range", "2", "20", "--quiet"]
+    # The README's line: torchrun --standalone --nproc-per-node K -m fastspec trace CKPT --data FILE
+    # --n-texts N --out DIR (every texts, so that one process traces the same rows).
+    args = ["trace", *ckpts[1:], "--data", str(data), "--n-texts", str(len(CORPUS)), "--out", None, "--max-length",
+            "32", "--batch-size", "8", "--fit-range", "2", "20", "--quiet"]
     one, two = tmp_path / "one", tmp_path / "two"
     args[args.index(None)] = str(one)
     assert (p := _run(f"{BIN}/fastspec", *args)).returncode == 0, p.stderr
@@ -81,6 +83,21 @@ def test_torchrun_two_processes_equal_one(setup, tmp_path):
         np.testing.assert_allclose(y, x, rtol=0, atol=1e-6 * x[0])
     np.testing.assert_allclose(b["rankme"], a["rankme"], rtol=3e-5)
     np.testing.assert_allclose(b["rankme_sv"], a["rankme_sv"], rtol=3e-5)
+
+
+def test_no_option_abbreviates_one_of_torchrun_s():
+    """torchrun parses the whole line: an option of ours that is a prefix of one of its own
+    (as --n is of --nnodes and --nproc-per-node) makes it stop with "ambiguous option"."""
+    from torch.distributed.run import get_args_parser
+
+    from fastspec.cli import build_parser
+
+    theirs = {o for a in get_args_parser()._actions for o in a.option_strings if o.startswith("--")}
+    sub = next(a for a in build_parser()._actions if a.choices and "trace" in a.choices)
+    for name in ("trace",):
+        ours = {o for a in sub.choices[name]._actions for o in a.option_strings if o.startswith("--")}
+        clash = {o: sorted(t for t in theirs if t.startswith(o) and t != o) for o in ours}
+        assert not {o: c for o, c in clash.items() if c}, f"fastspec {name} options that abbreviate torchrun's"
 
 
 def test_demo_trains_traces_and_labels_at_a_small_size(tmp_path):

@@ -1,4 +1,5 @@
-"""fastspec.models.trace (trace, load_trace) and models.checkpoints/data: results per (checkpoint, layer), resuming, data files, errors."""
+"""fastspec.models.trace (trace, load_trace), with models.checkpoints and models.data: results per
+(checkpoint, layer), resuming, checkpoint identity, data files, errors."""
 
 import json
 import os
@@ -11,8 +12,8 @@ from reference import ref_eigenvalues, ref_rankme, rel
 from tinylm import CORPUS, checkpoints
 
 import fastspec
-from fastspec.models.data import load_texts, read_texts, sample_texts, texts_digest
 from fastspec.models.checkpoints import Checkpoint, as_checkpoint, parse_step
+from fastspec.models.data import load_texts, read_texts, sample_texts, texts_digest
 
 trace_mod = sys.modules["fastspec.models.trace"]
 TEXTS = CORPUS[1::2]
@@ -103,6 +104,52 @@ def test_interrupted_run_resumes_and_equals_an_uninterrupted_one(traced, ckpts, 
     fastspec.trace(ckpts, TEXTS, tmp_path, **KW)
     assert len(calls) == 2  # the finished checkpoint was skipped
     assert _results(tmp_path) == _results(full)
+
+
+@pytest.mark.parametrize("spelling", ["slash", "dot", "absolute"])
+def test_a_checkpoint_under_another_spelling_is_not_traced_again(ckpts, tmp_path, monkeypatch, spelling):
+    """ck/step2/, ./ck/step2 and its absolute path are ck/step2: skipped, never a second row."""
+    out = tmp_path / "run"
+    fastspec.trace(ckpts[:2], TEXTS, out, **KW)
+    monkeypatch.chdir(os.path.dirname(ckpts[1]))
+    name = os.path.basename(ckpts[1])
+    again = {"slash": name + "/", "dot": os.path.join(".", name), "absolute": os.path.abspath(name)}[spelling]
+    calls = []
+    real_extract = trace_mod.extract
+    monkeypatch.setattr(trace_mod, "extract", lambda *a, **k: calls.append(1) or real_extract(*a, **k))
+    frame = fastspec.trace([again], TEXTS, out, **KW)
+    assert calls == []
+    assert len(frame) == len(frame.drop_duplicates(["step", "layer"])) == 2 * frame["layer"].nunique()
+    with pytest.raises(ValueError, match=r"listed twice \(as .* and .*\)"):
+        fastspec.trace([ckpts[1], ckpts[1] + "/"], TEXTS, tmp_path / "other", **KW)
+
+
+def test_a_results_directory_with_two_entries_for_one_checkpoint_is_refused(traced, tmp_path):
+    import shutil
+
+    out = tmp_path / "dup"
+    shutil.copytree(traced[0], out)
+    first = sorted((out / "checkpoints").glob("*.json"))[0]
+    shutil.copy(first, first.with_name("copy-" + first.name))
+    with pytest.raises(ValueError, match=r"hold the same checkpoint .*delete one of them"):
+        fastspec.load_trace(out)
+
+
+def test_a_local_directory_has_no_revisions(ckpts, tmp_path):
+    with pytest.raises(ValueError, match=r"is a local directory, which has no revisions"):
+        fastspec.trace([(ckpts[0], "step1000")], TEXTS, tmp_path, **KW)
+    with pytest.raises(ValueError, match=r"is a local directory, which has no revisions"):
+        as_checkpoint(f"{ckpts[0]}@step2000")
+
+
+def test_settings_bind_only_once_a_checkpoint_is_done(ckpts, tmp_path):
+    """A first run that fails (max_length beyond the model's context) does not lock the
+    directory: the corrected run goes ahead."""
+    out = tmp_path / "run"
+    with pytest.raises(ValueError, match="longer than the model's context"):
+        fastspec.trace(ckpts[:1], TEXTS, out, **{**KW, "max_length": 100_000})
+    frame = fastspec.trace(ckpts[:1], TEXTS, out, **KW)
+    assert json.loads((out / "config.json").read_text())["max_length"] == 32 and len(frame)
 
 
 def test_a_resumed_run_must_keep_the_settings(traced, ckpts):
