@@ -12,6 +12,7 @@ from typing import Any, Sequence
 
 from tqdm import tqdm
 
+from ._files import json_text, write_csv, write_text
 from .analyses.ablation import ablate
 from .analyses.correlation import correlate, correlation_table
 from .analyses.memorization import memorization
@@ -115,8 +116,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
     out = args.out or args.results
     labelled = phases(args.results, layer=layer, warmup_steps=args.warmup_steps, tol=args.tol)
     paths = plot_trace(args.results, out, phase_layer=layer, warmup_steps=args.warmup_steps)
-    csv = os.path.join(out, "phases.csv")
-    labelled.to_csv(csv, index=False)
+    csv = write_csv(labelled, os.path.join(out, "phases.csv"))
     print(labelled.to_string(index=False))
     print("wrote " + ", ".join([*paths, csv]))
     return 0
@@ -157,13 +157,12 @@ def cmd_spectrum(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.file}: {out['alpha_error']}")
     if not args.eigenvalues:
         out.pop("eigenvalues")
-    text = json.dumps(out, indent=1)
+    text = json_text(out)
     if args.out:
-        with open(args.out, "w") as fh:
-            fh.write(text + "\n")
+        write_text(args.out, text)
         if not args.quiet:
             print(f"wrote {args.out}", file=sys.stderr)
-    print(text)
+    print(text, end="")
     return 0
 
 
@@ -228,12 +227,10 @@ def cmd_memorization(args: argparse.Namespace) -> int:
     items = [record for _, record in iter_jsonl(args.items)]
     res = memorization(items, args.index, args.model, args.tokenizer, rule=args.rule, batch_size=args.batch_size,
                        device=args.device)
-    out = res.to_dict()
-    text = json.dumps(out, indent=1)
+    text = json_text(res.to_dict())  # strict JSON: a −∞ score (rule "all") is null
     if args.out:
-        with open(args.out, "w") as fh:
-            fh.write(text + "\n")
-    print(text)
+        write_text(args.out, text)
+    print(text, end="")
     return 0
 
 

@@ -20,6 +20,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from ._files import write_csv, write_json
 from .analyses.ablation import ablate, evaluate
 from .analyses.correlation import correlate, correlation_table
 from .analyses.passk import pass_at_k_table
@@ -86,7 +87,6 @@ def run_demo(cfg: DemoConfig, out_dir: str) -> dict[str, Any]:
         "alpha": cfg.alpha,
         "alpha_r2": 1.0,
     }
-    os.makedirs(out_dir, exist_ok=True)
     fit = alpha_req(np.asarray(measured["eigenvalues"]), fit_range=cfg.fit_range)
     plot_path = os.path.join(out_dir, "spectrum.png")
     plot_spectrum(np.asarray(measured["eigenvalues"]), fit, plot_path, population=lam,
@@ -98,8 +98,7 @@ def run_demo(cfg: DemoConfig, out_dir: str) -> dict[str, Any]:
         "naive_fp32_one_pass_rankme": _naive_rankme(x),
         "plot": plot_path,
     }
-    with open(os.path.join(out_dir, "metrics.json"), "w") as fh:
-        json.dump(result, fh, indent=1)
+    write_json(os.path.join(out_dir, "metrics.json"), result)
     return result
 
 
@@ -170,7 +169,7 @@ def run_trace_demo(cfg: TraceDemoConfig, out_dir: str, *, progress: bool = True)
     frame = trace(dirs, held, os.path.join(out_dir, "trace"), n=cfg.n_trace, seed=cfg.seed,
                   max_length=cfg.max_length, batch_size=32, progress=progress)
     labelled = phases(frame, warmup_steps=lm.warmup)
-    labelled.to_csv(os.path.join(out_dir, "phases.csv"), index=False)
+    write_csv(labelled, os.path.join(out_dir, "phases.csv"))
     plots = plot_trace(frame, out_dir, warmup_steps=lm.warmup)
     with open(os.path.join(out_dir, "model", "training.json")) as fh:
         losses = {int(k): v for k, v in json.load(fh)["train_loss"].items()}
@@ -267,13 +266,13 @@ def run_analyses(cfg: TraceDemoConfig, out_dir: str, result: dict[str, Any], *, 
         counts += [{"step": ckpt.step, "problem": i, "n": cfg.n_samples, "c": ci} for i, ci in enumerate(c)]
         scores.append({"step": ckpt.step, "cloze_accuracy": acc["accuracy"], "cloze_acc_norm": acc["acc_norm"]})
     counts_frame = pd.DataFrame(counts)
-    counts_frame.to_csv(os.path.join(out_dir, "pass_at_k_counts.csv"), index=False)
+    write_csv(counts_frame, os.path.join(out_dir, "pass_at_k_counts.csv"))
     passk = pass_at_k_table(counts_frame, cfg.pass_ks, by="step")
     write_table(passk, out_dir, "pass_at_k", title="pass@k of the next word")
     plot_pass_at_k(passk, "step", os.path.join(out_dir, "pass_at_k.png"))
     score_frame = pd.DataFrame(scores).merge(passk.drop(columns=["n_problems", "n"]), on="step")
     score_frame["train_loss"] = score_frame["step"].map(result["train_loss"])
-    score_frame.to_csv(os.path.join(out_dir, "scores.csv"), index=False)
+    write_csv(score_frame, os.path.join(out_dir, "scores.csv"))
     correlations = correlate(frame, score_frame)
     write_correlations(correlations, out_dir)
 

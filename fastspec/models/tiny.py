@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from .._files import write_json
 from .hf import quiet_transformers
 
 ARCHITECTURES = ("gpt_neox", "olmo2", "llama", "gpt2")
@@ -142,9 +143,8 @@ def train_checkpoints(texts: Sequence[str], out_dir: str | os.PathLike, cfg: Tin
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         recent.append(loss.item())
-    with open(done_file, "w") as fh:
-        json.dump({"config": _jsonable(cfg), "train_loss": {str(k): v for k, v in losses.items()},
-                   "n_train_tokens": int(data.numel())}, fh, indent=1)
+    write_json(done_file, {"config": _jsonable(cfg), "train_loss": {str(k): v for k, v in losses.items()},
+                           "n_train_tokens": int(data.numel())})  # last: its presence means the run is complete
     return dirs
 
 

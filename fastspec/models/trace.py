@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from .._files import remove_stale, replacing, write_csv, write_json
 from .._version import __version__
 from ..spectral.eigen import metrics_of
 from ..spectral.metrics import check_fit_range
@@ -50,21 +51,6 @@ def _distributed() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
-
-
-def _atomic_write(path: str, write: Any) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    write(tmp)
-    os.replace(tmp, path)
-
-
-def _write_json(path: str, obj: Any) -> None:
-    def write(tmp: str) -> None:
-        with open(tmp, "w") as fh:
-            json.dump(obj, fh, indent=1)
-            fh.write("\n")
-
-    _atomic_write(path, write)
 
 
 def _check_config(out_dir: str, config: dict[str, Any]) -> None:
@@ -147,8 +133,10 @@ def trace(
         _check_config(out_dir, config)
     if rank == 0:
         os.makedirs(ckpt_dir, exist_ok=True)
+        for stale in (ckpt_dir, out_dir):  # what a killed run was writing
+            remove_stale(stale)
         if not records:
-            _write_json(os.path.join(out_dir, CONFIG_FILE), config)
+            write_json(os.path.join(out_dir, CONFIG_FILE), config)
     # Done by identity, not by the name given: ck/step2/ after ck/step2 is the same checkpoint.
     done = {_record_identity(r) for r in records}
     todo = [(i, c) for i, c in enumerate(ckpts) if c.identity not in done]
@@ -188,8 +176,9 @@ def _trace_one(index: int, ckpt: Checkpoint, texts: list[str], ckpt_dir: str, co
                                                          eigenvalues=False)})
             arrays[f"centered_{layer}"], arrays[f"raw_{layer}"] = centred.eigenvalues, raw.eigenvalues
         t3 = time.perf_counter()
-        _atomic_write(os.path.join(ckpt_dir, ckpt.slug + ".npz"), lambda tmp: _save_npz(tmp, arrays))
-        _write_json(os.path.join(ckpt_dir, ckpt.slug + ".json"), {
+        with replacing(os.path.join(ckpt_dir, ckpt.slug + ".npz")) as tmp:
+            _save_npz(tmp, arrays)
+        write_json(os.path.join(ckpt_dir, ckpt.slug + ".json"), {
             "checkpoint": ckpt.label, "source": ckpt.source, "revision": ckpt.revision, "step": ckpt.step,
             "identity": ckpt.identity, "commit": commit,
             "index": index, "n_tokens": n_tokens, "seconds": {"load": t1 - t0, "extract": t2 - t1, "spectra": t3 - t2},
@@ -286,5 +275,4 @@ def load_trace(out_dir: str | os.PathLike, *, eigenvalues: bool = False) -> Any:
 def write_table(out_dir: str) -> str:
     path = os.path.join(out_dir, TABLE_FILE)
     frame = load_trace(out_dir)
-    _atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False))
-    return path
+    return write_csv(frame, path)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .. import _C
+from .._files import remove_stale, temporary_name
 
 __all__ = ["InfGramIndex", "InfGramProb", "NGramProb", "NextTokenDistribution", "SequenceScore"]
 
@@ -344,8 +346,15 @@ class InfGramIndex:
         if capacity < 2:
             raise ValueError(f"memory_budget={budget} bytes cannot hold a shard of even 2 tokens")
 
-        _prepare_out_dir(out, overwrite)
-        writer = _ShardWriter(out, width, vocab_size, capacity, threads, budget)
+        _check_out_dir(out, overwrite)
+        # Built in a temporary directory beside the target and moved into place when complete,
+        # so a failed build leaves neither a half index nor an empty directory, and a failed
+        # rebuild (overwrite=True) leaves the old index as it was.
+        remove_stale(out.parent, out.name)
+        tmp = out.parent / temporary_name(out.name)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        writer = _ShardWriter(tmp, width, vocab_size, capacity, threads, budget)
         try:
             # text input has its own bar (bytes tokenised); arrays get one over documents
             bar = tqdm(docs, unit="doc", desc="indexing", disable=not progress or tok is not None,
@@ -354,10 +363,12 @@ class InfGramIndex:
                 writer.add(_checked_doc(doc, k, name, vocab_size), k)
             bar.close()
             n_shards = writer.close()
+            _C.infgram_finish(str(tmp), n_shards)
+            _install(tmp, out)
         except BaseException:
             writer.abort()
+            shutil.rmtree(tmp, ignore_errors=True)
             raise
-        _C.infgram_finish(str(out), n_shards)
         return cls(out)
 
     # -- properties -------------------------------------------------------------------
@@ -490,15 +501,36 @@ def _checked_doc(doc: Any, k: int, name: str, vocab_size: int) -> np.ndarray:
     return arr
 
 
-def _prepare_out_dir(out: Path, overwrite: bool) -> None:
+def _index_files(directory: Path) -> list[Path]:
+    return sorted(directory.glob("tokens.*")) + sorted(directory.glob("suffix_array.*"))
+
+
+def _check_out_dir(out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"index directory {str(out)!r} exists and is not a directory")
-    out.mkdir(parents=True, exist_ok=True)
-    old = sorted(out.glob("tokens.*")) + sorted(out.glob("suffix_array.*"))
+    old = _index_files(out) if out.is_dir() else []
     if old and not overwrite:
-        raise FileExistsError(f"{str(out)!r} already holds an index ({old[0].name}); pass overwrite=True to replace it")
-    for f in old:
-        f.unlink()
+        raise FileExistsError(f"{str(out)!r} already holds an index ({old[0].name}); pass overwrite=True "
+                              "(fastspec index build --overwrite) to replace it")
+
+
+def _install(tmp: Path, out: Path) -> None:
+    """Put the complete index built in ``tmp`` at ``out``: one rename when ``out`` is new or
+    empty; else the old index files are moved aside, the new ones in, and the old removed."""
+    try:
+        if not out.exists() or (out.is_dir() and not any(out.iterdir())):
+            os.replace(tmp, out)
+            return
+        trash = out.parent / temporary_name(out.name + ".old")
+        trash.mkdir()
+        for f in _index_files(out):
+            os.replace(f, trash / f.name)
+        for f in sorted(tmp.iterdir()):
+            os.replace(f, out / f.name)
+        shutil.rmtree(trash)
+        tmp.rmdir()
+    except OSError as err:
+        raise OSError(err.errno, f"cannot write the index into {out}: {err.strerror}") from err
 
 
 class _ShardWriter:
@@ -557,5 +589,5 @@ class _ShardWriter:
         for f in self.pending:
             f.cancel()
         self.pool.shutdown(wait=True)
-        for f in list(self.out.glob("tokens.*")) + list(self.out.glob("suffix_array.*")):
+        for f in _index_files(self.out):
             f.unlink(missing_ok=True)

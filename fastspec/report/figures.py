@@ -11,6 +11,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from .._files import save_figure
 from ..analyses.toy import TOL, compression
 from ..models.phases import phases
 from ..models.trace import load_trace
@@ -81,7 +82,7 @@ def plot_trace(results: Any, out_dir: str | os.PathLike, *, phase_layer: int | s
                    [f"{p} (layer {labelled['layer'].iloc[0]})" for p in present], fontsize=7, loc="best")
     fig.suptitle("Representation geometry across training")
     traj = os.path.join(out_dir, "trajectories.png")
-    fig.savefig(traj, dpi=130, bbox_inches="tight")
+    save_figure(fig, traj, dpi=130, bbox_inches="tight")
     plt.close(fig)
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4 + 0.08 * len(layers)))
@@ -100,7 +101,7 @@ def plot_trace(results: Any, out_dir: str | os.PathLike, *, phase_layer: int | s
         ax.set_title(name)
         fig.colorbar(im, ax=ax)
     heat = os.path.join(out_dir, "heatmap.png")
-    fig.savefig(heat, dpi=130, bbox_inches="tight")
+    save_figure(fig, heat, dpi=130, bbox_inches="tight")
     plt.close(fig)
     return [traj, heat]
 
@@ -137,7 +138,7 @@ def plot_spectrum(eigenvalues: np.ndarray, fit: Any, path: str, *, population: n
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
     plt.close(fig)
 
 
@@ -164,7 +165,7 @@ def plot_pass_at_k(frame: pd.DataFrame, by: str | Sequence[str], path: str | os.
     ax.set_title(f"pass@k over {frame['n_problems'].iloc[0]} problems, n={frame['n'].min()} samples each")
     fig.tight_layout()
     out = os.fspath(path)
-    fig.savefig(out)
+    save_figure(fig, out)
     plt.close(fig)
     return out
 
@@ -195,7 +196,7 @@ def plot_ablation(frame: pd.DataFrame, path: str | os.PathLike, *, title: str | 
     ax.legend(fontsize=8)
     fig.tight_layout()
     out = os.fspath(path)
-    fig.savefig(out)
+    save_figure(fig, out)
     plt.close(fig)
     return out
 
@@ -209,8 +210,6 @@ def plot_conditions(runs: dict[str, Any], path: str | os.PathLike, *, tol: float
     from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 
     path = os.fspath(path)
-    if os.path.dirname(path):
-        os.makedirs(os.path.dirname(path), exist_ok=True)
     fig, axes = plt.subplots(2, len(runs), figsize=(3.4 * len(runs), 5.6), sharex="col", squeeze=False)
     for j, (name, frame) in enumerate(runs.items()):
         c = compression(frame, tol)
@@ -246,6 +245,6 @@ def plot_conditions(runs: dict[str, Any], path: str | os.PathLike, *, tol: float
     fig.suptitle(f"Toy model: linear bottleneck, power-law next tokens (α over ranks {fit[0] + 1}..{fit[1]}; "
                  f"dotted: d)", fontsize=10)
     fig.tight_layout(rect=(0, 0.04, 1, 1))
-    fig.savefig(path, dpi=130, bbox_inches="tight")
+    save_figure(fig, path, dpi=130, bbox_inches="tight")
     plt.close(fig)
     return path

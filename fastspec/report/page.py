@@ -19,6 +19,7 @@ from typing import Any
 
 import pandas as pd
 
+from .._files import write_text
 from .._version import __version__
 from ..analyses.correlation import correlation_table
 from ..analyses.toy import summary_table
@@ -203,9 +204,5 @@ def write_report(results_dir: str | os.PathLike) -> tuple[str, str]:
     """Write ``report.md`` and ``report.html`` into ``results_dir``; return their paths."""
     root = os.fspath(results_dir)
     blocks = build_report(root)
-    md, page = os.path.join(root, "report.md"), os.path.join(root, "report.html")
-    with open(md, "w", encoding="utf-8") as fh:
-        fh.write(render_markdown(blocks))
-    with open(page, "w", encoding="utf-8") as fh:
-        fh.write(render_html(blocks))
-    return md, page
+    return (write_text(os.path.join(root, "report.md"), render_markdown(blocks)),
+            write_text(os.path.join(root, "report.html"), render_html(blocks)))

@@ -9,6 +9,7 @@ from typing import Any
 
 import pandas as pd
 
+from .._files import write_csv, write_text
 from ..analyses.correlation import correlation_table
 from ..analyses.toy import TOL, conditions_table
 from .figures import plot_conditions
@@ -38,13 +39,13 @@ def markdown_table(frame: pd.DataFrame, *, digits: int = 4) -> str:
 def write_table(frame: pd.DataFrame, out_dir: str | os.PathLike, stem: str, *, title: str | None = None,
                 digits: int = 4) -> tuple[str, str]:
     """Write ``stem.csv`` and ``stem.md`` into ``out_dir``; return their paths."""
-    os.makedirs(out_dir, exist_ok=True)
-    csv = os.path.join(out_dir, f"{stem}.csv")
-    md = os.path.join(out_dir, f"{stem}.md")
-    frame.to_csv(csv, index=False)
-    with open(md, "w") as fh:
-        fh.write((f"## {title}\n\n" if title else "") + markdown_table(frame, digits=digits) + "\n")
-    return csv, md
+    csv = write_csv(frame, os.path.join(out_dir, f"{stem}.csv"))
+    return csv, write_markdown(frame, os.path.join(out_dir, f"{stem}.md"), title=title, digits=digits)
+
+
+def write_markdown(frame: pd.DataFrame, path: str | os.PathLike, *, title: str | None = None, digits: int = 4) -> str:
+    """:func:`markdown_table` of ``frame`` under an optional ``## title`` into ``path``."""
+    return write_text(path, (f"## {title}\n\n" if title else "") + markdown_table(frame, digits=digits) + "\n")
 
 
 def write_correlations(frame: pd.DataFrame, out_dir: str | os.PathLike) -> tuple[str, str]:
@@ -52,10 +53,8 @@ def write_correlations(frame: pd.DataFrame, out_dir: str | os.PathLike) -> tuple
     ``correlations.md`` (Table C.2 layout) in ``out_dir``."""
     layer = frame.attrs.get("layer")
     title = "Correlations across checkpoints" + (f" (layer {layer})" if layer is not None else "")
-    _, md = write_table(correlation_table(frame), out_dir, "correlations", title=title)
-    csv = os.path.join(out_dir, "correlations.csv")
-    frame.to_csv(csv, index=False)  # the long table at full precision replaces the wide one
-    return csv, md
+    md = write_markdown(correlation_table(frame), os.path.join(out_dir, "correlations.md"), title=title)
+    return write_csv(frame, os.path.join(out_dir, "correlations.csv")), md  # the long table, full precision
 
 
 def write_conditions(runs: dict[str, Any], out_dir: str | os.PathLike, *, tol: float = TOL) -> tuple[str, str]:
@@ -63,7 +62,5 @@ def write_conditions(runs: dict[str, Any], out_dir: str | os.PathLike, *, tol: f
     settings) and ``toy.png`` (:func:`~fastspec.report.figures.plot_conditions`) in
     ``out_dir``; returns their paths."""
     out_dir = os.fspath(out_dir)
-    os.makedirs(out_dir, exist_ok=True)
-    csv = os.path.join(out_dir, "toy.csv")
-    conditions_table(runs).to_csv(csv, index=False)
+    csv = write_csv(conditions_table(runs), os.path.join(out_dir, "toy.csv"))
     return csv, plot_conditions(runs, os.path.join(out_dir, "toy.png"), tol=tol)
