@@ -113,7 +113,7 @@ class CovarianceAccumulator:
         if x.shape[0] < MIN_FLUSH_ROWS:
             # Small batches are checked now, so that a fault is reported by the call that
             # brought it rather than by a later flush.
-            keep = nonfinite_rows(x, name, offset, self.nan_policy)
+            keep = nonfinite_rows(x, name, self.nan_policy, stream_offset=offset)
             if keep is not None:
                 x = x[keep]
             if x.numel() and float(x.abs().max()) > F64_SAFE:
@@ -135,8 +135,8 @@ class CovarianceAccumulator:
                 if target.add_chunk(chunk):
                     continue
                 if self.nan_policy == "raise":  # count over the whole batch, not this chunk
-                    nonfinite_rows(x, name, offset, "raise")
-                keep = nonfinite_rows(chunk, name, offset + start, "omit")
+                    nonfinite_rows(x, name, "raise", stream_offset=offset)
+                keep = nonfinite_rows(chunk, name, "omit")
                 assert keep is not None
                 dropped += int((~keep).sum())
                 if keep.any():
@@ -261,23 +261,42 @@ class CovarianceAccumulator:
         if state.get("dim") != self.dim:
             raise ValueError(f"state_dict is for dim={state.get('dim')}, this accumulator has dim={self.dim}")
         mean, m2, n = state.get("mean"), state.get("m2"), state.get("n_samples")
-        if not (isinstance(mean, torch.Tensor) and tuple(mean.shape) == (self.dim,)):
-            raise ValueError(f"state_dict 'mean' must be a tensor of shape ({self.dim},)")
-        if not (isinstance(m2, torch.Tensor) and tuple(m2.shape) == (self.dim, self.dim)):
-            raise ValueError(f"state_dict 'm2' must be a tensor of shape ({self.dim}, {self.dim})")
-        if not (isinstance(n, Integral) and n >= 0):
-            raise ValueError(f"state_dict 'n_samples' must be a non-negative int, got {n!r}")
-        if not (bool(torch.isfinite(mean).all()) and bool(torch.isfinite(m2).all())):
+        # Everything is checked before anything is assigned: a bad state changes nothing.
+        for key, t, shape in (("mean", mean, (self.dim,)), ("m2", m2, (self.dim, self.dim))):
+            if not (isinstance(t, torch.Tensor) and tuple(t.shape) == shape):
+                raise ValueError(f"state_dict {key!r} must be a tensor of shape {shape}, got "
+                                 f"{tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__}")
+            if not t.dtype.is_floating_point:
+                raise TypeError(f"state_dict {key!r} must be a floating tensor, got {t.dtype}")
+        n_dropped, rows_seen = state.get("n_dropped", 0), state.get("rows_seen")
+        for key, value in (("n_samples", n), ("n_dropped", n_dropped), ("rows_seen", rows_seen)):
+            if value is None and key == "rows_seen":
+                continue
+            if not (isinstance(value, Integral) and not isinstance(value, bool) and value >= 0):
+                raise ValueError(f"state_dict {key!r} must be a non-negative int, got {value!r}")
+        if rows_seen is not None and rows_seen < n + n_dropped:
+            raise ValueError(f"state_dict 'rows_seen' = {rows_seen} is fewer than n_samples + n_dropped = {n + n_dropped}")
+        mean64 = mean.detach().to(self.device, torch.float64).clone()
+        m2_64 = m2.detach().to(self.device, torch.float64).clone()
+        if not (bool(torch.isfinite(mean64).all()) and bool(torch.isfinite(m2_64).all())):
             raise ValueError("state_dict holds non-finite statistics")
+        # M2 is a sum of outer products: symmetric, with a non-negative diagonal (and zero
+        # before two rows). Rounding allows ~1e-12 relative asymmetry, not more.
+        scale = float(m2_64.abs().max()) if m2_64.numel() else 0.0
+        if float((m2_64 - m2_64.T).abs().max()) > 1e-9 * scale:
+            raise ValueError("state_dict 'm2' is not symmetric: not the M2 of any rows")
+        if float(m2_64.diagonal().min()) < -1e-9 * scale:
+            raise ValueError(f"state_dict 'm2' has a negative diagonal entry ({float(m2_64.diagonal().min()):.3g}): "
+                             "not the M2 of any rows")
+        if n < 2 and scale > 0:
+            raise ValueError(f"state_dict 'm2' is non-zero for n_samples={n}: not the M2 of any rows")
         moments = self._new_moments()
-        moments.n = int(n)
-        moments.mean = mean.to(self.device, torch.float64).clone()
-        moments.m2 = m2.to(self.device, torch.float64).clone()
+        moments.n, moments.mean, moments.m2 = int(n), mean64, m2_64
         self._device = self.device
         self._moments = moments
         self._pending, self._pending_rows = [], 0
-        self.n_dropped = int(state.get("n_dropped", 0))
-        self._rows_seen = int(state.get("rows_seen", n + self.n_dropped))
+        self.n_dropped = int(n_dropped)
+        self._rows_seen = int(rows_seen if rows_seen is not None else n + n_dropped)
 
     # -- results -----------------------------------------------------------------------
     @property

@@ -62,12 +62,15 @@ def check_nan_policy(nan_policy: str) -> str:
     return nan_policy
 
 
-def nonfinite_rows(x: torch.Tensor, name: str, row_offset: int, nan_policy: str) -> torch.Tensor | None:
+def nonfinite_rows(x: torch.Tensor, name: str, nan_policy: str, *, stream_offset: int | None = None
+                   ) -> torch.Tensor | None:
     """Locate non-finite entries of ``x``.
 
     Returns None when every entry is finite. Otherwise raises ValueError naming how many
-    entries are bad and where the first one is (``nan_policy="raise"``), or returns a
-    boolean mask of the rows to keep (``nan_policy="omit"``).
+    entries are bad and where the first one is, as a row of ``x`` itself (and, given
+    ``stream_offset``, the rows a stream held before ``x``, as a position in the stream too)
+    (``nan_policy="raise"``), or returns a boolean mask of the rows to keep
+    (``nan_policy="omit"``).
     """
     bad = ~torch.isfinite(x)
     if not bool(bad.any()):
@@ -78,8 +81,9 @@ def nonfinite_rows(x: torch.Tensor, name: str, row_offset: int, nan_policy: str)
     rows = int(bad.any(dim=1).sum())
     r, c = (int(v) for v in bad.nonzero()[0])
     value = float(x[r, c])
+    where = f"row {r}, column {c}" + (f" (row {stream_offset + r} of the rows streamed so far)" if stream_offset else "")
     raise ValueError(
         f"{name}: {count} non-finite value(s) (NaN or Inf) in {rows} row(s); the first is "
-        f"{value} at row {row_offset + r}, column {c}. Fix the input, or pass "
-        f"nan_policy='omit' to drop rows that contain them."
+        f"{value} at {where}. Fix the input, or pass nan_policy='omit' to drop rows that "
+        f"contain them."
     )

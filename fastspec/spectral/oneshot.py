@@ -94,7 +94,7 @@ def spectrum(
         if acc.n_samples < 2:
             raise ValueError(f"acts: a spectrum needs at least 2 finite rows, got {acc.n_samples} (shape {tuple(x.shape)})")
         return acc.spectrum(center=center, top_k_eigenvectors=top_k_eigenvectors)
-    keep = nonfinite_rows(x, "acts", 0, nan_policy)
+    keep = nonfinite_rows(x, "acts", nan_policy)
     n_dropped = 0 if keep is None else int((~keep).sum())
     if keep is not None:
         x = x[keep]

@@ -115,7 +115,7 @@ def test_nan_report_counts_the_whole_batch_across_chunks(monkeypatch):
     bad = X.clone()
     bad[[10, 1500, 2400], [1, 2, 3]] = float("nan")
     acc = CovarianceAccumulator(D).update(X[:50])
-    with pytest.raises(ValueError, match=r"batch: 3 non-finite value\(s\) \(NaN or Inf\) in 3 row\(s\); the first is nan at row 60, column 1"):
+    with pytest.raises(ValueError, match=r"batch: 3 non-finite value\(s\) \(NaN or Inf\) in 3 row\(s\); the first is nan at row 10, column 1 \(row 60 of the rows streamed so far\)"):
         acc.update(bad)
     assert acc.n_samples == 50
     acc2 = CovarianceAccumulator(D, nan_policy="omit").update(bad)
@@ -138,6 +138,27 @@ def test_huge_values_are_handled_without_breaking_the_accumulator():
     assert acc.state_dict()["n_samples"] == before["n_samples"] == 2600
     acc.update(X[:5])
     assert acc.n_samples == 2605
+
+
+@pytest.mark.parametrize("change, match", [
+    (lambda s: {**s, "m2": -s["m2"]}, r"negative diagonal entry"),
+    (lambda s: {**s, "m2": s["m2"] + torch.triu(torch.ones(D, D), 1)}, r"not symmetric"),
+    (lambda s: {**s, "m2": s["m2"] > 0}, r"'m2' must be a floating tensor, got torch.bool"),
+    (lambda s: {**s, "n_dropped": -1}, r"'n_dropped' must be a non-negative int, got -1"),
+    (lambda s: {**s, "n_dropped": "x"}, r"'n_dropped' must be a non-negative int, got 'x'"),
+    (lambda s: {**s, "n_samples": True}, r"'n_samples' must be a non-negative int, got True"),
+    (lambda s: {**s, "n_samples": 1}, r"non-zero for n_samples=1"),
+    (lambda s: {**s, "rows_seen": 3}, r"'rows_seen' = 3 is fewer than n_samples \+ n_dropped = 100"),
+])
+def test_load_state_dict_refuses_impossible_statistics_and_changes_nothing(change, match):
+    good = CovarianceAccumulator(D).update(X[:100]).state_dict()
+    acc = CovarianceAccumulator(D).update(X[200:1500])
+    before = acc.state_dict()
+    with pytest.raises((ValueError, TypeError), match=match):
+        acc.load_state_dict(change(good))
+    after = acc.state_dict()
+    assert after["n_samples"] == before["n_samples"] and torch.equal(after["m2"], before["m2"])
+    assert after["n_dropped"] == before["n_dropped"] and after["rows_seen"] == before["rows_seen"]
 
 
 def test_load_state_dict_fixes_the_device_and_accepts_numpy_counts():
@@ -184,7 +205,8 @@ def test_a_faulty_batch_changes_nothing():
     for rows in (5, 2000):  # a buffered batch and a streamed one
         bad = X[:rows].clone()
         bad[rows - 1, 2] = float("nan")
-        with pytest.raises(ValueError, match=rf"row {1500 + rows - 1}, column 2"):
+        # the row within the batch, and its position in the stream
+        with pytest.raises(ValueError, match=rf"at row {rows - 1}, column 2 \(row {1500 + rows - 1} of the rows streamed"):
             acc.update(bad)
     after = acc.state_dict()
     assert after["n_samples"] == before["n_samples"]
