@@ -201,6 +201,14 @@ def cmd_index_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_index_verify(args: argparse.Namespace) -> int:
+    checked = _index(args).verify()
+    how = (f"{checked['checksums']} files match their build-time checksums" if checked["checksums"] is not None
+           else "no checksums.json (an infini-gram index, or one built before fastspec wrote them): not checked")
+    print(f"{args.index}: ok: {how}; structure verified")
+    return 0
+
+
 def cmd_index_count(args: argparse.Namespace) -> int:
     ids = _query_ids(args, args.ids, args.text, "--text")
     idx = _index(args)
@@ -370,6 +378,12 @@ def build_parser() -> argparse.ArgumentParser:
     ib.add_argument("--overwrite", action="store_true")
     ib.add_argument("--quiet", action="store_true", help="no progress bar")
     ib.set_defaults(func=cmd_index_build)
+    iv = isub.add_parser("verify", help="check every file of an index against its build-time checksums, and its "
+                                        "structure (exit 2 naming a damaged file)")
+    iv.add_argument("index", help="index directory (fastspec's or infini-gram's)")
+    iv.add_argument("--token-width", type=int, choices=(2, 4), help="infini-gram indexes: token width in bytes")
+    iv.add_argument("--vocab-size", type=int, help="infini-gram indexes: ids allowed below this")
+    iv.set_defaults(func=cmd_index_verify)
     for name, helptext in (("count", "occurrences of an n-gram"), ("prob", "n-gram and ∞-gram probability of a token")):
         q = isub.add_parser(name, help=helptext)
         q.add_argument("index", help="index directory (fastspec's or infini-gram's)")

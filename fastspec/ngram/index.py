@@ -25,6 +25,7 @@ Definitions (infini-gram's, which Wang et al. 2025 use for distributional memori
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -37,12 +38,14 @@ import numpy as np
 from tqdm import tqdm
 
 from .. import _C
-from .._files import remove_stale, temporary_name
+from .._files import remove_stale, temporary_name, write_json
 
 __all__ = ["InfGramIndex", "InfGramProb", "NGramProb", "NextTokenDistribution", "SequenceScore"]
 
 _SEP = {2: np.uint16(0xFFFF), 4: np.uint32(0xFFFFFFFF)}
 _DTYPE = {2: np.uint16, 4: np.uint32}
+#: Written at build time beside the data files: the size and BLAKE2b of each, for verify().
+CHECKSUMS = "checksums.json"
 # Build memory per token position beyond the text itself: the int32 suffix array, one byte of
 # SA-IS type flags, and at most n/2 bucket counters (4 bytes) at its first recursion level.
 _BUILD_BYTES_PER_TOKEN = 4 + 1 + 2 + 1
@@ -364,6 +367,8 @@ class InfGramIndex:
             bar.close()
             n_shards = writer.close()
             _C.infgram_finish(str(tmp), n_shards)
+            write_json(tmp / CHECKSUMS, {"algorithm": "blake2b", "files": {
+                f.name: {"size": f.stat().st_size, "blake2b": _digest(f)} for f in _index_files(tmp)}})
             _install(tmp, out)
         except BaseException:
             writer.abort()
@@ -463,10 +468,35 @@ class InfGramIndex:
                                      context_count=ctx[a:b].astype(np.int64), count=cnt[a:b].astype(np.int64)))
         return out
 
-    def verify(self) -> None:
-        """Check every shard in full (suffix array a sorted permutation, token values valid).
-        Raises ``ValueError`` naming the file. Costs a pass over the whole index."""
+    def verify(self) -> dict[str, Any]:
+        """Check the whole index: every data file against the checksum written when it was
+        built (``checksums.json``: BLAKE2b and size of each file; infini-gram's indexes have
+        none), then every shard's structure (suffix array a sorted permutation, token values
+        valid). Raises ``ValueError`` naming the damaged file. Costs a pass over the index.
+        Opening an index checks only what is cheap: headers, sizes, counts.
+
+        Returns what was checked: ``{"checksums": files checked or None, "structure": True}``."""
+        checked = None
+        manifest = os.path.join(self._path, CHECKSUMS)
+        if os.path.exists(manifest):
+            try:
+                with open(manifest) as fh:
+                    files = json.load(fh)["files"]
+            except (OSError, ValueError, KeyError, TypeError) as err:
+                raise ValueError(f"{manifest}: unreadable checksums ({err})") from err
+            for name, want in sorted(files.items()):
+                path = os.path.join(self._path, name)
+                if not os.path.isfile(path):
+                    raise ValueError(f"{path}: missing (listed in {CHECKSUMS})")
+                size = os.path.getsize(path)
+                if size != want.get("size"):
+                    raise ValueError(f"{path}: damaged: {size} bytes, {want.get('size')} when it was built")
+                if _digest(Path(path)) != want.get("blake2b"):
+                    raise ValueError(f"{path}: damaged: its BLAKE2b checksum differs from the one written when "
+                                     "it was built; rebuild the index")
+            checked = len(files)
         self._engine.verify()
+        return {"checksums": checked, "structure": True}
 
     # -- raw arrays (fastspec format) -------------------------------------------------
 
@@ -501,6 +531,15 @@ def _checked_doc(doc: Any, k: int, name: str, vocab_size: int) -> np.ndarray:
     return arr
 
 
+def _digest(path: Path) -> str:
+    """BLAKE2b of a file, read in 8 MiB blocks (hashlib releases the GIL on them)."""
+    h = hashlib.blake2b(digest_size=32)
+    with open(path, "rb") as fh:
+        while block := fh.read(8 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
 def _index_files(directory: Path) -> list[Path]:
     return sorted(directory.glob("tokens.*")) + sorted(directory.glob("suffix_array.*"))
 
@@ -523,8 +562,9 @@ def _install(tmp: Path, out: Path) -> None:
             return
         trash = out.parent / temporary_name(out.name + ".old")
         trash.mkdir()
-        for f in _index_files(out):
-            os.replace(f, trash / f.name)
+        for f in [*_index_files(out), out / CHECKSUMS]:
+            if f.exists():
+                os.replace(f, trash / f.name)
         for f in sorted(tmp.iterdir()):
             os.replace(f, out / f.name)
         shutil.rmtree(trash)

@@ -439,8 +439,35 @@ def test_corrupt_suffix_array_entry_is_an_error_not_a_crash(small_index):
             idx.count(q)
         idx.verify()
     _patch(small_index / "suffix_array.0", 64 + 4 * 3, struct.pack("<I", 0))
+    with pytest.raises(ValueError, match=r"suffix_array\.0: damaged: its BLAKE2b checksum differs"):
+        InfGramIndex(small_index).verify()
+    (small_index / "checksums.json").unlink()  # as an infini-gram index: the structure alone
     with pytest.raises(ValueError, match=r"suffix_array\.0: position 0 appears twice"):
         InfGramIndex(small_index).verify()
+
+
+@pytest.mark.parametrize("name", ["tokens.0", "suffix_array.0"])
+def test_any_flipped_data_byte_is_found_by_index_verify(tmp_path, name, capsys):
+    """One flipped byte past the header can give wrong counts with no error on opening; the
+    build-time checksums find every one, and the CLI exits 2 naming the file."""
+    from fastspec.cli import main
+
+    d = tmp_path / "idx"
+    rng = np.random.default_rng(5)
+    InfGramIndex.build([rng.integers(0, 50, 300) for _ in range(4)], d, vocab_size=50, progress=False)
+    assert main(["index", "verify", str(d)]) == 0
+    capsys.readouterr()
+    path = d / name
+    clean = path.read_bytes()
+    for at in rng.choice(np.arange(64, len(clean)), size=20, replace=False):
+        damaged = bytearray(clean)
+        damaged[at] ^= 1 << int(rng.integers(8))
+        path.write_bytes(bytes(damaged))
+        assert main(["index", "verify", str(d)]) == 2
+        assert f"{path}: damaged" in capsys.readouterr().err
+    path.write_bytes(clean)
+    assert main(["index", "verify", str(d)]) == 0
+    assert "2 files match their build-time checksums; structure verified" in capsys.readouterr().out
 
 
 def test_infini_gram_layout_errors(tmp_path):
