@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from typing import Any, Sequence
 
@@ -469,11 +470,50 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# What an API message calls by its keyword, the command line calls by its flag.
+_FLAGS = [(re.compile(r"\bpass nan_policy='omit'"), "pass --nan-policy omit"),
+          (re.compile(r"\bnan_policy='(\w+)'"), r"--nan-policy \1"),
+          (re.compile(r"\bpass overwrite=True"), "pass --overwrite"),
+          (re.compile(r"\b(text_field|max_length|fit_range|batch_size|memory_budget|vocab_size|token_width|"
+                      r"doc_lengths|text_split|warmup_steps|final_norm|n_texts)= ?"),
+           lambda m: "--" + m.group(1).replace("_", "-") + " ")]
+
+
+def cli_words(message: str) -> str:
+    """``message`` with API keywords (``nan_policy='omit'``, ``text_field=``) as CLI flags."""
+    for pattern, flag in _FLAGS:
+        message = pattern.sub(flag, message)
+    return message
+
+
+def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    args, extra = parser.parse_known_args(argv)
+    # `index count IDX --token-width 2 1`: argparse ends the ids at the option, so ids after
+    # it come back unparsed; they are ids all the same.
+    if extra and getattr(args, "func", None) is cmd_index_count and all(_is_int(e) for e in extra):
+        args.ids = [*(args.ids or []), *(int(e) for e in extra)]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
+def _is_int(text: str) -> bool:
+    try:
+        int(text)
+    except ValueError:
+        return False
+    return True
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = _parse(build_parser(), argv)
     try:
         return args.func(args)
     except (ValueError, TypeError, KeyError, OSError, OverflowError, NotImplementedError) as err:
         msg = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"fastspec {args.command}: error: {msg}", file=sys.stderr)
+        print(f"fastspec {args.command}: error: {cli_words(str(msg))}", file=sys.stderr)
+        return 2
+    except MemoryError as err:
+        print(f"fastspec {args.command}: error: out of memory{': ' + str(err) if str(err) else ''} "
+              "(a smaller --batch-size, --memory-budget or input helps)", file=sys.stderr)
         return 2

@@ -549,8 +549,7 @@ def _check_out_dir(out: Path, overwrite: bool) -> None:
         raise NotADirectoryError(f"index directory {str(out)!r} exists and is not a directory")
     old = _index_files(out) if out.is_dir() else []
     if old and not overwrite:
-        raise FileExistsError(f"{str(out)!r} already holds an index ({old[0].name}); pass overwrite=True "
-                              "(fastspec index build --overwrite) to replace it")
+        raise FileExistsError(f"{str(out)!r} already holds an index ({old[0].name}); pass overwrite=True to replace it")
 
 
 def _install(tmp: Path, out: Path) -> None:

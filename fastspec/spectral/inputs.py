@@ -31,6 +31,8 @@ def as_matrix(x: Any, name: str = "acts") -> torch.Tensor:
             )
         if not x.dtype.isnative:  # torch reads native byte order only
             x = x.astype(x.dtype.newbyteorder("="))
+        if any(st < 0 for st in x.strides):  # a reversed view (x[::-1]): torch takes none
+            x = np.ascontiguousarray(x)
         with warnings.catch_warnings():
             # A read-only array (np.load(mmap_mode='r')) is fine: fastspec never writes to it.
             warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
@@ -42,6 +44,10 @@ def as_matrix(x: Any, name: str = "acts") -> torch.Tensor:
             f"{name}: expected a torch tensor, a NumPy array or a DLPack-capable array, "
             f"got {type(x).__name__}"
         )
+    if t.layout != torch.strided:
+        raise TypeError(f"{name}: a {t.layout} tensor is not supported; pass a dense one (x.to_dense())")
+    if t.device.type == "meta":
+        raise ValueError(f"{name}: a tensor on the 'meta' device holds no values; materialise it first")
     if t.dtype not in FLOAT_DTYPES:
         raise TypeError(
             f"{name}: dtype {t.dtype} is not supported; expected bfloat16, float16, "

@@ -44,8 +44,22 @@ def _pick(names: list[str], key: str | None, path: str) -> str:
     return names[0]
 
 
+def _tensors(obj: dict, prefix: str = "") -> Any:
+    """(dotted key, tensor) of every tensor in a dict, nested dicts included."""
+    for k, v in obj.items():
+        if isinstance(v, torch.Tensor):
+            yield prefix + str(k), v
+        elif isinstance(v, dict):
+            yield from _tensors(v, f"{prefix}{k}.")
+
+
 def _checked(path: str, key: str | None, shape: tuple[int, ...], dtype: Any, read: Callable) -> ActivationSource:
     label = path + (f"[{key!r}]" if key else "")
+    floating = dtype.is_floating_point if isinstance(dtype, torch.dtype) else (
+        dtype in ("F16", "BF16", "F32", "F64") if isinstance(dtype, str) else np.dtype(dtype).kind == "f")
+    if not floating:
+        raise TypeError(f"{label}: dtype {dtype} is not supported; activations are floating point "
+                        "(float16, bfloat16, float32 or float64)")
     if len(shape) != 2:
         raise ValueError(f"{label}: expected a 2-D array (samples × features), got shape {tuple(shape)}")
     return ActivationSource(path, key, (int(shape[0]), int(shape[1])), dtype, read)
@@ -73,7 +87,9 @@ def open_activations(path: str | os.PathLike, key: str | None = None) -> Activat
         except Exception as err:  # torch raises many types for a bad file
             raise ValueError(f"{path}: not a readable torch file ({type(err).__name__}: {err})") from err
         if isinstance(obj, dict):
-            tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+            tensors = dict(_tensors(obj))
+            if not tensors:
+                raise ValueError(f"{path}: holds a dict with no tensors in it (keys {sorted(map(str, obj))[:20]})")
             key = _pick(list(tensors), key, path)
             obj = tensors[key]
         elif key is not None:
@@ -85,17 +101,21 @@ def open_activations(path: str | os.PathLike, key: str | None = None) -> Activat
     if suffix == ".safetensors":
         from safetensors import safe_open
 
+        def unreadable(err: Exception) -> ValueError:
+            return ValueError(f"{path}: not a readable safetensors file ({err})")
+
         try:
             handle = safe_open(path, framework="pt")
-            key = _pick(list(handle.keys()), key, path)
-            sl = handle.get_slice(key)
-            shape = tuple(sl.get_shape())
+            names = list(handle.keys())
         except (OSError, ValueError, RuntimeError) as err:
-            raise ValueError(f"{path}: not a readable safetensors file ({err})") from err
+            raise unreadable(err) from err
         except Exception as err:  # safetensors' own SafetensorError
             if type(err).__name__ != "SafetensorError":
                 raise
-            raise ValueError(f"{path}: not a readable safetensors file ({err})") from err
+            raise unreadable(err) from err
+        key = _pick(names, key, path)  # outside the try: a choice to make, not a bad file
+        sl = handle.get_slice(key)
+        shape = tuple(sl.get_shape())
         return _checked(path, key, shape, sl.get_dtype(), lambda a, b: sl[a:b])
     raise ValueError(f"{path}: unsupported file type {suffix!r}; expected one of {SUFFIXES}")
 

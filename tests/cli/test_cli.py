@@ -84,7 +84,9 @@ def test_spectrum_of_wide_file_uses_all_rows(tmp_path, capsys):
         (lambda p: None, [], r"no such file"),
         (lambda p: p.write_bytes(b"\x93NUMPY garbage"), [], r"not a readable .npy file"),
         (lambda p: np.save(p, np.zeros((4, 5, 6), np.float32)), [], r"expected a 2-D array .* got shape \(4, 5, 6\)"),
-        (lambda p: np.save(p, np.zeros((40, 5), np.int64)), [], r"dtype int64 is not supported"),
+        (lambda p: np.save(p, np.zeros((40, 5), np.int64)), [], r"bad file \(1\).npy: dtype int64 is not supported"),
+        (lambda p: np.save(p, np.zeros((40, 5), bool)), [], r"bad file \(1\).npy: dtype bool is not supported"),
+        (lambda p: np.save(p, np.zeros((40, 5), np.complex64)), [], r"bad file \(1\).npy: dtype complex64 is not"),
         (lambda p: np.save(p, np.zeros((40, 5), np.float32)), ["--key", "x"], r"holds one array"),
     ],
 )
@@ -106,6 +108,15 @@ def test_spectrum_errors_for_containers(tmp_path, capsys):
     (tmp_path / "t.safetensors").write_bytes(b"\x05\x00\x00\x00\x00\x00\x00\x00{}")
     code, _, err = _run(capsys, "spectrum", str(tmp_path / "t.safetensors"), "--quiet")
     assert code == 2 and "t.safetensors" in err
+    save_file({"a": X[:100].clone(), "b": X[100:200].clone()}, tmp_path / "two.safetensors")
+    code, _, err = _run(capsys, "spectrum", str(tmp_path / "two.safetensors"), "--quiet")
+    assert code == 2 and "holds 2 tensors ['a', 'b']; choose one with --key" in err and "not a readable" not in err
+    torch.save({"layers": {"3": X[:300]}, "step": 7}, tmp_path / "nested.pt")
+    code, out, _ = _run(capsys, "spectrum", str(tmp_path / "nested.pt"), "--quiet")  # the one tensor, found
+    assert code == 0 and json.loads(out)["key"] == "layers.3"
+    torch.save({"step": 7, "name": "x"}, tmp_path / "none.pt")
+    code, _, err = _run(capsys, "spectrum", str(tmp_path / "none.pt"), "--quiet")
+    assert code == 2 and "holds a dict with no tensors in it" in err
     (tmp_path / "x.csv").write_text("1,2\n")
     code, _, err = _run(capsys, "spectrum", str(tmp_path / "x.csv"), "--quiet")
     assert code == 2 and "unsupported file type '.csv'" in err
@@ -118,6 +129,7 @@ def test_spectrum_nan_in_file(tmp_path, capsys):
     code, _, err = _run(capsys, "spectrum", str(tmp_path / "n.npy"), "--quiet")
     assert code == 2 and f"{tmp_path / 'n.npy'}: acts" not in err
     assert f"{tmp_path / 'n.npy'}: batch: 1 non-finite value(s)" in err and "row 2500, column 7" in err
+    assert "pass --nan-policy omit to drop rows" in err and "nan_policy=" not in err  # the CLI's own words
     with pytest.warns(UserWarning, match="dropped 1 row"):
         code, out, _ = _run(capsys, "spectrum", str(tmp_path / "n.npy"), "--quiet", "--nan-policy", "omit")
     assert code == 0 and json.loads(out)["n_dropped"] == 1
@@ -130,6 +142,17 @@ def test_explicit_fit_range_beyond_the_spectrum_is_an_error(tmp_path, capsys):
     assert "needs at least 100 eigenvalues" in json.loads(out)["alpha_error"]
     code, _, err = _run(capsys, "spectrum", str(tmp_path / "small.npy"), "--quiet", "--fit-range", "10", "100")
     assert code == 2 and "small.npy: fit_range (10, 100) needs at least 100 eigenvalues; this spectrum has 30" in err
+
+
+def test_out_of_memory_is_a_one_line_error(capsys, monkeypatch):
+    import fastspec.cli as cli
+
+    def exhausted(*args, **kwargs):
+        raise MemoryError()
+
+    monkeypatch.setattr(cli, "file_metrics", exhausted)
+    code, _, err = _run(capsys, "spectrum", "x.npy", "--quiet")
+    assert code == 2 and err.startswith("fastspec spectrum: error: out of memory") and "Traceback" not in err
 
 
 def test_backends_command(capsys):

@@ -496,6 +496,15 @@ def test_cli_index_build_count_prob(tmp_path, capsys, tiny_tokenizer):
     assert json.loads(capsys.readouterr().out)["n_tokens"] == 6
     assert main(["index", "count", str(out), "0", "1"]) == 0
     assert json.loads(capsys.readouterr().out)["count"] == 2
+    ig = tmp_path / "ig"
+    write_infini_gram_layout([np.array([0, 1, 2, 0, 1, 3], dtype=np.int64)], ig, 2)
+    assert main(["index", "count", str(ig), "0", "--token-width", "2", "1"]) == 0  # ids on both sides of an option
+    assert json.loads(capsys.readouterr().out) == {"ids": [0, 1], "count": 2}
+    with pytest.raises(SystemExit):
+        main(["index", "count", str(ig), "0", "--token-width", "2", "x"])
+    capsys.readouterr()
+    assert main(["index", "build", str(tmp_path / "c.npy"), str(out), "--quiet"]) == 2
+    assert "already holds an index (tokens.0); pass --overwrite to replace it" in capsys.readouterr().err
     np.save(tmp_path / "lengths.npy", np.array([2, 4]))
     assert main(["index", "build", str(tmp_path / "c.npy"), str(tmp_path / "split"), "--doc-lengths",
                  str(tmp_path / "lengths.npy"), "--quiet"]) == 0

@@ -252,6 +252,14 @@ def test_products_stay_ieee_float32_whatever_the_caller_set(power_law_acts):
         assert rel(fastspec.spectrum(x[:200]).rankme, ref_rankme(ref_eigenvalues(x[:200]))) < 1e-6
 
 
+def test_reversed_numpy_views_simply_work(power_law_acts):
+    x = power_law_acts.numpy()
+    np.testing.assert_allclose(fastspec.spectrum(x[::-1]).eigenvalues, fastspec.spectrum(x).eigenvalues, rtol=1e-6)
+    np.testing.assert_allclose(fastspec.spectrum(x[:, ::-1]).eigenvalues, fastspec.spectrum(x).eigenvalues, rtol=1e-6)
+    acc = fastspec.CovarianceAccumulator(x.shape[1]).update(x[::-2])
+    assert acc.n_samples == len(x[::-2])
+
+
 def test_big_endian_numpy_input(power_law_acts):
     want = fastspec.spectrum(power_law_acts).eigenvalues
     big = power_law_acts.numpy().astype(">f4")
@@ -278,6 +286,8 @@ def test_alpha_refuses_the_structural_zero_of_a_centred_short_spectrum():
         (torch.zeros(10), ValueError, r"expected a 2-D array \(samples × features\), got shape \(10,\)"),
         (torch.zeros(2, 3, 4), ValueError, r"got shape \(2, 3, 4\); pass x.reshape"),
         (torch.zeros(10, 3, dtype=torch.int64), TypeError, r"dtype torch.int64 is not supported"),
+        (torch.eye(10, 3).to_sparse(), TypeError, r"a torch.sparse_coo tensor is not supported; pass a dense one"),
+        (torch.empty(10, 3, device="meta"), ValueError, r"on the 'meta' device holds no values"),
         (torch.zeros(10, 3, dtype=torch.complex64), TypeError, r"dtype torch.complex64 is not supported"),
         (np.zeros((10, 3), dtype=np.int32), TypeError, r"dtype int32 is not supported"),
         ([[1.0, 2.0], [3.0, 4.0]], TypeError, r"got list"),
