@@ -330,8 +330,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--pooling", type=_pooling, default="last", help="last | mean | cls | a token position")
     tr.add_argument("--max-length", type=int, default=512)
     tr.add_argument("--batch-size", type=int, default=16)
-    tr.add_argument("--final-norm", action="store_true",
-                    help="last layer after the final norm (Hugging Face's hidden_states[-1], the paper's code)")
+    tr.add_argument("--final-norm", action=argparse.BooleanOptionalAction, default=None,
+                    help="the last layer after the model's final norm (default where it has one: Hugging Face's "
+                         "hidden_states[-1], the paper's code); --no-final-norm: the last block's own output")
     tr.add_argument("--padding-side", choices=("right", "left"))
     tr.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32")
     tr.add_argument("--device", help="cpu, cuda, cuda:1 … (default: cuda if there is one)")
@@ -423,8 +424,9 @@ def build_parser() -> argparse.ArgumentParser:
     ab.add_argument("--text-field", default="text", help="field/column of the text in .jsonl/.parquet")
     ab.add_argument("--tokenizer", help="tokenizer directory (default: the model's)")
     ab.add_argument("--layer", type=int, default=-1, help="0 = embeddings, l = output of block l, -1 = last (default)")
-    ab.add_argument("--final-norm", action="store_true", help="at the last layer, project after the final norm "
-                                                              "(HF's hidden_states[-1], the paper's choice)")
+    ab.add_argument("--final-norm", action=argparse.BooleanOptionalAction, default=None,
+                    help="at the last layer, project after the final norm (default where the model has one: HF's "
+                         "hidden_states[-1], the paper's choice); --no-final-norm: before it")
     ab.add_argument("--k", type=int, nargs="+", default=[1, 10, 100], help="numbers of eigenvectors")
     ab.add_argument("--modes", nargs="+", choices=("retain", "remove"), default=["retain", "remove"])
     ab.add_argument("--positions", choices=("all", "scored"), default="all",

@@ -30,7 +30,7 @@ import torch
 
 from ..models.data import iter_jsonl
 from ..models.extract import extract
-from ..models.layout import hidden_size, model_layout, register_layer_hook, resolve_layers
+from ..models.layout import hidden_size, model_layout, register_layer_hook, resolve_final_norm, resolve_layers
 from ..models.scoring import context_limit, continuation_logprobs, load_causal_lm
 from ..spectral import CovarianceAccumulator
 
@@ -115,14 +115,15 @@ class Projector:
     """Forward hook on one layer that projects its output (see the module docstring).
 
     Layer indices follow :func:`fastspec.extract`: 0 is the embedding output (the first
-    block's input), l ≥ 1 the output of block l, and with ``final_norm=True`` the last layer
-    is taken after the final norm (HF's ``hidden_states[-1]``, the paper's choice). Use as a
+    block's input), l ≥ 1 the output of block l, and the last layer is taken after the final
+    norm as HF's ``hidden_states[-1]`` (the paper's choice; ``final_norm=False``: before it,
+    see :func:`fastspec.models.layout.resolve_final_norm`). Use as a
     context manager; the hook is removed on exit, also when the forward raised."""
 
-    def __init__(self, model: torch.nn.Module, layer: int, *, final_norm: bool = False):
+    def __init__(self, model: torch.nn.Module, layer: int, *, final_norm: bool | None = None):
         self.layout = model_layout(model)
         self.layer = resolve_layers(layer, self.layout.n_layers)[0]
-        self.final_norm = final_norm and self.layer == self.layout.n_layers
+        self.final_norm = resolve_final_norm(self.layout, final_norm) and self.layer == self.layout.n_layers
         self.mean: torch.Tensor | None = None
         self.basis: torch.Tensor | None = None
         self.mode = "retain"
@@ -201,7 +202,7 @@ def _chance(items: Sequence[Item]) -> float:
 
 def ablate(model: Any, items: Any, basis: Sequence[str] | CovarianceAccumulator, tokenizer: Any = None, *,
            layer: int = -1, ks: Sequence[int] = (1, 10, 100), modes: Sequence[str] = MODES, positions: str = "all",
-           final_norm: bool = False, prompt: str = PROMPT, choice: str = CHOICE, batch_size: int = 16,
+           final_norm: bool | None = None, prompt: str = PROMPT, choice: str = CHOICE, batch_size: int = 16,
            max_length: int | None = None, progress: bool = True) -> pd.DataFrame:
     """Multiple-choice accuracy with the top-k eigenvectors of ``layer`` retained or removed,
     for each k in ``ks`` and each mode, beside the unablated model.
@@ -210,8 +211,8 @@ def ablate(model: Any, items: Any, basis: Sequence[str] | CovarianceAccumulator,
     ``items``: a ``.jsonl`` path or dicts (see the module docstring). ``basis``: texts whose
     last-token representations at ``layer`` give the covariance (its mean and eigenvectors,
     from fastspec's spectrum), or a :class:`CovarianceAccumulator` of that layer. ``layer``:
-    as in :func:`fastspec.extract` (−1: the last block; ``final_norm=True`` takes it after the
-    final norm, like HF's ``hidden_states[-1]``). ``positions``: ``"all"`` projects every
+    as in :func:`fastspec.extract` (−1: the last layer, after the final norm like HF's
+    ``hidden_states[-1]`` unless ``final_norm=False``). ``positions``: ``"all"`` projects every
     token's representation, ``"scored"`` only those whose next-token predictions are scored
     (the last prompt token and the choice's tokens but its last: for one-token choices, the
     last-token representation alone). ``max_length``: tokens per basis text (None: the

@@ -8,8 +8,9 @@ position ids come from the attention mask, so left and right padding give the sa
 
 Layer numbering follows Hugging Face's ``hidden_states``: 0 is the input of the first block
 (the embedding output), ``l`` is the output of block ``l`` (1-based), up to L blocks. HF's
-``hidden_states[L]`` of a causal LM has the final norm applied; ``final_norm=True`` gives
-that, the default gives the block's own output (the paper's code used the former).
+``hidden_states[L]`` of a causal LM has the final norm applied, and so does the default
+(``final_norm=None``, as the paper's code took ``hidden_states[-1]``); ``final_norm=False``
+gives the last block's own output, before the norm.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from tqdm import tqdm
 
 from ..spectral import CovarianceAccumulator
 from .batching import iter_batches, pad_batch, position_ids, tokenize
-from .layout import ModelLayout, hidden_size, model_layout, register_layer_hook, resolve_layers
+from .layout import ModelLayout, hidden_size, model_layout, register_layer_hook, resolve_final_norm, resolve_layers
 
 POOLINGS = ("last", "mean", "cls")
 
@@ -112,7 +113,7 @@ def extract(
     pooling: str | int = "last",
     max_length: int | None = 512,
     batch_size: int = 16,
-    final_norm: bool = False,
+    final_norm: bool | None = None,
     padding_side: str | None = None,
     accumulators: dict[int, CovarianceAccumulator] | None = None,
     shard: tuple[int, int] | None = None,
@@ -159,7 +160,7 @@ def extract(
     batches = list(iter_batches(tokens, batch_size, shard))
     n_tokens = sum(len(tokens[i]) for b in batches for i in b)
     desc = progress if isinstance(progress, str) else "extract"
-    with _Pooler(layout, wanted, accs, pooling, final_norm) as pooler, torch.inference_mode(), \
+    with _Pooler(layout, wanted, accs, pooling, resolve_final_norm(layout, final_norm)) as pooler, torch.inference_mode(), \
             tqdm(total=n_tokens, unit="tok", unit_scale=True, desc=desc, disable=not progress, leave=False) as bar:
         start = time.perf_counter()
         for batch in batches:

@@ -3,7 +3,8 @@ representation of one layer: shared by extraction (which reads layers) and ablat
 rewrites one).
 
 Layer numbering follows Hugging Face's ``hidden_states``: 0 is the input of the first block
-(the embedding output), ``l`` is the output of block ``l`` (1-based), up to L blocks.
+(the embedding output), ``l`` is the output of block ``l`` (1-based), up to L blocks, and the
+last is after the final norm as ``hidden_states[L]`` is (:func:`resolve_final_norm`).
 """
 
 from __future__ import annotations
@@ -71,6 +72,17 @@ def resolve_layers(layers: str | int | Sequence[int], n_layers: int) -> list[int
     if len(set(out)) != len(out):
         raise ValueError(f"layers {items} name the same layer twice")
     return sorted(out)
+
+
+def resolve_final_norm(layout: ModelLayout, final_norm: bool | None) -> bool:
+    """Whether the last layer is taken after the final norm. ``None`` (the default
+    everywhere): as Hugging Face's ``hidden_states[L]``, i.e. after the model's final norm
+    when it has one (decoders: GPT-NeoX, Llama, GPT-2, OLMo) and the last block's output when
+    it has none (BERT-style encoders); ``True`` requires the norm; ``False`` takes the last
+    block's own output, before the norm."""
+    if final_norm is None:
+        return layout.final_norm is not None
+    return bool(final_norm)
 
 
 def register_layer_hook(layout: ModelLayout, layer: int, fn: Callable[[torch.Tensor], torch.Tensor | None], *,

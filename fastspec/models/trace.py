@@ -81,7 +81,7 @@ def trace(
     pooling: str | int = "last",
     max_length: int = 512,
     batch_size: int = 16,
-    final_norm: bool = False,
+    final_norm: bool | None = None,
     padding_side: str | None = None,
     dtype: str = "float32",
     device: str | None = None,

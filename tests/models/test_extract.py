@@ -69,9 +69,17 @@ def test_other_poolings_equal_the_reference(saved, pooling):
         assert_matches(accs[layer], reference_rows(model, tok, TEXTS, layer, pooling))
 
 
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_the_default_is_hidden_states_at_every_layer_the_last_included(saved, arch):
+    model, tok = _load(saved[arch])
+    accs = fastspec.extract(model, tok, TEXTS, max_length=64, batch_size=7, progress=False)
+    for layer, acc in accs.items():
+        assert_matches(acc, reference_rows(model, tok, TEXTS, layer))
+
+
 def test_last_layer_without_final_norm_is_the_last_blocks_output(saved):
     model, tok = _load(saved["gpt_neox"])
-    accs = fastspec.extract(model, tok, TEXTS, layers=[-1], max_length=64, progress=False)
+    accs = fastspec.extract(model, tok, TEXTS, layers=[-1], max_length=64, progress=False, final_norm=False)
     model.base_model.final_layer_norm = torch.nn.Identity()  # now hidden_states[-1] is the raw block output
     assert_matches(accs[3], reference_rows(model, tok, TEXTS, 3))
 
@@ -85,8 +93,10 @@ def test_forward_stops_after_the_last_requested_layer_and_never_runs_the_head(sa
     model.lm_head.register_forward_hook(lambda *a: calls.__setitem__("lm_head", calls["lm_head"] + 1))
     fastspec.extract(model, tok, TEXTS, layers=[0, 2], max_length=64, batch_size=10, progress=False)
     assert calls == {"block2": 4, "block3": 0, "ln_f": 0, "lm_head": 0}
-    fastspec.extract(model, tok, TEXTS, layers="all", max_length=64, batch_size=10, progress=False)
+    fastspec.extract(model, tok, TEXTS, layers="all", max_length=64, batch_size=10, progress=False, final_norm=False)
     assert calls["block3"] == 4 and calls["ln_f"] == 0 and calls["lm_head"] == 0
+    fastspec.extract(model, tok, TEXTS, layers="all", max_length=64, batch_size=10, progress=False)
+    assert calls["block3"] == 8 and calls["ln_f"] == 4 and calls["lm_head"] == 0  # hidden_states[-1]: after ln_f
 
 
 def test_bf16_model_agrees_with_float32_to_bf16_precision(saved):
@@ -214,6 +224,12 @@ def test_extract_on_cuda_agrees_with_cpu(saved, dtype):
         np.testing.assert_allclose(got, ref, rtol=0, atol=tol * ref[0])
 
 
+def _cls_row(model, tok, text):
+    ids = tok(text, return_tensors="pt", truncation=True, max_length=64)["input_ids"]
+    with torch.no_grad():
+        return model(input_ids=ids, output_hidden_states=True).hidden_states[-1][0, 0].double().numpy()
+
+
 def test_final_norm_on_a_model_without_one_is_an_error_that_leaves_no_hook(saved):
     from transformers import BertConfig, BertModel
 
@@ -225,3 +241,7 @@ def test_final_norm_on_a_model_without_one_is_an_error_that_leaves_no_hook(saved
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in bert.modules())
     accs = fastspec.extract(bert, tok, TEXTS, pooling="cls", max_length=64, progress=False)
     assert sorted(accs) == [0, 1, 2] and accs[2].n_samples == len(TEXTS)
+    # by default the last layer is hidden_states[-1], which for BERT (no final norm) is the block's output
+    two = fastspec.extract(bert, tok, TEXTS[:2], pooling="cls", layers=[-1], max_length=64, progress=False)[2]
+    want = (_cls_row(bert, tok, TEXTS[0]) + _cls_row(bert, tok, TEXTS[1])) / 2
+    assert np.abs(two.mean.numpy() - want).max() < 1e-5
