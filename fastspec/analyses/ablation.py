@@ -11,9 +11,11 @@ each representation by μ. The eigenvectors come from fastspec's spectrum of the
 last-token representations over a text sample (as the paper measures geometry), or from an
 accumulator the caller gives.
 
-Multiple-choice items are scored as lm-eval-harness scores SciQ: the sum of the choice's
-token log-probabilities after the prompt (``acc``: the highest sum wins, ties to the first
-choice), and that sum divided by the choice's length in UTF-8 bytes (``acc_norm``). Items are
+Multiple-choice items are scored as lm-eval-harness scores SciQ (``ConfigurableTask.
+process_results``, version 0.4): the sum of the choice's token log-probabilities after the
+prompt (``accuracy``, lm-eval's ``acc``: the highest sum wins, ties to the first choice), that
+sum divided by the choice's length in characters (``acc_norm``) and in UTF-8 bytes
+(``acc_bytes``), the choice as written, without the target delimiter (the leading space). Items are
 JSON lines ``{"question": …, "choices": [...], "answer": index}`` (extra fields such as
 ``support`` may appear in the prompt template).
 """
@@ -82,12 +84,12 @@ def as_item(obj: Any, where: str) -> Item:
 
 
 def encode_items(tokenizer: Any, items: Sequence[Item], prompt: str, choice: str, limit: int | None
-            ) -> tuple[list[list[int]], list[int], list[int]]:
-    """Every (item, choice) sequence, its prompt length and its choice's byte length. As
-    lm-eval-harness does, prompt + choice is encoded whole and the prompt's own encoding
-    fixes where the choice starts; a longer sequence than the model's context loses tokens
-    on the left."""
-    seqs, prompt_lens, nbytes = [], [], []
+            ) -> tuple[list[list[int]], list[int], list[tuple[int, int]]]:
+    """Every (item, choice) sequence, its prompt length and its choice's length in characters
+    and in UTF-8 bytes (the choice text, without the delimiter). As lm-eval-harness does,
+    prompt + choice is encoded whole and the prompt's own encoding fixes where the choice
+    starts; a longer sequence than the model's context loses tokens on the left."""
+    seqs, prompt_lens, lengths = [], [], []
     for k, item in enumerate(items):
         try:
             context = prompt.format(**item.fields)
@@ -107,8 +109,8 @@ def encode_items(tokenizer: Any, items: Sequence[Item], prompt: str, choice: str
                 whole, n_ctx = whole[cut:], n_ctx - cut
             seqs.append(list(whole))
             prompt_lens.append(n_ctx)
-            nbytes.append(len(cont.encode("utf-8")))
-    return seqs, prompt_lens, nbytes
+            lengths.append((len(text), len(text.encode("utf-8"))))
+    return seqs, prompt_lens, lengths
 
 
 class Projector:
@@ -158,18 +160,21 @@ class Projector:
             self._handle = None
 
 
-def accuracies(scores: np.ndarray, nbytes: np.ndarray, items: Sequence[Item]) -> dict[str, float]:
-    """``acc`` (argmax of the summed log-likelihood, ties to the first choice) and
-    ``acc_norm`` (of the sum divided by the choice's byte length) over the items; ``scores``
-    and ``nbytes`` are flat over items' choices in order."""
-    hits = np.zeros(2)
+def accuracies(scores: np.ndarray, lengths: np.ndarray, items: Sequence[Item]) -> dict[str, float]:
+    """lm-eval-harness's ``acc`` (here ``accuracy``: argmax of the summed log-likelihood,
+    ties to the first choice), ``acc_norm`` (of the sum divided by the choice's length in
+    characters) and ``acc_bytes`` (in UTF-8 bytes) over the items; ``scores`` and the
+    (characters, bytes) rows of ``lengths`` are flat over items' choices in order."""
+    lengths = np.asarray(lengths, dtype=np.float64).reshape(-1, 2)
+    hits = np.zeros(3)
     at = 0
     for item in items:
         s = scores[at:at + len(item.choices)]
-        b = nbytes[at:at + len(item.choices)]
-        hits += [int(np.argmax(s)) == item.answer, int(np.argmax(s / b)) == item.answer]
+        n = lengths[at:at + len(item.choices)]
+        hits += [int(np.argmax(s)) == item.answer, int(np.argmax(s / n[:, 0])) == item.answer,
+                 int(np.argmax(s / n[:, 1])) == item.answer]
         at += len(item.choices)
-    return {"accuracy": hits[0] / len(items), "acc_norm": hits[1] / len(items)}
+    return {"accuracy": hits[0] / len(items), "acc_norm": hits[1] / len(items), "acc_bytes": hits[2] / len(items)}
 
 
 def _prepare(model: Any, tokenizer: Any, items: Any, prompt: str, choice: str
@@ -183,17 +188,17 @@ def _prepare(model: Any, tokenizer: Any, items: Any, prompt: str, choice: str
         items = [as_item(obj, f"items[{k}]") for k, obj in enumerate(items)]
         if not items:
             raise ValueError("no items to evaluate")
-    seqs, prompt_lens, nbytes = encode_items(tokenizer, items, prompt, choice, context_limit(model))
-    return model, tokenizer, items, seqs, prompt_lens, np.asarray(nbytes, dtype=np.float64)
+    seqs, prompt_lens, lengths = encode_items(tokenizer, items, prompt, choice, context_limit(model))
+    return model, tokenizer, items, seqs, prompt_lens, np.asarray(lengths, dtype=np.float64)
 
 
 def evaluate(model: Any, items: Any, tokenizer: Any = None, *, prompt: str = PROMPT, choice: str = CHOICE,
              batch_size: int = 16, progress: bool | str = False) -> dict[str, float]:
     """Multiple-choice ``accuracy`` and ``acc_norm`` of a causal LM (object or local
     directory) on ``items`` (a ``.jsonl`` path or dicts), with no intervention."""
-    model, tokenizer, items, seqs, prompt_lens, nbytes = _prepare(model, tokenizer, items, prompt, choice)
+    model, tokenizer, items, seqs, prompt_lens, lengths = _prepare(model, tokenizer, items, prompt, choice)
     scores = continuation_logprobs(model, seqs, prompt_lens, batch_size=batch_size, progress=progress)
-    return {**accuracies(scores, nbytes, items), "n_items": len(items), "chance": _chance(items)}
+    return {**accuracies(scores, lengths, items), "n_items": len(items), "chance": _chance(items)}
 
 
 def _chance(items: Sequence[Item]) -> float:
@@ -230,7 +235,7 @@ def ablate(model: Any, items: Any, basis: Sequence[str] | CovarianceAccumulator,
     ks = list(ks)
     if not ks or any(isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1 for k in ks):
         raise ValueError(f"ks must be positive integers, got {ks!r}")
-    model, tokenizer, items, seqs, prompt_lens, nbytes = _prepare(model, tokenizer, items, prompt, choice)
+    model, tokenizer, items, seqs, prompt_lens, lengths = _prepare(model, tokenizer, items, prompt, choice)
     projector = Projector(model, layer, final_norm=final_norm)
     acc = basis if isinstance(basis, CovarianceAccumulator) else extract(
         model, tokenizer, basis, layers=[projector.layer], final_norm=final_norm, max_length=max_length,
@@ -250,7 +255,7 @@ def ablate(model: Any, items: Any, basis: Sequence[str] | CovarianceAccumulator,
     def run(desc: str) -> dict[str, float]:
         scores = continuation_logprobs(model, seqs, prompt_lens, batch_size=batch_size, progress=desc if progress else False,
                                        before_forward=lambda scored: setattr(projector, "where", None if positions == "all" else scored))
-        return accuracies(scores, nbytes, items)
+        return accuracies(scores, lengths, items)
 
     rows: list[dict[str, Any]] = [{"mode": "none", "k": pd.NA, **run("no ablation")}]
     with projector:

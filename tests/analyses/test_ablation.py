@@ -141,13 +141,23 @@ def test_scored_positions_on_one_token_choices(setup):
 
 
 def test_accuracies_hand_computed():
-    items = [Item({}, ("a", "bb"), 0), Item({}, ("a", "bb", "c"), 2), Item({}, ("aaaa", "b"), 1)]
-    scores = np.array([-1.0, -1.5,      # item 0: choice 0 wins; per byte -1 vs -0.75 (choice 1)
+    """lm-eval-harness 0.4's process_results: acc_norm divides by len(choice) in characters,
+    acc_bytes by its UTF-8 bytes (the choice without the leading-space delimiter)."""
+    items = [Item({}, ("a", "bb"), 0), Item({}, ("a", "bb", "c"), 2), Item({}, ("aaaa", "é"), 1)]
+    scores = np.array([-1.0, -1.5,      # item 0: choice 0 wins; per char -1 vs -0.75 (choice 1)
                        -2.0, -3.0, -2.0,  # item 1: tie between 0 and 2 goes to the first: wrong
-                       -4.0, -3.0])     # item 2: choice 1 wins; per byte -1 vs -3: choice 0
-    nbytes = np.array([1.0, 2, 1, 2, 1, 4, 1])
-    got = accuracies(scores, nbytes, items)
-    assert got == {"accuracy": pytest.approx(2 / 3), "acc_norm": pytest.approx(0 / 3)}
+                       -4.0, -1.5])     # item 2: choice 1 wins; per char -1 vs -1.5: choice 0;
+    lengths = np.array([[1, 1], [2, 2],  # per byte ("é" is 2 bytes) -1 vs -0.75: choice 1
+                        [1, 1], [2, 2], [1, 1],
+                        [4, 4], [1, 2]])
+    got = accuracies(scores, lengths, items)
+    assert got == {"accuracy": pytest.approx(2 / 3), "acc_norm": pytest.approx(0 / 3), "acc_bytes": pytest.approx(1 / 3)}
+
+
+def test_choice_lengths_are_lm_eval_s_without_the_delimiter(setup):
+    _, model, tok, items, _ = setup
+    _, _, lengths = encode_items(tok, [Item({"question": "q"}, ("café", "x"), 0)], PROMPT, CHOICE, 64)
+    assert lengths == [(4, 5), (1, 1)]  # " café" would be 5 characters and 6 bytes
 
 
 def test_ablate_end_to_end_and_hook_removed(setup, tmp_path):
