@@ -75,6 +75,7 @@ py::dict info_dict(const InfGramEngine& e) {
   d["n_positions"] = i.n_positions;
   d["n_docs"] = i.n_docs;
   d["n_tokens"] = i.n_tokens;
+  d["empty_count"] = i.empty_count;
   return d;
 }
 
@@ -115,6 +116,8 @@ PYBIND11_MODULE(_C, m) {
   using fastspec::InfGramEngine;
   py::class_<InfGramEngine>(m, "InfGramEngine", "A memory-mapped ∞-gram index (use fastspec.InfGramIndex)")
       .def("info", &fastspec::info_dict)
+      .def("count_separators", &InfGramEngine::count_separators, py::arg("yes"),
+           "Whether the empty context counts the document separators (infini-gram's, the default)")
       .def("count", [](const InfGramEngine& e, const fastspec::I64Array& ids) {
         const std::int64_t* p = fastspec::ids_of(ids, "ids");
         auto m = static_cast<std::size_t>(ids.shape(0));

@@ -67,9 +67,11 @@ class Engine final : public InfGramEngine {
 
   const IndexInfo& info() const override { return info_; }
 
+  void count_separators(bool yes) override { info_.empty_count = yes ? info_.n_positions : info_.n_tokens; }
+
   std::uint64_t count(const std::int64_t* ids, std::size_t m) const override {
     auto q = keys(ids, m, "query");
-    if (m == 0) return info_.n_tokens;
+    if (m == 0) return info_.empty_count;
     std::uint64_t total = 0;
     for (const auto& s : shards_) total += find(s, q.data(), m).size();
     return total;
@@ -104,7 +106,7 @@ class Engine final : public InfGramEngine {
         i = j;
       }
     }
-    if (m == 0) context_count = info_.n_tokens;
+    if (m == 0) context_count = info_.empty_count;
     tokens.clear();
     counts.clear();
     for (const auto& kv : merged) {
@@ -323,7 +325,7 @@ class Engine final : public InfGramEngine {
       out.context_count += r.size();
       out.count += narrow(s, r, q, m).size();
     }
-    if (m == 0) out.context_count = info_.n_tokens;
+    if (m == 0) out.context_count = info_.empty_count;
     out.prob = out.context_count == 0 ? std::numeric_limits<double>::quiet_NaN()
                                       : static_cast<double>(out.count) / static_cast<double>(out.context_count);
     return out;
@@ -339,7 +341,7 @@ class Engine final : public InfGramEngine {
     };
     full();
     std::size_t j = 0, len = 0;
-    std::uint64_t ctx = info_.n_tokens;
+    std::uint64_t ctx = info_.empty_count;
     for (std::size_t i = 0; i < m; ++i) {
       std::uint64_t cont = 0;
       for (std::size_t s = 0; s < shards_.size(); ++s) {
@@ -360,7 +362,7 @@ class Engine final : public InfGramEngine {
           len = i + 1 - j;
           if (len == 0) {
             full();
-            ctx = info_.n_tokens;
+            ctx = info_.empty_count;
             break;
           }
           std::uint64_t found = 0;
@@ -443,6 +445,7 @@ FileHeader read_header(const MappedFile& f, std::uint32_t kind) {
 
 template <class T>
 std::unique_ptr<InfGramEngine> make_engine(IndexInfo info, std::vector<Shard<T>> shards, bool swap) {
+  info.empty_count = info.n_positions;  // infini-gram's: the empty context counts the separators too
   if (swap) return std::make_unique<Engine<T, true>>(std::move(info), std::move(shards));
   return std::make_unique<Engine<T, false>>(std::move(info), std::move(shards));
 }

@@ -21,11 +21,14 @@ struct IndexInfo {
   std::uint32_t n_shards = 0;
   std::uint64_t n_positions = 0; // token slots over all shards, separators included
   std::uint64_t n_docs = 0;
-  std::uint64_t n_tokens = 0;    // n_positions - n_docs: the count of the empty n-gram
+  std::uint64_t n_tokens = 0;    // n_positions - n_docs: tokens without the separators
+  // The count of the empty n-gram, the denominator after backing off to the empty context:
+  // n_positions by default (infini-gram's), n_tokens with count_separators(false).
+  std::uint64_t empty_count = 0;
 };
 
 struct ProbResult {
-  std::uint64_t context_count = 0;  // occurrences of the context (n_tokens when it is empty)
+  std::uint64_t context_count = 0;  // occurrences of the context (empty_count when it is empty)
   std::uint64_t count = 0;          // occurrences of context + token
   double prob = 0.0;                // count / context_count; NaN when the context never occurs
 };
@@ -44,6 +47,9 @@ class InfGramEngine {
  public:
   virtual ~InfGramEngine() = default;
   virtual const IndexInfo& info() const = 0;
+  // Whether the empty context's count includes the document separators (infini-gram's
+  // definition, the default) or not (the number of tokens).
+  virtual void count_separators(bool yes) = 0;
   // Queries take token ids as int64 and throw std::invalid_argument naming the first id
   // outside [0, vocab_size) and its position.
   virtual std::uint64_t count(const std::int64_t* ids, std::size_t m) const = 0;

@@ -7,9 +7,10 @@ Chan, 2011) and every query binary-searches memory-mapped shards and adds the sh
 Definitions (infini-gram's, which Wang et al. 2025 use for distributional memorization):
 
 - ``count(ids)``: occurrences of the n-gram in the corpus; n-grams never cross a document
-  boundary. ``count([])`` is the number of tokens (document separators excluded; infini-gram
-  counts its separators there too, so its empty-context denominators are larger by the
-  number of documents).
+  boundary. ``count([])``, the denominator of a probability after backing off to the empty
+  context, is infini-gram's: the number of tokens plus the document separators
+  (``count_separators=False`` when the index is opened: the number of tokens alone, under
+  which the next-token probabilities of the empty context sum to 1).
 - ``prob(context, token) = count(context + token) / count(context)`` (NaN when the context
   never occurs). Occurrences of the context that end a document have no next token, so the
   next-token probabilities of a context can sum to less than 1.
@@ -292,11 +293,12 @@ class InfGramIndex:
     """
 
     def __init__(self, path: str | os.PathLike, *, format: str = "auto", token_width: int | None = None,
-                 vocab_size: int | None = None) -> None:
+                 vocab_size: int | None = None, count_separators: bool = True) -> None:
         self._path = os.fspath(path)
         if token_width not in (None, 2, 4, 1):
             raise ValueError(f"token_width must be 2 or 4 bytes, got {token_width!r}")
         self._engine = _C.infgram_open(self._path, format, int(token_width or 0), int(vocab_size or 0))
+        self._engine.count_separators(bool(count_separators))
         self._info = self._engine.info()
 
     # -- building ---------------------------------------------------------------------
@@ -415,7 +417,8 @@ class InfGramIndex:
     # -- queries ----------------------------------------------------------------------
 
     def count(self, ids: Any) -> int:
-        """Occurrences of the n-gram ``ids`` (``count([])`` = number of tokens)."""
+        """Occurrences of the n-gram ``ids`` (``count([])``: tokens + separators, infini-gram's;
+        tokens alone when opened with ``count_separators=False``)."""
         return int(self._engine.count(_ids(ids, "ids")))
 
     def prob(self, context: Any, token: int) -> NGramProb:

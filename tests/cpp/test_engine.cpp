@@ -19,8 +19,8 @@ using Docs = std::vector<std::vector<std::int64_t>>;
 
 static std::uint64_t naive_count(const Docs& docs, const std::vector<std::int64_t>& q) {
   std::uint64_t c = 0;
-  if (q.empty()) {
-    for (const auto& d : docs) c += d.size();
+  if (q.empty()) {  // every token and, as infini-gram counts it, every document's separator
+    for (const auto& d : docs) c += d.size() + 1;
     return c;
   }
   for (const auto& d : docs)
@@ -62,7 +62,7 @@ int main(int argc, char** argv) {
         t32.push_back(static_cast<std::uint32_t>(x));
       }
     }
-    if (naive_count(docs, {}) < 2) continue;
+    if (naive_count(docs, {}) - docs.size() < 2) continue;
     if (wide) fastspec::build_shard_u32(t32.data(), static_cast<std::int64_t>(t32.size()), vocab, 0, dir);
     else fastspec::build_shard_u16(t16.data(), static_cast<std::int64_t>(t16.size()), vocab, 0, dir);
     fastspec::finish_index(dir, 1);

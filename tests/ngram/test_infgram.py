@@ -26,10 +26,12 @@ from fastspec import InfGramIndex
 # ---------------------------------------------------------------------------------------
 
 
-def ref_count(docs, q):
+def ref_count(docs, q, separators=True):
+    """Occurrences of q; the empty n-gram counts every token and, as infini-gram counts it,
+    every document's separator."""
     q = list(q)
     if not q:
-        return sum(len(d) for d in docs)
+        return sum(len(d) for d in docs) + (len(docs) if separators else 0)
     m = len(q)
     return sum(1 for d in docs for i in range(len(d) - m + 1) if list(d[i:i + m]) == q)
 
@@ -105,6 +107,7 @@ def test_counts_and_probs_match_brute_force(width, docs, queries, tok):
     with built(docs, token_width=width) as idx:
         assert idx.token_width == width
         assert idx.n_tokens == sum(map(len, docs)) and idx.n_docs == len(docs)
+        assert InfGramIndex(idx.path, count_separators=False).count([]) == ref_count(docs, [], separators=False)
         check_sorted(idx)
         idx.verify()
         for q in queries:
@@ -305,7 +308,9 @@ def test_agrees_with_infini_gram(tmp_path):
     ig = engine_mod.InfiniGramEngine(index_dir=str(tmp_path / "ig"), eos_token_id=2)
     ours = InfGramIndex.build(docs, tmp_path / "fs", progress=False)
     theirs = InfGramIndex(tmp_path / "ig")  # infini-gram's files, read by fastspec
+    tokens_only = InfGramIndex(tmp_path / "fs", count_separators=False)
     n_docs = len(docs)
+    assert ours.count([]) == theirs.count([]) == ig.count([])["count"] == tokens_only.count([]) + n_docs
     for _ in range(150):
         q = [int(x) for x in words[rng.integers(0, 6, size=rng.integers(1, 10))]]
         assert ours.count(q) == theirs.count(q) == ig.count(q)["count"]
@@ -315,15 +320,16 @@ def test_agrees_with_infini_gram(tmp_path):
         for idx in (ours, theirs):
             got = idx.infgram_prob(ctx, t)
             assert got.suffix_len == want["suffix_len"] and got.count == want["cont_cnt"]
-            # infini-gram's empty context counts its document separators as tokens
-            assert got.context_count + (n_docs if got.suffix_len == 0 else 0) == want["prompt_cnt"]
-            if got.suffix_len > 0:
-                assert got.prob == pytest.approx(want["prob"], rel=1e-12)
+            assert got.context_count == want["prompt_cnt"]  # the empty context included (separators)
+            assert got.prob == pytest.approx(want["prob"], rel=1e-12)
+        alone = tokens_only.infgram_prob(ctx, t)  # the documented option: tokens alone
+        assert alone.context_count + (n_docs if alone.suffix_len == 0 else 0) == want["prompt_cnt"]
     seq = [int(x) for x in words[rng.integers(0, 6, size=200)]]
     s = ours.score([seq])[0]
     for i in range(1, 200):
         want = ig.infgram_prob(seq[:i], seq[i])
         assert s.effective_n[i] == want["suffix_len"] + 1 and s.count[i] == want["cont_cnt"]
+        assert s.prob[i] == pytest.approx(want["prob"], rel=1e-12)
 
 
 # ---------------------------------------------------------------------------------------
