@@ -86,6 +86,15 @@ def _layers(text: str) -> str | list[int]:
         raise argparse.ArgumentTypeError(f"layers must be 'all' or comma-separated integers, got {text!r}") from None
 
 
+def _max_length(text: str) -> str | int:
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"max-length must be 'auto' or a number of tokens, got {text!r}") from None
+
+
 def _pooling(text: str) -> str | int:
     try:
         return int(text)
@@ -328,7 +337,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--text-field", default="text", help="field/column of the text in .jsonl/.parquet")
     tr.add_argument("--layers", type=_layers, default="all", help="'all' or comma-separated indices (0 = embeddings)")
     tr.add_argument("--pooling", type=_pooling, default="last", help="last | mean | cls | a token position")
-    tr.add_argument("--max-length", type=int, default=512)
+    tr.add_argument("--max-length", type=_max_length, default="auto",
+                    help="tokens kept per document (default auto: 512, or the model's context if shorter)")
     tr.add_argument("--batch-size", type=int, default=16)
     tr.add_argument("--final-norm", action=argparse.BooleanOptionalAction, default=None,
                     help="the last layer after the model's final norm (default where it has one: Hugging Face's "

@@ -26,6 +26,8 @@ from .batching import iter_batches, pad_batch, position_ids, tokenize
 from .layout import ModelLayout, hidden_size, model_layout, register_layer_hook, resolve_final_norm, resolve_layers
 
 POOLINGS = ("last", "mean", "cls")
+#: Tokens kept per text by default (``max_length="auto"``), or the model's context if shorter.
+DEFAULT_MAX_LENGTH = 512
 
 
 class _StopForward(Exception):
@@ -111,7 +113,7 @@ def extract(
     *,
     layers: str | int | Sequence[int] = "all",
     pooling: str | int = "last",
-    max_length: int | None = 512,
+    max_length: int | str | None = "auto",
     batch_size: int = 16,
     final_norm: bool | None = None,
     padding_side: str | None = None,
@@ -128,7 +130,9 @@ def extract(
     and in the dtype it should run in (fp32 or bf16, CPU or CUDA); the LM head never runs.
     ``pooling``: ``"last"`` (last real token, the paper's choice), ``"mean"`` (over real
     tokens), ``"cls"`` (first token, for encoders) or an int position among the real tokens.
-    ``max_length``: tokens kept per text (None: the model's context). ``padding_side``:
+    ``max_length``: tokens kept per text; ``"auto"`` (default) is 512 or the model's context
+    if shorter (the length used is reported in ``stats``), None the model's context, and a
+    number longer than the context is an error. ``padding_side``:
     defaults to the tokenizer's; both sides give the same rows. ``accumulators``: existing
     ones to add to; ``shard=(rank, world)`` processes only that rank's batches (the caller
     all-reduces). ``stats``: a dict that receives ``n_tokens`` (of all texts, every shard's),
@@ -139,7 +143,9 @@ def extract(
     layout = model_layout(model)
     wanted = resolve_layers(layers, layout.n_layers)
     pooling = _check_pooling(pooling)
-    if max_length is None:
+    if max_length == "auto":
+        max_length = min(DEFAULT_MAX_LENGTH, layout.context or DEFAULT_MAX_LENGTH)
+    elif max_length is None:
         max_length = layout.context
     if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 1:
         raise ValueError(f"max_length must be a positive integer, got {max_length!r}")
@@ -178,5 +184,6 @@ def extract(
             bar.update(int(mask.sum()))
             bar.set_postfix_str(f"{bar.n / max(time.perf_counter() - start, 1e-9):,.0f} tok/s", refresh=False)
         if stats is not None:
-            stats.update(n_tokens=sum(len(t) for t in tokens), n_texts=len(tokens), seconds=time.perf_counter() - start)
+            stats.update(n_tokens=sum(len(t) for t in tokens), n_texts=len(tokens), seconds=time.perf_counter() - start,
+                         max_length=max_length)
     return {layer: accs[layer] for layer in wanted}

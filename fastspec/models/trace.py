@@ -32,7 +32,7 @@ from ..spectral.eigen import metrics_of
 from ..spectral.metrics import check_fit_range
 from .checkpoints import DTYPES, Checkpoint, as_checkpoint, load_checkpoint
 from .data import load_texts, sample_texts, texts_digest
-from .extract import extract
+from .extract import DEFAULT_MAX_LENGTH, extract
 
 CONFIG_FILE = "config.json"
 CKPT_DIR = "checkpoints"
@@ -79,7 +79,7 @@ def trace(
     text_field: str = "text",
     layers: str | Sequence[int] = "all",
     pooling: str | int = "last",
-    max_length: int = 512,
+    max_length: int | str | None = "auto",
     batch_size: int = 16,
     final_norm: bool | None = None,
     padding_side: str | None = None,
@@ -161,6 +161,8 @@ def _trace_one(index: int, ckpt: Checkpoint, texts: list[str], ckpt_dir: str, co
                    padding_side=config["padding_side"], shard=(rank, world) if world > 1 else None,
                    progress=os.path.basename(ckpt.source) if progress else False, stats=stats)
     n_tokens = stats["n_tokens"]
+    if progress and config["max_length"] == "auto" and stats["max_length"] < DEFAULT_MAX_LENGTH:
+        tqdm.write(f"fastspec trace: {ckpt.label}: max_length auto = {stats['max_length']}, the model's context")
     # The commit a hub revision resolved to (transformers records it on the config).
     commit = getattr(model.config, "_commit_hash", None) if ckpt.revision else None
     del model
@@ -181,7 +183,8 @@ def _trace_one(index: int, ckpt: Checkpoint, texts: list[str], ckpt_dir: str, co
         write_json(os.path.join(ckpt_dir, ckpt.slug + ".json"), {
             "checkpoint": ckpt.label, "source": ckpt.source, "revision": ckpt.revision, "step": ckpt.step,
             "identity": ckpt.identity, "commit": commit,
-            "index": index, "n_tokens": n_tokens, "seconds": {"load": t1 - t0, "extract": t2 - t1, "spectra": t3 - t2},
+            "index": index, "n_tokens": n_tokens, "max_length": stats["max_length"],
+            "seconds": {"load": t1 - t0, "extract": t2 - t1, "spectra": t3 - t2},
             "tokens_per_second": n_tokens / max(t2 - t1, 1e-9), "layers": records,
         })
     if world > 1:

@@ -117,8 +117,8 @@ def _shade(ax: Any, x: np.ndarray, labels: list[str]) -> None:
 
 def plot_spectrum(eigenvalues: np.ndarray, fit: Any, path: str, *, population: np.ndarray | None = None,
                   title: str = "Eigenspectrum") -> None:
-    """Log-log eigenspectrum with the alpha-ReQ fit line over its range (and the population
-    spectrum, dashed, when known)."""
+    """Log-log eigenspectrum with the alpha-ReQ fit line over its range (none when ``fit`` is
+    None: a spectrum shorter than the range), and the population spectrum, dashed, when known."""
     plt = _pyplot()
 
     ranks = np.arange(1, eigenvalues.size + 1)
@@ -127,11 +127,12 @@ def plot_spectrum(eigenvalues: np.ndarray, fit: Any, path: str, *, population: n
     ax.loglog(ranks[pos], eigenvalues[pos], lw=1.6, label="measured eigenvalues")
     if population is not None:
         ax.loglog(np.arange(1, population.size + 1), population, "k--", lw=1.0, label="construction λᵢ")
-    start, stop = fit.fit_range
-    fr = np.arange(start + 1, stop + 1)
-    ax.loglog(fr, fit.predict(fr), "r-", lw=3, alpha=0.8,
-              label=f"fit: α = {fit.alpha:.3f}, R² = {fit.r2:.4f} (ranks {start + 1}..{stop})")
-    ax.axvspan(start + 1, stop, color="r", alpha=0.07)
+    if fit is not None:
+        start, stop = fit.fit_range
+        fr = np.arange(start + 1, stop + 1)
+        ax.loglog(fr, fit.predict(fr), "r-", lw=3, alpha=0.8,
+                  label=f"fit: α = {fit.alpha:.3f}, R² = {fit.r2:.4f} (ranks {start + 1}..{stop})")
+        ax.axvspan(start + 1, stop, color="r", alpha=0.07)
     ax.set_xlabel("rank i")
     ax.set_ylabel("eigenvalue λᵢ")
     ax.set_title(f"{title}\nRankMe = {rankme(eigenvalues):.1f}")

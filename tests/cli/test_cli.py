@@ -43,6 +43,17 @@ def test_synthetic_demo_console_script_writes_table_json_and_png(tmp_path):
     assert rel(result["measured"]["rankme"], result["implied"]["rankme"]) < 0.05
     png = (tmp_path / "spectrum.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    # beside a float64 np.cov of the same rows, fastspec is exact; the naive formula is not
+    ref = result["float64_reference"]
+    assert rel(result["measured"]["rankme"], ref["rankme"]) < 1e-6 and "float64 ref" in proc.stdout
+    assert rel(result["naive_fp32_one_pass_rankme"], ref["rankme"]) > 1e-3
+
+
+def test_synthetic_demo_narrower_than_the_fit_range_reports_alpha_as_none(tmp_path, capsys):
+    code, out, _ = _run(capsys, "demo", "--synthetic", "--n", "2000", "--dim", "64", "--out", str(tmp_path))
+    assert code == 0 and "alpha: none (fit_range (11, 100) needs at least 100 eigenvalues" in out
+    result = json.loads((tmp_path / "metrics.json").read_text())
+    assert result["measured"]["alpha"] is None and (tmp_path / "spectrum.png").stat().st_size > 10_000
 
 
 @pytest.mark.parametrize("fmt", ["npy", "pt", "pt-dict", "safetensors"])

@@ -152,6 +152,16 @@ def test_settings_bind_only_once_a_checkpoint_is_done(ckpts, tmp_path):
     assert json.loads((out / "config.json").read_text())["max_length"] == 32 and len(frame)
 
 
+def test_the_default_max_length_fits_a_model_with_a_short_context(ckpts, tmp_path):
+    """max_length "auto": 512, or the context (64 here) if shorter, recorded per checkpoint."""
+    kw = {k: v for k, v in KW.items() if k != "max_length"}
+    fastspec.trace(ckpts[:1], TEXTS, tmp_path, **kw)
+    rec = json.loads(next((tmp_path / "checkpoints").glob("*.json")).read_text())
+    assert rec["max_length"] == 64
+    with pytest.raises(ValueError, match=r"max_length=513 is longer than the model's context of 64"):
+        fastspec.trace(ckpts[:1], TEXTS, tmp_path / "x", **{**kw, "max_length": 513})
+
+
 def test_a_resumed_run_must_keep_the_settings(traced, ckpts):
     out, _ = traced
     with pytest.raises(ValueError, match=r"other settings \(max_length: 32 there, 16 now\)"):
