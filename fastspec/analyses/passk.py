@@ -40,7 +40,13 @@ def pass_at_k(n: Any, c: Any, k: Any) -> np.ndarray | float:
     0 ≤ c ≤ n and 1 ≤ k ≤ n: with k > n there is no way to draw k of the n samples, and that
     is an error, not a 1.
     """
-    n_, c_, k_ = np.broadcast_arrays(_as_counts("n", n), _as_counts("c", c), _as_counts("k", k))
+    arrays = [_as_counts(name, v) for name, v in (("n", n), ("c", c), ("k", k))]
+    try:
+        n_, c_, k_ = np.broadcast_arrays(*arrays)
+    except ValueError:
+        shapes = ", ".join(f"{name} {a.shape}" for name, a in zip("nck", arrays))
+        raise ValueError(f"n, c and k must broadcast against each other, got {shapes}; for one row per problem "
+                         "and one column per k, pass c[:, None] (and n[:, None] if n is per problem)") from None
     checks = [(n_ < 1, "n must be at least 1"), (c_ < 0, "c must be at least 0"), (c_ > n_, "c must be at most n"),
               (k_ < 1, "k must be at least 1"), (k_ > n_, "k must be at most n (cannot draw k of n samples)")]
     for bad, why in checks:

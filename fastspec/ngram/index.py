@@ -243,8 +243,24 @@ def _array_documents(arr: np.ndarray, doc_lengths: Any, name: str) -> Iterator[n
         start += n
 
 
+def _text_corpus(files: list[Path], tokenizer: Any, text_split: str, progress: bool, name: str
+                 ) -> tuple[Iterable[np.ndarray], str, Any]:
+    tok = load_tokenizer(tokenizer)
+    if tok is None:
+        raise ValueError(f"{name!r} is a text corpus: pass tokenizer= (a local Hugging Face tokenizer directory)")
+    if text_split not in ("line", "file"):
+        raise ValueError(f"text_split must be 'line' or 'file', got {text_split!r}")
+    return _tokenised(files, tok, text_split, progress), name, tok
+
+
 def _documents(source: Any, tokenizer: Any, doc_lengths: Any, text_split: str, progress: bool) -> tuple[Iterable[np.ndarray], str, Any]:
     """(documents, a name for messages, the loaded tokenizer or None)."""
+    paths = isinstance(source, (list, tuple)) and bool(source) and all(isinstance(x, (str, os.PathLike)) for x in source)
+    if paths:  # several text files or directories, indexed in the order given
+        if any(Path(x).suffix == ".npy" for x in source):
+            raise ValueError("a list of paths is for text corpora; index a .npy of token ids on its own")
+        files = [f for x in source for f in _text_files(Path(x))]
+        return _text_corpus(files, tokenizer, text_split, progress, f"{len(source)} paths ({source[0]}, …)")
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         name = str(path)
@@ -258,12 +274,7 @@ def _documents(source: Any, tokenizer: Any, doc_lengths: Any, text_split: str, p
             if arr.dtype.kind not in "iu":
                 raise ValueError(f"{name!r}: token ids must be integers, the array holds {arr.dtype}")
             return list(_array_documents(arr, doc_lengths, name)), name, None
-        tok = load_tokenizer(tokenizer)
-        if tok is None:
-            raise ValueError(f"{name!r} is a text corpus: pass tokenizer= (a local Hugging Face tokenizer directory)")
-        if text_split not in ("line", "file"):
-            raise ValueError(f"text_split must be 'line' or 'file', got {text_split!r}")
-        return _tokenised(_text_files(path), tok, text_split, progress), name, tok
+        return _text_corpus(_text_files(path), tokenizer, text_split, progress, name)
     if isinstance(source, np.ndarray):
         if source.dtype.kind not in "iu":
             raise TypeError(f"token ids must be integers, the array holds {source.dtype}")
@@ -312,8 +323,8 @@ class InfGramIndex:
 
         ``tokens_or_path``: a list of 1-D token-id arrays (one per document); one 1-D array
         (one document, or split by ``doc_lengths``) or a 2-D one (a document per row); a
-        ``.npy`` file of such an array (memory-mapped); or a text file or directory of
-        ``.txt``/``.jsonl``/``.md``/``.rst`` files with ``tokenizer`` (a local Hugging Face
+        ``.npy`` file of such an array (memory-mapped); or a text file, a directory of
+        ``.txt``/``.jsonl``/``.md``/``.rst`` files, or a list of such paths, with ``tokenizer`` (a local Hugging Face
         tokenizer directory or object): ``.jsonl`` lines give their ``"text"``, other files a
         document per non-empty line (``text_split="line"``) or per file (``"file"``).
 

@@ -43,6 +43,15 @@ def test_edge_cases():
     assert fastspec.pass_at_k(5, 2, 1) == pytest.approx(0.4)  # k = 1 is the fraction correct
 
 
+def test_the_readme_call_one_row_per_problem_one_column_per_k():
+    correct = np.array([3, 9, 0, 512])
+    got = fastspec.pass_at_k(512, correct[:, None], [16, 256])
+    assert got.shape == (4, 2)
+    for i, ci in enumerate(correct):
+        for j, kj in enumerate([16, 256]):
+            assert got[i, j] == pytest.approx(float(exact(512, int(ci), kj)), rel=1e-12)
+
+
 def test_broadcasting():
     c = np.array([[0], [3], [16]])
     got = fastspec.pass_at_k(16, c, np.array([1, 4, 16]))
@@ -60,6 +69,7 @@ def test_broadcasting():
     ((0, 0, 1), "n must be at least 1"),
     ((4, 1.5, 1), "whole numbers"),
     (([4, 4], [1, 1], [1, 9]), r"k must be at most n.*index \(1,\)"),
+    ((512, [3, 9, 0], [16, 256]), r"must broadcast against each other, got n \(\), c \(3,\), k \(2,\); .*pass c\[:, None\]"),
 ])
 def test_bad_input(args, match):
     with pytest.raises(ValueError, match=match):

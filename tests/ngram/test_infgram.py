@@ -493,6 +493,22 @@ def test_infini_gram_layout_errors(tmp_path):
         InfGramIndex(d, format="v7")
 
 
+def test_a_list_of_text_files_is_one_corpus(tmp_path, tiny_tokenizer):
+    tok_dir, texts = tiny_tokenizer
+    (tmp_path / "a.txt").write_text("\n".join(texts[:6]) + "\n")
+    (tmp_path / "b.jsonl").write_text("\n".join(json.dumps({"text": t}) for t in texts[6:10]) + "\n")
+    both = InfGramIndex.build([tmp_path / "a.txt", str(tmp_path / "b.jsonl")], tmp_path / "both", tokenizer=str(tok_dir),
+                              progress=False)
+    (tmp_path / "ab").mkdir()
+    (tmp_path / "ab" / "a.txt").write_text((tmp_path / "a.txt").read_text())
+    (tmp_path / "ab" / "b.jsonl").write_text((tmp_path / "b.jsonl").read_text())
+    one = InfGramIndex.build(tmp_path / "ab", tmp_path / "one", tokenizer=str(tok_dir), progress=False)
+    assert (both.n_docs, both.n_tokens) == (one.n_docs, one.n_tokens) == (10, one.n_tokens)
+    with pytest.raises(FileNotFoundError, match="nowhere.txt"):
+        InfGramIndex.build([tmp_path / "a.txt", tmp_path / "nowhere.txt"], tmp_path / "x", tokenizer=str(tok_dir),
+                           progress=False)
+
+
 def test_cli_index_build_count_prob(tmp_path, capsys, tiny_tokenizer):
     from fastspec.cli import main
 
