@@ -10,7 +10,9 @@ RankMe falling and α rising. :func:`phases` makes that a rule:
    ends at an extremum only once RankMe has moved more than ``tol`` (relative) the other
    way, so noise smaller than ``tol`` never splits a run. Rising runs are entropy-seeking,
    falling runs compression-seeking; a checkpoint takes the label of the run that ends at
-   or passes through it (the first checkpoint, that of the first run).
+   or passes through it (the first checkpoint, that of the first run). A trajectory that
+   never moves by more than ``tol`` either way is one run with no trend, labelled ``flat``
+   (a fourth label: too little movement to name a phase).
 3. Warmup: checkpoints at step ≤ ``warmup_steps`` when it is given (the learning-rate
    warmup); otherwise, when the first run falls (the early collapse), that run.
 

@@ -48,13 +48,14 @@ def _rel(path: str, root: str) -> str:
 
 
 def _phase_runs(labelled: pd.DataFrame) -> str:
-    """"warmup: steps 0–64; entropy-seeking: 64–400; …" from consecutive labels."""
+    """"warmup: steps 0–64; entropy-seeking: steps 128–400; …" from consecutive labels: each
+    phase from its first checkpoint to its last, so that no two ranges overlap."""
     parts, start = [], 0
     labels, steps = labelled["phase"].tolist(), labelled["step"].tolist()
     for i in range(1, len(labels) + 1):
         if i == len(labels) or labels[i] != labels[start]:
-            lo, hi = steps[max(start - 1, 0)], steps[i - 1]
-            parts.append(f"{labels[start]}: steps {lo}–{hi}")
+            lo, hi = steps[start], steps[i - 1]
+            parts.append(f"{labels[start]}: step {lo}" if lo == hi else f"{labels[start]}: steps {lo}–{hi}")
             start = i
     return "; ".join(parts)
 

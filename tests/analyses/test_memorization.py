@@ -93,6 +93,16 @@ def test_memorization_from_directories_and_cli(setup, tmp_path, capsys):
     assert main(["memorization", "--index", index.path, "--model", str(root / "model"), "--items", str(items_file)]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["rho"] == pytest.approx(direct.rho, abs=1e-9) and out["rule"] == "wang"
+    # rule "all" scores an output with an unseen token −∞: strict JSON has no -Infinity, so null
+    every = fastspec.memorization(items, index, model, tok, rule="all")
+    assert np.isneginf(every.infgram_scores).any()
+    assert main(["memorization", "--index", index.path, "--model", str(root / "model"), "--items", str(items_file),
+                 "--rule", "all", "--out", str(tmp_path / "m.json")]) == 0
+    capsys.readouterr()
+    text = (tmp_path / "m.json").read_text()
+    assert "Infinity" not in text and "NaN" not in text
+    written = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c}"))
+    assert [v is None for v in written["infgram_scores"]] == np.isneginf(every.infgram_scores).tolist()
 
 
 def test_token_id_items_match_text_items(setup):

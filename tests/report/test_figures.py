@@ -1,4 +1,4 @@
-"""fastspec.report.figures: the trace figures are written as real PNGs."""
+"""fastspec.report: the trace figures are written as real PNGs; the page's phase summary."""
 
 import pytest
 from traceframes import trace_frame
@@ -15,3 +15,12 @@ def test_plots_are_written(tmp_path, layers):
         with open(p, "rb") as fh:
             data = fh.read()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
+
+
+def test_the_report_s_phase_ranges_never_overlap():
+    import pandas as pd
+
+    from fastspec.report.page import _phase_runs
+
+    labelled = pd.DataFrame({"phase": ["warmup", "flat", "flat", "entropy-seeking"], "step": [0, 100, 200, 400]})
+    assert _phase_runs(labelled) == "warmup: step 0; flat: steps 100–200; entropy-seeking: step 400"
