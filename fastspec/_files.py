@@ -47,10 +47,17 @@ def replacing(path: str | os.PathLike) -> Iterator[str]:
     tmp = _temporary(path)
     try:
         parent = os.path.dirname(path)
+        if parent and os.path.exists(parent) and not os.path.isdir(parent):
+            raise NotADirectoryError(f"cannot write {path}: {parent} is a file, not a directory")
         if parent:
             os.makedirs(parent, exist_ok=True)
         yield tmp
         os.replace(tmp, path)
+    except NotADirectoryError as err:
+        _remove(tmp)
+        if str(err).startswith("cannot write"):
+            raise
+        raise OSError(err.errno, f"cannot write {path}: {err.strerror}") from err
     except OSError as err:
         _remove(tmp)
         if err.errno is None:
@@ -59,6 +66,17 @@ def replacing(path: str | os.PathLike) -> Iterator[str]:
     except BaseException:
         _remove(tmp)
         raise
+
+
+def existing_file(path: str | os.PathLike, what: str = "file") -> str:
+    """``path`` if it is a file; else FileNotFoundError, or IsADirectoryError for a
+    directory where a file is expected, naming the path."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{path}: is a directory, not a {what}")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such {what}")
+    return path
 
 
 def write_text(path: str | os.PathLike, text: str) -> str:

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 from tqdm import tqdm
 
-from ._files import json_text, write_csv, write_text
+from ._files import existing_file, json_text, write_csv, write_text
 from .analyses.ablation import ablate
 from .analyses.correlation import correlate, correlation_table
 from .analyses.memorization import memorization
@@ -240,9 +240,9 @@ def cmd_index_prob(args: argparse.Namespace) -> int:
 
 
 def cmd_memorization(args: argparse.Namespace) -> int:
-    if not os.path.isfile(args.items):
-        raise FileNotFoundError(f"items file {args.items!r} does not exist")
-    items = [record for _, record in iter_jsonl(args.items)]
+    items = [record for _, record in iter_jsonl(existing_file(args.items, "items file (.jsonl)"))]
+    if not items:
+        raise ValueError(f"{args.items}: no items (one JSON object per line)")
     res = memorization(items, args.index, args.model, args.tokenizer, rule=args.rule, batch_size=args.batch_size,
                        device=args.device)
     text = json_text(res.to_dict())  # strict JSON: a −∞ score (rule "all") is null

@@ -14,6 +14,8 @@ def read_table(table: pd.DataFrame | str | os.PathLike) -> pd.DataFrame:
     if isinstance(table, pd.DataFrame):
         return table
     path = os.fspath(table)
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{path}: is a directory, not a CSV table")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no such table: {path}")
     try:

@@ -101,8 +101,10 @@ def load_checkpoint(ckpt: Checkpoint, *, dtype: str = "float32", device: str | t
     from transformers import AutoModel, AutoTokenizer
 
     local = os.path.isdir(ckpt.source)
-    # A hub id is "name" or "org/name"; anything else that is not a directory is a missing path.
-    if not local and (os.path.isabs(ckpt.source) or ckpt.source.startswith((".", "~")) or ckpt.source.count("/") > 1):
+    # A hub id is "name" or "org/name"; anything else that is not a directory is a missing path,
+    # and so is "ckpts/step9" when ckpts/ is a local directory (no hub lookup, no retries).
+    if not local and (os.path.isabs(ckpt.source) or ckpt.source.startswith((".", "~")) or ckpt.source.count("/") > 1
+                      or ("/" in ckpt.source and os.path.isdir(ckpt.source.split("/")[0]))):
         raise CheckpointError(f"checkpoint {ckpt.label}: no such directory {ckpt.source}")
     kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
     if ckpt.revision:

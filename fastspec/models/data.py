@@ -22,6 +22,8 @@ def read_texts(path: str | os.PathLike, *, text_field: str = "text") -> list[str
     """All documents of a local file: ``.txt`` (one per non-blank line), ``.jsonl`` (the
     ``text_field`` of each line) or ``.parquet`` (the ``text_field`` column)."""
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{path}: is a directory, not a text file ({', '.join(TEXT_SUFFIXES)})")
     suffix = os.path.splitext(path)[1].lower()
     if suffix not in TEXT_SUFFIXES:
         raise ValueError(f"{path}: unknown text file type {suffix!r}; expected one of {', '.join(TEXT_SUFFIXES)}")

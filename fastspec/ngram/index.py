@@ -269,8 +269,8 @@ def _documents(source: Any, tokenizer: Any, doc_lengths: Any, text_split: str, p
                 raise FileNotFoundError(f"corpus {name!r} does not exist")
             try:
                 arr = np.load(path, mmap_mode="r", allow_pickle=False)
-            except (ValueError, OSError) as err:
-                raise ValueError(f"{name!r}: not a readable .npy array ({err})") from err
+            except (ValueError, OSError, EOFError) as err:
+                raise ValueError(f"{name!r}: not a readable .npy array ({err or type(err).__name__})") from err
             if arr.dtype.kind not in "iu":
                 raise ValueError(f"{name!r}: token ids must be integers, the array holds {arr.dtype}")
             return list(_array_documents(arr, doc_lengths, name)), name, None

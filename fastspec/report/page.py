@@ -29,6 +29,8 @@ from .figures import plot_trace
 from .tables import markdown_table
 
 Block = tuple[str, Any]  # ("h1"|"h2"|"p"|"table"|"img", payload)
+#: What the report gathers; a directory with none of them is not a results directory.
+RESULT_FILES = ("trace.csv", "correlations.csv", "pass_at_k.csv", "ablation.csv", "toy.csv")
 
 
 def _find(root: str, name: str) -> str | None:
@@ -138,6 +140,9 @@ def build_report(results_dir: str | os.PathLike) -> list[Block]:
     root = os.fspath(results_dir)
     if not os.path.isdir(root):
         raise FileNotFoundError(f"no such results directory: {root}")
+    if not any(_find(root, name) for name in RESULT_FILES):
+        raise ValueError(f"{root}: holds no fastspec results (none of {', '.join(RESULT_FILES)}, here or one folder "
+                         "below); make them with fastspec trace, correlate, pass-at-k, ablate, toy or demo")
     blocks: list[Block] = [("h1", f"fastspec report: {os.path.basename(os.path.abspath(root))}"),
                            ("p", f"Written {datetime.datetime.now():%Y-%m-%d %H:%M} by fastspec {__version__} from "
                                  f"the files in {os.path.abspath(root)}.")]

@@ -70,6 +70,8 @@ def open_activations(path: str | os.PathLike, key: str | None = None) -> Activat
     memory-mapped) or ``.safetensors`` file (read block by block) holding an N×d matrix.
     ``key`` names the tensor when the file holds several."""
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{path}: is a directory, not an activation file ({', '.join(SUFFIXES)})")
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no such file")
     suffix = os.path.splitext(path)[1].lower()
