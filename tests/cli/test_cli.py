@@ -155,6 +155,15 @@ def test_explicit_fit_range_beyond_the_spectrum_is_an_error(tmp_path, capsys):
     assert code == 2 and "small.npy: fit_range (10, 100) needs at least 100 eigenvalues; this spectrum has 30" in err
 
 
+def test_spectrum_of_a_file_of_tiny_values_is_the_float64_answer(tmp_path, capsys):
+    """float32 values of 1e-25 square below float32's range; the CLI must not print 1.00002."""
+    x = (np.random.default_rng(3).standard_normal((200, 16)) * 1e-25).astype("f4")
+    np.save(tmp_path / "tiny.npy", x)
+    code, out, _ = _run(capsys, "spectrum", str(tmp_path / "tiny.npy"), "--quiet")
+    assert code == 0
+    assert rel(json.loads(out)["rankme"], ref_rankme(ref_eigenvalues(torch.from_numpy(x.astype(np.float64))))) < 1e-6
+
+
 def test_out_of_memory_is_a_one_line_error(capsys, monkeypatch):
     import fastspec.cli as cli
 
