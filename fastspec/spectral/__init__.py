@@ -15,11 +15,11 @@ imports nothing from the rest of fastspec but the compiled modules (``fastspec._
 - ``io``: activation files (.npy, .pt, .safetensors) read block by block.
 """
 
-from .accumulator import CovarianceAccumulator
+from .accumulator import CovarianceAccumulator, Jackknife
 from .eigen import Spectrum
 from .io import open_activations
 from .metrics import AlphaFit, SpectrumTooShort, alpha_req, rankme
 from .oneshot import spectrum, summarize
 
-__all__ = ["AlphaFit", "CovarianceAccumulator", "Spectrum", "SpectrumTooShort", "alpha_req", "open_activations",
+__all__ = ["AlphaFit", "CovarianceAccumulator", "Jackknife", "Spectrum", "SpectrumTooShort", "alpha_req", "open_activations",
            "rankme", "spectrum", "summarize"]

@@ -5,6 +5,8 @@ covariance is M2/(n−1) (ddof=1), its spectrum :func:`fastspec.spectral.eigen.s
 
 from __future__ import annotations
 
+import math
+from dataclasses import asdict, dataclass
 from numbers import Integral
 from typing import Any, Iterator
 
@@ -12,6 +14,7 @@ import torch
 
 from .backend import placement, use_kernels
 from .eigen import Spectrum, spectrum_of_scatter
+from .metrics import SpectrumTooShort, alpha_req, check_fit_range, rankme
 from .inputs import as_matrix, check_nan_policy, nonfinite_rows
 from .moments import F64_SAFE, MIN_FLUSH_ROWS, Moments, chunk_rows, float64_overflow, symmetrize_upper
 
@@ -20,6 +23,27 @@ STATE_VERSION = 1
 #: "float32": chunks are multiplied in IEEE float32 (error ~1e-7·λ₁ on the eigenvalues);
 #: "float64": rows are upcast first (~1e-16·λ₁, twice the cost on CPU).
 PRECISIONS = ("float32", "float64")
+
+
+@dataclass(frozen=True)
+class Jackknife:
+    """RankMe (eig convention), Garrido's RankMe_sv (raw spectrum) and α of all the rows,
+    each with its delete-one-fold jackknife standard error (:meth:`CovarianceAccumulator.
+    jackknife`). ``alpha`` and ``alpha_se`` are None when the spectrum (or one without a fold)
+    is too short for ``fit_range``."""
+
+    rankme: float
+    rankme_se: float
+    rankme_sv: float
+    rankme_sv_se: float
+    alpha: float | None
+    alpha_se: float | None
+    folds: int
+    n_samples: int
+    fit_range: tuple[int, int]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "fit_range": list(self.fit_range)}
 
 
 class CovarianceAccumulator:
@@ -47,9 +71,11 @@ class CovarianceAccumulator:
     """
 
     def __init__(self, dim: int, *, device: str | torch.device | None = None, nan_policy: str = "raise",
-                 precision: str = "float32", backend: str = "auto"):
+                 precision: str = "float32", backend: str = "auto", folds: int = 1):
         if int(dim) != dim or dim < 1:
             raise ValueError(f"dim must be a positive integer, got {dim!r}")
+        if isinstance(folds, bool) or not isinstance(folds, Integral) or folds < 1:
+            raise ValueError(f"folds must be a positive integer, got {folds!r}")
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.dim = int(dim)
@@ -62,6 +88,11 @@ class CovarianceAccumulator:
         self._pending_rows = 0
         self._rows_seen = 0  # rows offered, dropped included: for error messages
         self.n_dropped = 0
+        self.folds = int(folds)
+        # K > 1: K accumulators of their own, row i of the stream (dropped rows not counted)
+        # in fold i mod K, whatever the batching; this one then holds no moments itself.
+        self._fold_accs = [CovarianceAccumulator(dim, device=self._device, precision=precision, backend=backend)
+                           for _ in range(self.folds)] if self.folds > 1 else None
 
     # -- state -------------------------------------------------------------------------
     @property
@@ -85,12 +116,15 @@ class CovarianceAccumulator:
 
     @property
     def n_samples(self) -> int:
+        if self._fold_accs is not None:
+            return sum(f.n_samples for f in self._fold_accs)
         return (self._moments.n if self._moments is not None else 0) + self._pending_rows
 
     def __repr__(self) -> str:
         return (
             f"CovarianceAccumulator(dim={self.dim}, n_samples={self.n_samples}, "
-            f"device={str(self.device)!r}, n_dropped={self.n_dropped})"
+            f"device={str(self.device)!r}, n_dropped={self.n_dropped}"
+            + (f", folds={self.folds})" if self.folds > 1 else ")")
         )
 
     # -- ingestion ---------------------------------------------------------------------
@@ -109,6 +143,8 @@ class CovarianceAccumulator:
             return self
         if self._device is None:  # the first batch decides where the state lives
             self._device = x.device
+        if self._fold_accs is not None:
+            return self._update_folds(x, name)
         offset = self._rows_seen
         if x.shape[0] < MIN_FLUSH_ROWS:
             # Small batches are checked now, so that a fault is reported by the call that
@@ -150,6 +186,34 @@ class CovarianceAccumulator:
         self._rows_seen += int(x.shape[0])
         return self
 
+    def _update_folds(self, x: torch.Tensor, name: str) -> "CovarianceAccumulator":
+        """Row i of the kept stream goes to fold i mod K. The whole batch is checked first,
+        so that a fault changes no fold; each row is multiplied once, in its fold."""
+        offset, total = self._rows_seen, int(x.shape[0])
+        keep = nonfinite_rows(x, name, self.nan_policy, stream_offset=offset)
+        if keep is not None:
+            x = x[keep]
+        if x.numel() and float(x.abs().max()) > F64_SAFE:
+            raise float64_overflow(x, name)
+        fold = (torch.arange(x.shape[0], device=x.device) + (offset - self.n_dropped)) % self.folds
+        for f, acc in enumerate(self._fold_accs or []):
+            rows = x[fold == f]
+            if rows.shape[0]:
+                acc._update(rows, name)
+        self.n_dropped += total - int(x.shape[0])
+        self._rows_seen += total
+        return self
+
+    def _pooled(self) -> "CovarianceAccumulator":
+        """This accumulator, or with folds, one that holds every fold's rows (Chan's merge)."""
+        if self._fold_accs is None:
+            return self
+        pooled = CovarianceAccumulator(self.dim, device=self.device, precision=self.precision, backend=self.backend)
+        for f in self._fold_accs:
+            pooled.merge(f)
+        pooled.n_dropped, pooled._rows_seen = self.n_dropped, self._rows_seen
+        return pooled
+
     def _compute(self, x: torch.Tensor) -> torch.Tensor:
         """Rows on the state's device, in float64 when ``precision="float64"`` asks for it."""
         return x.to(self.device, torch.float64 if self.precision == "float64" else None)
@@ -168,6 +232,8 @@ class CovarianceAccumulator:
             self._flush()
 
     def _flush(self) -> None:
+        for f in self._fold_accs or []:
+            f._flush()
         if not self._pending:
             return
         rows = self._compute(torch.cat(self._pending))
@@ -183,6 +249,15 @@ class CovarianceAccumulator:
             raise TypeError(f"merge expects a CovarianceAccumulator, got {type(other).__name__}")
         if other.dim != self.dim:
             raise ValueError(f"cannot merge an accumulator of dim={other.dim} into one of dim={self.dim}")
+        if other.folds != self.folds:
+            raise ValueError(f"cannot merge an accumulator of folds={other.folds} into one of folds={self.folds}: "
+                             "folds are merged fold by fold")
+        if self._fold_accs is not None and other._fold_accs is not None:
+            for mine, theirs in zip(self._fold_accs, other._fold_accs):
+                mine.merge(theirs)
+            self.n_dropped += other.n_dropped
+            self._rows_seen += other._rows_seen
+            return self
         other._flush()
         self._flush()
         if other._moments is not None and other._moments.n:
@@ -208,6 +283,14 @@ class CovarianceAccumulator:
                 "all_reduce needs torch.distributed to be initialised "
                 "(torch.distributed.init_process_group, or run under torchrun)"
             )
+        if self._fold_accs is not None:  # fold f of every rank is fold f of the whole
+            for f in self._fold_accs:
+                f.all_reduce(group)
+            counts = torch.tensor([float(self.n_dropped), float(self._rows_seen)], dtype=torch.float64,
+                                  device=self.device)
+            dist.all_reduce(counts, op=dist.ReduceOp.SUM, group=group)
+            self.n_dropped, self._rows_seen = int(counts[0]), int(counts[1])
+            return self
         self._flush()
         state = self._state()
         world = dist.get_world_size(group)
@@ -238,7 +321,11 @@ class CovarianceAccumulator:
 
     # -- persistence -------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """A dict of plain values and float64 CPU tensors, for ``torch.save``."""
+        """A dict of plain values and float64 CPU tensors, for ``torch.save``. With folds, the
+        pooled statistics (so that an accumulator without folds can load it) and each fold's."""
+        if self._fold_accs is not None:
+            return {**self._pooled().state_dict(), "folds": self.folds,
+                    "fold_states": [f.state_dict() for f in self._fold_accs]}
         self._flush()
         mean, m2 = self._state().tensors()
         return {
@@ -254,6 +341,21 @@ class CovarianceAccumulator:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Replace this accumulator's statistics by those of :meth:`state_dict`'s output."""
+        if self._fold_accs is not None:
+            if not isinstance(state, dict) or state.get("folds") != self.folds or \
+                    not isinstance(state.get("fold_states"), list) or len(state["fold_states"]) != self.folds:
+                got = state.get("folds", 1) if isinstance(state, dict) else None
+                raise ValueError(f"state_dict holds folds={got!r}, this accumulator has folds={self.folds}")
+            fresh = [CovarianceAccumulator(self.dim, device=self.device, precision=self.precision, backend=self.backend)
+                     for _ in range(self.folds)]
+            for acc, fold_state in zip(fresh, state["fold_states"]):  # every fold checked before any is kept
+                acc.load_state_dict(fold_state)
+            pooled = CovarianceAccumulator(self.dim, device=self.device)
+            pooled.load_state_dict({k: v for k, v in state.items() if k not in ("folds", "fold_states")})
+            self._fold_accs = fresh
+            self._device = self.device
+            self.n_dropped, self._rows_seen = pooled.n_dropped, pooled._rows_seen
+            return
         if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
             raise ValueError("not a CovarianceAccumulator state_dict (missing format tag)")
         if state.get("version") != STATE_VERSION:
@@ -302,6 +404,8 @@ class CovarianceAccumulator:
     @property
     def mean(self) -> torch.Tensor:
         """Column means (float64)."""
+        if self._fold_accs is not None:
+            return self._pooled().mean
         self._flush()
         return self._state().tensors()[0].clone()
 
@@ -319,11 +423,15 @@ class CovarianceAccumulator:
     def covariance(self, *, center: bool = True) -> torch.Tensor:
         """The d×d float64 covariance M2/(n−1) (ddof=1); with ``center=False`` the raw
         second-moment matrix XᵀX/(n−1), which equals it for data of exactly zero mean."""
+        if self._fold_accs is not None:
+            return self._pooled().covariance(center=center)
         return symmetrize_upper(self._scatter(center)) / (self._state().n - 1)
 
     def spectrum(self, *, center: bool = True, top_k_eigenvectors: int = 0) -> Spectrum:
         """The :class:`fastspec.Spectrum` of the rows seen so far (eigenvalues of
         :meth:`covariance`, the min(n, d) leading ones, descending)."""
+        if self._fold_accs is not None:
+            return self._pooled().spectrum(center=center, top_k_eigenvectors=top_k_eigenvectors)
         return spectrum_of_scatter(
             self._scatter(center),
             n_samples=self._state().n,
@@ -332,3 +440,39 @@ class CovarianceAccumulator:
             n_dropped=self.n_dropped,
             kernels=self.uses_kernels,
         )
+
+    def jackknife(self, *, fit_range: tuple[int, int] = (11, 100)) -> Jackknife:
+        """RankMe, RankMe_sv and α of all the rows with their jackknife standard errors over
+        the K folds (``CovarianceAccumulator(dim, folds=K)``): with θ₍ₖ₎ the estimate from
+        every fold but k and θ̄ their mean, SE = √((K − 1)/K · Σₖ (θ₍ₖ₎ − θ̄)²) (Quenouille and
+        Tukey's delete-a-group jackknife). The estimates are those of all the rows, not
+        bias-corrected. Costs 2(K + 1) eigensolves of d × d."""
+        fit_range = check_fit_range(fit_range)
+        if self._fold_accs is None:
+            raise ValueError("jackknife needs folds: make the accumulator with CovarianceAccumulator(dim, folds=K), K >= 2")
+        sizes = [f.n_samples for f in self._fold_accs]
+        if min(sizes) < 1 or sum(sizes) - max(sizes) < 2:
+            raise ValueError(f"jackknife needs every one of the {self.folds} folds to hold rows, and at least 2 rows "
+                             f"without any one fold; the folds hold {sizes}")
+
+        def estimates(acc: CovarianceAccumulator) -> tuple[float, float, float]:
+            centred = acc.spectrum()
+            try:
+                alpha = alpha_req(centred, fit_range=fit_range).alpha
+            except SpectrumTooShort:
+                alpha = math.nan
+            return rankme(centred), rankme(acc.spectrum(center=False), convention="sv"), alpha
+
+        def without(k: int) -> CovarianceAccumulator:
+            acc = CovarianceAccumulator(self.dim, device=self.device, precision=self.precision, backend=self.backend)
+            for j, f in enumerate(self._fold_accs or []):
+                if j != k:
+                    acc.merge(f)
+            return acc
+
+        full = estimates(self._pooled())
+        loo = torch.tensor([estimates(without(k)) for k in range(self.folds)], dtype=torch.float64)
+        se = torch.sqrt((self.folds - 1) / self.folds * ((loo - loo.mean(0)) ** 2).sum(0)).tolist()
+        alpha_ok = not (math.isnan(full[2]) or bool(torch.isnan(loo[:, 2]).any()))
+        return Jackknife(full[0], se[0], full[1], se[1], full[2] if alpha_ok else None, se[2] if alpha_ok else None,
+                         self.folds, self.n_samples, fit_range)
