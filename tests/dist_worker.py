@@ -25,5 +25,8 @@ def worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
         acc = fastspec.CovarianceAccumulator(D).update(shard)
         acc.all_reduce()
         torch.save(acc.state_dict(), f"{out_dir}/rank{rank}.pt")
+        folded = fastspec.CovarianceAccumulator(D, folds=3).update(shard)
+        folded.all_reduce()  # fold f of every rank: fold f of the whole
+        torch.save(folded.state_dict(), f"{out_dir}/folds{rank}.pt")
     finally:
         dist.destroy_process_group()

@@ -20,3 +20,13 @@ def test_all_reduce_over_two_gloo_processes_equals_one_process(tmp_path):
     reloaded = fastspec.CovarianceAccumulator(D)
     reloaded.load_state_dict(got)
     np.testing.assert_allclose(reloaded.spectrum().eigenvalues, one.spectrum().eigenvalues, rtol=1e-10)
+    # with folds: each rank's fold f (rows i ≡ f mod 3 of its shard) all-reduced into one
+    x = data().numpy()
+    for rank in range(2):
+        got = torch.load(tmp_path / f"folds{rank}.pt", weights_only=True)
+        assert got["n_samples"] == 3001 and got["folds"] == 3
+        torch.testing.assert_close(got["mean"], want["mean"], rtol=1e-13, atol=0)
+        for f, fold in enumerate(got["fold_states"]):
+            rows = np.concatenate([x[:100][f::3], x[100:][f::3]])
+            assert fold["n_samples"] == len(rows)
+            np.testing.assert_allclose(fold["mean"].numpy(), rows.mean(0), rtol=1e-12, atol=1e-9)
