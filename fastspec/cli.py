@@ -111,6 +111,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
     frame = trace(checkpoints, args.data, args.out, n=args.n_texts, seed=args.seed, text_field=args.text_field,
                   layers=args.layers, pooling=args.pooling, max_length=args.max_length, batch_size=args.batch_size,
                   final_norm=args.final_norm, padding_side=args.padding_side, dtype=args.dtype, device=args.device,
+                  folds=args.folds,
                   fit_range=_fit_range(args.fit_range), trust_remote_code=args.trust_remote_code,
                   progress=not args.quiet)
     if int(os.environ.get("RANK", "0")) == 0:
@@ -343,6 +344,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--final-norm", action=argparse.BooleanOptionalAction, default=None,
                     help="the last layer after the model's final norm (default where it has one: Hugging Face's "
                          "hidden_states[-1], the paper's code); --no-final-norm: the last block's own output")
+    tr.add_argument("--folds", type=int, default=1,
+                    help="K disjoint folds of the texts per layer, for jackknife standard errors of RankMe, "
+                         "RankMe_sv and alpha (K·d² memory; default 1: none)")
     tr.add_argument("--padding-side", choices=("right", "left"))
     tr.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32")
     tr.add_argument("--device", help="cpu, cuda, cuda:1 … (default: cuda if there is one)")

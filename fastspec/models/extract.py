@@ -122,6 +122,7 @@ def extract(
     progress: bool | str = True,
     stats: dict[str, Any] | None = None,
     precision: str = "float64",
+    folds: int = 1,
 ) -> dict[int, CovarianceAccumulator]:
     """Feed the pooled representation of every text at every requested layer into one
     :class:`CovarianceAccumulator` per layer, and return them keyed by layer.
@@ -136,7 +137,10 @@ def extract(
     defaults to the tokenizer's; both sides give the same rows. ``accumulators``: existing
     ones to add to; ``shard=(rank, world)`` processes only that rank's batches (the caller
     all-reduces). ``stats``: a dict that receives ``n_tokens`` (of all texts, every shard's),
-    ``n_texts`` and ``seconds``. ``precision``: of the new accumulators' products; float64 by
+    ``n_texts`` and ``seconds``. ``folds``: of the new accumulators (``CovarianceAccumulator(
+    dim, folds=K)``, for :meth:`~fastspec.CovarianceAccumulator.jackknife`; each text's row
+    goes to fold i mod K by its position in the length-sorted order of this process's batches).
+    ``precision``: of the new accumulators' products; float64 by
     default, as the forward pass costs far more than the d×d products and the raw spectrum's
     tail (``rankme_sv``) needs it. Runs under ``torch.inference_mode``.
     """
@@ -160,7 +164,7 @@ def extract(
     dim = hidden_size(model)
     accs = accumulators if accumulators is not None else {}
     for layer in wanted:
-        accs.setdefault(layer, CovarianceAccumulator(dim, device=device, precision=precision))
+        accs.setdefault(layer, CovarianceAccumulator(dim, device=device, precision=precision, folds=folds))
         if accs[layer].dim != dim:
             raise ValueError(f"layer {layer}: accumulator has dim {accs[layer].dim}, the model's hidden size is {dim}")
     batches = list(iter_batches(tokens, batch_size, shard))

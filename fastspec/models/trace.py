@@ -39,7 +39,9 @@ CKPT_DIR = "checkpoints"
 TABLE_FILE = "trace.csv"
 #: Settings that change the numbers: a resumed run must match them.
 RESULT_SETTINGS = ("data_sha256", "n_texts", "layers", "pooling", "max_length", "batch_size", "final_norm",
-                   "dtype", "fit_range", "padding_side")
+                   "dtype", "fit_range", "padding_side", "folds")
+#: What a setting added later meant for results written before it existed.
+SETTING_DEFAULTS = {"folds": 1}
 
 
 def _distributed() -> tuple[int, int]:
@@ -62,7 +64,8 @@ def _check_config(out_dir: str, config: dict[str, Any]) -> None:
             old = json.load(fh)
     except (OSError, json.JSONDecodeError) as err:
         raise ValueError(f"{path}: cannot read the existing run's configuration: {err}") from err
-    diff = {k: (old.get(k), config[k]) for k in RESULT_SETTINGS if old.get(k) != config[k]}
+    diff = {k: (old.get(k, SETTING_DEFAULTS.get(k)), config[k]) for k in RESULT_SETTINGS
+            if old.get(k, SETTING_DEFAULTS.get(k)) != config[k]}
     if diff:
         details = "; ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in diff.items())
         raise ValueError(f"{out_dir} holds a trace made with other settings ({details}); "
@@ -88,6 +91,7 @@ def trace(
     fit_range: tuple[int, int] = (11, 100),
     trust_remote_code: bool = False,
     progress: bool = True,
+    folds: int = 1,
 ) -> Any:
     """Trace every checkpoint's per-layer spectrum, RankMe (both conventions) and α into
     ``out_dir`` (layout in this module's docstring) and return :func:`load_trace` of it.
@@ -122,7 +126,7 @@ def trace(
         "data": data_name, "data_sha256": texts_digest(texts), "n_texts": len(texts), "n": n, "seed": seed,
         "layers": layers if isinstance(layers, str) else list(layers), "pooling": pooling, "max_length": max_length,
         "batch_size": batch_size, "final_norm": final_norm, "padding_side": padding_side, "dtype": dtype,
-        "fit_range": list(fit_range), "device": str(device), "world_size": world,
+        "fit_range": list(fit_range), "device": str(device), "world_size": world, "folds": int(folds),
         "fastspec": __version__, "torch": torch.__version__, "transformers": _transformers_version(),
     }
     ckpt_dir = os.path.join(out_dir, CKPT_DIR)
@@ -159,6 +163,7 @@ def _trace_one(index: int, ckpt: Checkpoint, texts: list[str], ckpt_dir: str, co
     accs = extract(model, tokenizer, texts, layers=config["layers"], pooling=config["pooling"],
                    max_length=config["max_length"], batch_size=config["batch_size"], final_norm=config["final_norm"],
                    padding_side=config["padding_side"], shard=(rank, world) if world > 1 else None,
+                   folds=config["folds"],
                    progress=os.path.basename(ckpt.source) if progress else False, stats=stats)
     n_tokens = stats["n_tokens"]
     if progress and config["max_length"] == "auto" and stats["max_length"] < DEFAULT_MAX_LENGTH:
@@ -174,8 +179,12 @@ def _trace_one(index: int, ckpt: Checkpoint, texts: list[str], ckpt_dir: str, co
         records, arrays = [], {}
         for layer, acc in accs.items():
             centred, raw = acc.spectrum(), acc.spectrum(center=False)
-            records.append({"layer": layer, **metrics_of(centred, raw, fit_range=tuple(config["fit_range"]),
-                                                         eigenvalues=False)})
+            record = {"layer": layer, **metrics_of(centred, raw, fit_range=tuple(config["fit_range"]),
+                                                   eigenvalues=False)}
+            if config["folds"] > 1:
+                jk = acc.jackknife(fit_range=tuple(config["fit_range"]))
+                record.update(rankme_se=jk.rankme_se, rankme_sv_se=jk.rankme_sv_se, alpha_se=jk.alpha_se)
+            records.append(record)
             arrays[f"centered_{layer}"], arrays[f"raw_{layer}"] = centred.eigenvalues, raw.eigenvalues
         t3 = time.perf_counter()
         with replacing(os.path.join(ckpt_dir, ckpt.slug + ".npz")) as tmp:
@@ -236,8 +245,9 @@ def load_trace(out_dir: str | os.PathLike, *, eigenvalues: bool = False) -> Any:
     order (step, then the order given): ``checkpoint``, ``step``, ``layer``, ``rankme``,
     ``rankme_sv``, ``alpha``, ``alpha_r2``, ``alpha_intercept``, ``n_samples``, ``dim``,
     ``n_dropped``, and ``alpha_error``: why α is NaN where it is (e.g. a spectrum with fewer
-    non-zero eigenvalues than the fit range). ``eigenvalues=True`` adds the centred spectrum
-    of each row."""
+    non-zero eigenvalues than the fit range), and ``rankme_se``, ``rankme_sv_se``, ``alpha_se``:
+    jackknife standard errors of a trace made with ``folds=K`` (NaN otherwise).
+    ``eigenvalues=True`` adds the centred spectrum of each row."""
     import pandas as pd
 
     rows = []
@@ -261,7 +271,8 @@ def load_trace(out_dir: str | os.PathLike, *, eigenvalues: bool = False) -> Any:
                    "rankme": layer["rankme"], "rankme_sv": layer["rankme_sv"], "alpha": layer["alpha"],
                    "alpha_r2": layer["alpha_r2"], "alpha_intercept": layer["alpha_intercept"],
                    "n_samples": layer["n_samples"], "dim": layer["dim"], "n_dropped": layer["n_dropped"],
-                   "alpha_error": layer.get("alpha_error")}
+                   "alpha_error": layer.get("alpha_error"),
+                   **{k: layer.get(k) for k in ("rankme_se", "rankme_sv_se", "alpha_se")}}
             if spectra is not None:
                 row["eigenvalues"] = spectra[f"centered_{layer['layer']}"]
             rows.append(row)
@@ -272,6 +283,8 @@ def load_trace(out_dir: str | os.PathLike, *, eigenvalues: bool = False) -> Any:
     frame["alpha"] = frame["alpha"].astype(float)
     frame["alpha_r2"] = frame["alpha_r2"].astype(float)
     frame["alpha_intercept"] = frame["alpha_intercept"].astype(float)
+    for se in ("rankme_se", "rankme_sv_se", "alpha_se"):
+        frame[se] = frame[se].astype(float)
     return frame.sort_values(["step", "index", "layer"], na_position="last", kind="stable").reset_index(drop=True)
 
 

@@ -46,7 +46,8 @@ def step_axis(ax: Any, x: np.ndarray) -> None:
 
 def plot_trace(results: Any, out_dir: str | os.PathLike, *, phase_layer: int | str = "last",
                warmup_steps: int | None = None) -> list[str]:
-    """Write ``trajectories.png`` and ``heatmap.png`` into ``out_dir``; return their paths."""
+    """Write ``trajectories.png`` and ``heatmap.png`` into ``out_dir``; return their paths. A
+    trace made with folds gets a band of ± one jackknife standard error around each line."""
     plt = _pyplot()
 
     frame = results if isinstance(results, pd.DataFrame) else load_trace(results)
@@ -63,8 +64,12 @@ def plot_trace(results: Any, out_dir: str | os.PathLike, *, phase_layer: int | s
         for j, layer in enumerate(layers):
             sub = frame[frame["layer"] == layer]
             x, _ = _x(sub)
-            ax.plot(x, sub[metric].to_numpy(dtype=np.float64), marker="o", ms=3, lw=1.2,
-                    color=cmap(j / max(len(layers) - 1, 1)), label=f"layer {layer}")
+            y = sub[metric].to_numpy(dtype=np.float64)
+            color = cmap(j / max(len(layers) - 1, 1))
+            ax.plot(x, y, marker="o", ms=3, lw=1.2, color=color, label=f"layer {layer}")
+            se = sub[f"{metric}_se"].to_numpy(dtype=np.float64) if f"{metric}_se" in sub else None
+            if se is not None and np.isfinite(se).any():  # a trace with folds: ± one jackknife SE
+                ax.fill_between(x, y - se, y + se, color=color, alpha=0.2, lw=0)
         ax.set_ylabel(name)
         step_axis(ax, px)
         ax.grid(alpha=0.3)

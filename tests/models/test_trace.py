@@ -162,6 +162,19 @@ def test_the_default_max_length_fits_a_model_with_a_short_context(ckpts, tmp_pat
         fastspec.trace(ckpts[:1], TEXTS, tmp_path / "x", **{**kw, "max_length": 513})
 
 
+def test_folds_give_jackknife_standard_errors_per_checkpoint_and_layer(traced, ckpts, tmp_path):
+    out, plain = traced
+    frame = fastspec.trace(ckpts, TEXTS, tmp_path, folds=4, **KW)
+    np.testing.assert_allclose(frame["rankme"], plain["rankme"], rtol=1e-9)  # pooled: the same rows
+    assert (frame["rankme_se"] > 0).all() and (frame["rankme_sv_se"] > 0).all()
+    assert frame["alpha_se"].notna().any() and plain["rankme_se"].isna().all()
+    with pytest.raises(ValueError, match=r"other settings \(folds: 1 there, 4 now\)"):
+        fastspec.trace(ckpts, TEXTS, out, folds=4, **KW)  # results written before folds existed mean folds=1
+    from fastspec.report import plot_trace
+
+    assert all(os.path.getsize(p) > 20_000 for p in plot_trace(frame, tmp_path / "plots"))
+
+
 def test_a_resumed_run_must_keep_the_settings(traced, ckpts):
     out, _ = traced
     with pytest.raises(ValueError, match=r"other settings \(max_length: 32 there, 16 now\)"):
