@@ -125,8 +125,10 @@ def cmd_trace(args: argparse.Namespace) -> int:
 def cmd_plot(args: argparse.Namespace) -> int:
     layer = args.layer if args.layer == "last" else int(args.layer)
     out = args.out or args.results
-    labelled = phases(args.results, layer=layer, warmup_steps=args.warmup_steps, tol=args.tol)
-    paths = plot_trace(args.results, out, phase_layer=layer, warmup_steps=args.warmup_steps)
+    labelled = phases(args.results, layer=layer, warmup_steps=args.warmup_steps, tol=args.tol,
+                      se_multiple=args.se_multiple)
+    paths = plot_trace(args.results, out, phase_layer=layer, warmup_steps=args.warmup_steps, tol=args.tol,
+                       se_multiple=args.se_multiple)
     csv = write_csv(labelled, os.path.join(out, "phases.csv"))
     print(labelled.to_string(index=False))
     print("wrote " + ", ".join([*paths, csv]))
@@ -361,6 +363,8 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--layer", default="last", help="layer whose trajectory sets the phases (default: last)")
     pl.add_argument("--warmup-steps", type=int, help="learning-rate warmup steps (label them warmup)")
     pl.add_argument("--tol", type=float, default=0.1, help="relative RankMe move that starts a new phase")
+    pl.add_argument("--se-multiple", type=float,
+                    help="a new phase also needs a move beyond this many jackknife SEs (a trace made with --folds)")
     pl.set_defaults(func=cmd_plot)
 
     spec = sub.add_parser("spectrum", help="metrics of activations stored in a .npy, .pt or .safetensors file")

@@ -44,35 +44,47 @@ def pick_layer(frame: Any, layer: Any, what: str = "the trace") -> int:
     return int(layer)
 
 
-def zigzag_runs(values: np.ndarray, tol: float) -> list[tuple[int, int, int]]:
+def zigzag_runs(values: np.ndarray, tol: float, se: np.ndarray | None = None,
+                se_multiple: float = 0.0) -> list[tuple[int, int, int]]:
     """Monotone runs (start, end, direction ±1) of ``values`` that move by more than ``tol``
-    relative to their starting extremum; the end of one run is the start of the next."""
+    relative to their starting extremum; the end of one run is the start of the next. With
+    standard errors ``se`` and ``se_multiple`` = z, a move must also exceed z·√(se_a² + se_b²)
+    between the two points it compares."""
     v = np.asarray(values, dtype=np.float64)
+    e = np.zeros_like(v) if se is None else np.nan_to_num(np.asarray(se, dtype=np.float64))
+
+    def beyond(i: int, ref: int) -> bool:
+        gap = abs(v[i] - v[ref])
+        return bool(gap > tol * abs(v[ref]) and gap > se_multiple * float(np.hypot(e[i], e[ref])))
+
     if len(v) < 2:
         return [(0, len(v) - 1, 0)] if len(v) else []
     runs: list[tuple[int, int, int]] = []
     start, direction, extreme = 0, 0, 0  # direction 0: no move beyond tol yet
     for i in range(1, len(v)):
         if direction == 0:
-            if abs(v[i] - v[start]) > tol * abs(v[start]):
+            if beyond(i, start):
                 direction, extreme = (1 if v[i] > v[start] else -1), i
             continue
         if (v[i] - v[extreme]) * direction > 0:
             extreme = i
-        elif abs(v[i] - v[extreme]) > tol * abs(v[extreme]):
+        elif beyond(i, extreme):
             runs.append((start, extreme, direction))
             start, direction, extreme = extreme, -direction, i
     runs.append((start, len(v) - 1, direction))
     return runs
 
 
-def phases(results: Any, *, layer: int | str = "last", warmup_steps: int | None = None, tol: float = 0.1) -> Any:
+def phases(results: Any, *, layer: int | str = "last", warmup_steps: int | None = None, tol: float = 0.1,
+           se_multiple: float | None = None) -> Any:
     """Label every checkpoint of a trace ``warmup``, ``entropy-seeking`` or
     ``compression-seeking`` by the rule in this module's docstring.
 
     ``results``: a results directory or :func:`fastspec.load_trace`'s DataFrame. ``layer``:
-    a layer index or ``"last"``. Returns a DataFrame with one row per checkpoint:
-    ``checkpoint``, ``step``, ``layer``, ``rankme``, ``alpha``, ``phase``, ``alpha_agrees``.
+    a layer index or ``"last"``. ``se_multiple=z`` (a trace made with ``folds``): a change of
+    direction must also exceed z jackknife standard errors of the two RankMe values it
+    compares. Returns a DataFrame with one row per checkpoint: ``checkpoint``, ``step``,
+    ``layer``, ``rankme``, ``alpha``, ``phase``, ``alpha_agrees``, and ``rule``, the rule used.
     """
     import pandas as pd
 
@@ -85,7 +97,14 @@ def phases(results: Any, *, layer: int | str = "last", warmup_steps: int | None 
     alpha = sub["alpha"].to_numpy(dtype=np.float64)
     labels = [ENTROPY] * len(sub)
     agrees: list[bool | None] = [None] * len(sub)
-    runs = zigzag_runs(rank, tol)
+    rule = f"zig-zag, moves > {tol:g} relative"
+    se = None
+    if se_multiple is not None:
+        if "rankme_se" not in sub or sub["rankme_se"].isna().all():
+            raise ValueError("se_multiple needs RankMe standard errors: trace with folds=K (fastspec trace --folds K)")
+        se = sub["rankme_se"].to_numpy(dtype=np.float64)
+        rule += f" and > {se_multiple:g} jackknife SE"
+    runs = zigzag_runs(rank, tol, se, se_multiple or 0.0)
     for k, (start, end, direction) in enumerate(runs):
         label = ENTROPY if direction > 0 else COMPRESSION
         if direction == 0:  # flat within tol throughout: no trend to name
@@ -106,4 +125,5 @@ def phases(results: Any, *, layer: int | str = "last", warmup_steps: int | None 
     out = sub[["checkpoint", "step", "layer", "rankme", "alpha"]].copy()
     out["phase"] = labels
     out["alpha_agrees"] = agrees
+    out["rule"] = rule + (f"; warmup: steps <= {warmup_steps}" if warmup_steps is not None else "; warmup: a first fall")
     return out

@@ -45,16 +45,17 @@ def step_axis(ax: Any, x: np.ndarray) -> None:
 
 
 def plot_trace(results: Any, out_dir: str | os.PathLike, *, phase_layer: int | str = "last",
-               warmup_steps: int | None = None) -> list[str]:
+               warmup_steps: int | None = None, tol: float = 0.1, se_multiple: float | None = None) -> list[str]:
     """Write ``trajectories.png`` and ``heatmap.png`` into ``out_dir``; return their paths. A
-    trace made with folds gets a band of ± one jackknife standard error around each line."""
+    trace made with folds gets a band of ± one jackknife standard error around each line. The
+    phases are shaded by :func:`fastspec.phases` with ``tol`` and ``se_multiple``."""
     plt = _pyplot()
 
     frame = results if isinstance(results, pd.DataFrame) else load_trace(results)
     out_dir = os.fspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     layers = sorted(frame["layer"].unique())
-    labelled = phases(frame, layer=phase_layer, warmup_steps=warmup_steps)
+    labelled = phases(frame, layer=phase_layer, warmup_steps=warmup_steps, tol=tol, se_multiple=se_multiple)
     px, xlabel = _x(frame[frame["layer"] == labelled["layer"].iloc[0]])
     cmap = plt.get_cmap("viridis")
 

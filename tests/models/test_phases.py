@@ -44,3 +44,20 @@ def test_errors():
     frame["step"] = pd.array([None, 1, 2] * 2, dtype="Int64")
     with pytest.raises(ValueError, match="warmup_steps needs every checkpoint's step"):
         fastspec.phases(frame, warmup_steps=1)
+
+
+def test_a_new_phase_can_be_required_to_exceed_its_standard_errors():
+    """RankMe 50 → 20 → 30 → 12: with SEs of 4, the rise to 30 is 1.8 SE (10/√(4²+4²)), real
+    under the 10% rule but not beyond 2 SE, so the whole trajectory is one fall."""
+    rank = [50, 35, 20, 30, 12]
+    frame = _frame(rank)
+    frame["rankme_se"] = 4.0
+    plain = fastspec.phases(frame)
+    assert plain["phase"].tolist() == ["warmup"] * 3 + ["entropy-seeking", "compression-seeking"]
+    assert plain["rule"].iloc[0] == "zig-zag, moves > 0.1 relative; warmup: a first fall"
+    strict = fastspec.phases(frame, se_multiple=2.0)
+    assert strict["phase"].tolist() == ["warmup"] * 5
+    assert strict["rule"].iloc[0] == "zig-zag, moves > 0.1 relative and > 2 jackknife SE; warmup: a first fall"
+    assert zigzag_runs(np.array(rank, float), 0.1, np.full(5, 4.0), 2.0) == [(0, 4, -1)]
+    with pytest.raises(ValueError, match=r"se_multiple needs RankMe standard errors: trace with folds=K"):
+        fastspec.phases(_frame(rank), se_multiple=2.0)
