@@ -168,6 +168,10 @@ def cmd_spectrum(args: argparse.Namespace) -> int:
     out = file_metrics(args.file, key=args.key, fit_range=fit_range, nan_policy=args.nan_policy, progress=not args.quiet)
     if args.fit_range and out["alpha"] is None:  # asked for explicitly: not a result but an error
         raise ValueError(f"{args.file}: {out['alpha_error']}")
+    if out.get("rank_limited"):
+        print(f"fastspec spectrum: warning: {args.file}: {out['n_samples']} samples of dimension {out['dim']}: the "
+              f"rank is at most {out['rank_bound']}, and so is RankMe; use more samples than dimensions",
+              file=sys.stderr)
     if not args.eigenvalues:
         out.pop("eigenvalues")
     text = json_text(out)

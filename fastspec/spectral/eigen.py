@@ -34,6 +34,18 @@ class Spectrum:
     n_dropped: int = 0
 
     @property
+    def rank_bound(self) -> int:
+        """The most non-zero eigenvalues these samples allow: min(N − 1, d) centred, min(N, d)
+        raw. RankMe cannot exceed it."""
+        return min(self.n_samples - 1 if self.centered else self.n_samples, self.dim)
+
+    @property
+    def rank_limited(self) -> bool:
+        """Whether the samples, not the dimension, bound the rank (N − 1 < d centred): RankMe
+        then measures N as much as the representation."""
+        return self.rank_bound < self.dim
+
+    @property
     def rankme(self) -> float:
         """RankMe, ``convention="eig"`` (see :func:`fastspec.rankme`)."""
         return rankme(self)
@@ -56,6 +68,10 @@ class Spectrum:
             "centered": self.centered,
             "n_dropped": self.n_dropped,
             "rankme": rankme(self),
+            # N ≤ d: the spectrum has at most N − 1 (centred) non-zero eigenvalues, and RankMe
+            # cannot exceed that bound whatever the representation.
+            "rank_bound": self.rank_bound,
+            "rank_limited": self.rank_limited,
         }
         check_fit_range(fit_range)  # a malformed range is the caller's error, not a result
         try:

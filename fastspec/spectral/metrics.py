@@ -115,10 +115,65 @@ def check_fit_range(fit_range: Any) -> tuple[int, int]:
     return int(start), int(stop)
 
 
+#: The automatic fit range (:func:`auto_fit_range`): eigenvalues below this fraction of λ₁
+#: are the noise floor (float32 products leave ~1e-7·λ₁), the fit must stay within this
+#: weighted RMS of log λ (1%), span at least this factor in rank, and hold this many points.
+AUTO_FLOOR, AUTO_MAX_RMS, AUTO_MIN_SPAN, AUTO_MIN_POINTS = 1e-6, 0.01, 4.0, 8
+
+
+def auto_fit_range(spectrum_or_eigenvalues: Any, *, weighted: bool = True) -> tuple[int, int]:
+    """The fit range that ``alpha_req(s, fit_range="auto")`` uses, by this rule:
+
+    1. Usable eigenvalues: the leading ones above ``AUTO_FLOOR``·λ₁ (and, for a centred
+       spectrum of N samples, at most N − 1 of them: the rest are structural zeros).
+    2. The head, the first min(10, usable/10) ranks, is skipped (as the fixed ranges skip it).
+    3. Among ranges on a grid of quarter-octave start and stop ranks that span at least a
+       factor ``AUTO_MIN_SPAN`` and ``AUTO_MIN_POINTS`` eigenvalues, the longest (in log rank)
+       whose power-law fit leaves a weighted RMS residual of log λ within ``AUTO_MAX_RMS``;
+       ties go to the smaller residual. When no range is that straight, the straightest.
+
+    So on a broken power law it fits the longest straight segment, not across the break.
+    Returns 0-based (start, stop), as ``fit_range``."""
+    lam = eigenvalues_of(spectrum_or_eigenvalues)
+    usable = int(np.sum(lam > AUTO_FLOOR * lam[0])) if lam[0] > 0 else 0
+    n = getattr(spectrum_or_eigenvalues, "n_samples", None)
+    if getattr(spectrum_or_eigenvalues, "centered", False) and n is not None:
+        usable = min(usable, n - 1)
+    head = min(10, usable // 10)
+    if usable - head < AUTO_MIN_POINTS or usable < AUTO_MIN_SPAN * (head + 1):
+        raise SpectrumTooShort(f"only {usable} eigenvalues lie above the noise floor ({AUTO_FLOOR:g}·λ₁, "
+                               f"rank ≤ N − 1): too few for an automatic fit range")
+    r = np.arange(1, usable + 1, dtype=np.float64)
+    x, y = -np.log(r), np.log(lam[:usable])
+    w = 1.0 / r if weighted else np.ones_like(r)
+    # Prefix sums of the weighted moments: every candidate's least squares in O(1).
+    sums = [np.concatenate([[0.0], np.cumsum(v)]) for v in (w, w * x, w * y, w * x * x, w * x * y, w * y * y)]
+    grid = np.unique(np.round(head * 2.0 ** (np.arange(0, 80) / 4)).astype(int).clip(head, usable))
+    stops = np.unique(np.round(usable / 2.0 ** (np.arange(0, 80) / 4)).astype(int).clip(1, usable))
+    best: tuple[float, float, int, int] | None = None
+    for a in grid:
+        for b in stops:
+            if b - a < AUTO_MIN_POINTS or b / (a + 1) < AUTO_MIN_SPAN:
+                continue
+            s0, sx, sy, sxx, sxy, syy = (c[b] - c[a] for c in sums)
+            det = s0 * sxx - sx * sx
+            if det <= 0:
+                continue
+            slope = (s0 * sxy - sx * sy) / det
+            icpt = (sy - slope * sx) / s0
+            rms = float(np.sqrt(max(syy - icpt * sy - slope * sxy, 0.0) / s0))
+            key = (float(np.log(b / (a + 1))) if rms <= AUTO_MAX_RMS else -np.inf, -rms, int(a), int(b))
+            if best is None or key[:2] > best[:2]:
+                best = key
+    if best is None:
+        raise SpectrumTooShort(f"{usable} usable eigenvalues hold no range spanning a factor {AUTO_MIN_SPAN:g}")
+    return best[2], best[3]
+
+
 def alpha_req(
     spectrum_or_eigenvalues: Any,
     *,
-    fit_range: tuple[int, int] = (11, 100),
+    fit_range: tuple[int, int] | str = (11, 100),
     weighted: bool = True,
 ) -> AlphaFit:
     """alpha-ReQ (Agrawal et al., 2022): the decay exponent of the eigenspectrum.
@@ -126,8 +181,11 @@ def alpha_req(
     Weighted least squares of log|λ_r| on [-log r, 1] with weights 1/r over 1-based ranks r,
     for 0-based indices ``fit_range = (start, stop)``, i.e. ranks start+1 .. stop. The
     default (11, 100) is the seed paper's (ranks 12..100); Reptrix's ``get_alpha`` uses
-    ``fit_range=(10, 100)``.
+    ``fit_range=(10, 100)``. ``fit_range="auto"`` chooses the range by
+    :func:`auto_fit_range`'s rule and returns it in the fit's ``fit_range``.
     """
+    if isinstance(fit_range, str) and fit_range == "auto":
+        fit_range = auto_fit_range(spectrum_or_eigenvalues, weighted=weighted)
     start, stop = check_fit_range(fit_range)
     lam = eigenvalues_of(spectrum_or_eigenvalues)
     if stop > lam.size:

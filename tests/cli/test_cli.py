@@ -82,10 +82,12 @@ def test_spectrum_reads_each_file_format(tmp_path, capsys, fmt):
 def test_spectrum_of_wide_file_uses_all_rows(tmp_path, capsys):
     x = make_activations(90, LAM, seed=41, dtype=torch.float32)  # N < d
     np.save(tmp_path / "w.npy", x.numpy())
-    code, out, _ = _run(capsys, "spectrum", str(tmp_path / "w.npy"), "--quiet", "--eigenvalues", "--fit-range", "5", "50")
+    code, out, err = _run(capsys, "spectrum", str(tmp_path / "w.npy"), "--quiet", "--eigenvalues", "--fit-range", "5", "50")
     assert code == 0
     metrics = json.loads(out)
     assert len(metrics["eigenvalues"]) == 90 and metrics["alpha_fit_range"] == [5, 50]
+    assert metrics["rank_limited"] and metrics["rank_bound"] == 89
+    assert "warning" in err and "the rank is at most 89, and so is RankMe" in err
     assert rel(metrics["rankme"], ref_rankme(ref_eigenvalues(x))) < 1e-6
 
 

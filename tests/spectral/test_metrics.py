@@ -112,3 +112,38 @@ def test_complex_eigenvalues_are_refused_not_cast():
         fastspec.rankme(np.array([1.0 + 1j, 0.5]))
     with pytest.raises(TypeError, match="eigenvalues must be real"):
         fastspec.alpha_req(torch.ones(200, dtype=torch.complex64))
+
+
+def _broken(r, at, first, second):
+    """λ_r = r^-first up to rank ``at``, then continuing with slope -second: known break."""
+    return np.where(r <= at, r ** -first, float(at) ** -first * (r / at) ** -second)
+
+
+@pytest.mark.parametrize("at, first, second, want", [(60, 1.0, 2.0, 2.0), (400, 2.0, 1.0, 2.0), (150, 0.8, 1.6, 1.6)])
+def test_auto_fit_range_fits_the_longest_straight_segment_not_across_the_break(at, first, second, want):
+    r = np.arange(1, 2001, dtype=np.float64)
+    fit = fastspec.alpha_req(_broken(r, at, first, second), fit_range="auto")
+    start, stop = fit.fit_range
+    assert start + 1 >= 0.9 * at if want == second else stop <= 1.1 * at  # on its segment, not across
+    assert rel(fit.alpha, want) < 5e-3
+
+
+def test_auto_fit_range_stops_at_the_noise_floor_and_the_rank():
+    lam = np.r_[np.arange(1, 501, dtype=np.float64) ** -1.0, np.full(300, 1e-9)]  # a floor below 1e-6·λ₁
+    fit = fastspec.alpha_req(lam, fit_range="auto")
+    assert fit.fit_range[1] <= 500 and fit.alpha == pytest.approx(1.0, abs=1e-9)
+    x = np.random.default_rng(7).standard_normal((60, 200)) * np.arange(1, 201) ** -0.5
+    s = fastspec.spectrum(x)  # centred, N = 60: rank 59
+    assert fastspec.spectral.metrics.auto_fit_range(s)[1] <= 59
+    with pytest.raises(ValueError, match="too few for an automatic fit range"):
+        fastspec.alpha_req(np.arange(1, 7, dtype=np.float64) ** -1.0, fit_range="auto")
+
+
+def test_a_spectrum_of_fewer_samples_than_dimensions_says_it_is_rank_limited():
+    x = np.random.default_rng(8).standard_normal((50, 80))
+    s = fastspec.spectrum(x)
+    assert (s.rank_bound, s.rank_limited) == (49, True)
+    assert s.to_dict()["rank_limited"] and s.to_dict()["rank_bound"] == 49 and s.rankme <= 49
+    wide = fastspec.spectrum(np.random.default_rng(9).standard_normal((500, 80)))
+    assert (wide.rank_bound, wide.rank_limited) == (80, False)
+    assert fastspec.spectrum(x, center=False).rank_bound == 50
