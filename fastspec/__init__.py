@@ -26,7 +26,7 @@ except ImportError as err:  # pragma: no cover - only a source tree that was nev
 import sys as _sys
 
 from ._version import __version__
-from .analyses import MemorizationResult, ablate, correlate, memorization, pass_at_k, toy
+from .analyses import MemorizationResult, ablate, correlate, memorization, memorization_trace, pass_at_k, toy
 from .backends import backends
 from .models import CheckpointError, extract, load_texts, load_trace, phases, trace
 from .ngram import InfGramIndex
@@ -52,6 +52,7 @@ __all__ = [
     "load_texts",
     "load_trace",
     "memorization",
+    "memorization_trace",
     "pass_at_k",
     "phases",
     "rankme",

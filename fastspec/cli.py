@@ -16,7 +16,7 @@ from tqdm import tqdm
 from ._files import existing_file, json_text, write_csv, write_text
 from .analyses.ablation import ablate
 from .analyses.correlation import correlate, correlation_table
-from .analyses.memorization import memorization
+from .analyses.memorization import memorization, memorization_trace
 from .analyses.passk import pass_at_k_table
 from .analyses.toy import CONDITIONS, run_conditions, summary_table
 from .backends import backends
@@ -250,6 +250,14 @@ def cmd_memorization(args: argparse.Namespace) -> int:
     items = [record for _, record in iter_jsonl(existing_file(args.items, "items file (.jsonl)"))]
     if not items:
         raise ValueError(f"{args.items}: no items (one JSON object per line)")
+    if args.checkpoints:
+        if not args.out:
+            raise ValueError("--checkpoints needs --out RESULTS_DIR (memorization.csv and the per-checkpoint files)")
+        frame = memorization_trace(args.checkpoints, items, args.index, args.out, rule=args.rule,
+                                   batch_size=args.batch_size, device=args.device, progress=not args.quiet)
+        print(frame.to_string(index=False))
+        print(f"wrote {os.path.join(args.out, 'memorization.csv')}, {os.path.join(args.out, 'suffix_lengths.csv')}")
+        return 0
     res = memorization(items, args.index, args.model, args.tokenizer, rule=args.rule, batch_size=args.batch_size,
                        device=args.device)
     text = json_text(res.to_dict())  # strict JSON: a −∞ score (rule "all") is null
@@ -426,14 +434,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     mem = sub.add_parser("memorization", help="distributional memorization (Wang et al.): Spearman of ∞-gram vs model scores")
     mem.add_argument("--index", required=True, help="∞-gram index directory of the pretraining corpus")
-    mem.add_argument("--model", required=True, help="local Hugging Face causal LM directory")
+    who = mem.add_mutually_exclusive_group(required=True)
+    who.add_argument("--model", help="local Hugging Face causal LM directory")
+    who.add_argument("--checkpoints", nargs="+", help="checkpoints to score in turn (directories or hub/id@revision); "
+                                                       "--out is then a results directory, resumable")
     mem.add_argument("--tokenizer", help="tokenizer directory (default: the model's)")
     mem.add_argument("--items", required=True, help='.jsonl of {"prompt": ..., "output": ...}')
     mem.add_argument("--rule", choices=("wang", "all"), default="wang",
                      help="wang: the paper's (zero ∞-gram probs dropped, all-zero items left out); all: no dropping")
     mem.add_argument("--batch-size", type=int, default=8)
     mem.add_argument("--device", help="torch device for the model (default: where it loads)")
-    mem.add_argument("--out", help="also write the JSON to this file")
+    mem.add_argument("--out", help="also write the JSON to this file (--checkpoints: the results directory)")
+    mem.add_argument("--quiet", action="store_true", help="no progress bar")
     mem.set_defaults(func=cmd_memorization)
 
     ab = sub.add_parser("ablate", help="multiple-choice accuracy with the top-k eigenvectors of a layer retained or removed")

@@ -11,7 +11,8 @@ name the file).
 from . import toy
 from .ablation import ablate
 from .correlation import correlate
-from .memorization import MemorizationResult, memorization
+from .memorization import MemorizationResult, memorization, memorization_trace, suffix_lengths
 from .passk import pass_at_k, pass_at_k_table
 
-__all__ = ["MemorizationResult", "ablate", "correlate", "memorization", "pass_at_k", "pass_at_k_table", "toy"]
+__all__ = ["MemorizationResult", "ablate", "correlate", "memorization", "memorization_trace", "pass_at_k",
+           "pass_at_k_table", "suffix_lengths", "toy"]

@@ -7,19 +7,29 @@ score of it (the sum of the output tokens' log-probabilities under a Hugging Fac
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 from scipy import stats
 
+from .._files import existing_file, remove_stale, write_csv, write_json
+from ..models.checkpoints import as_checkpoint, load_checkpoint
+from ..models.data import iter_jsonl
 from ..models.scoring import context_limit, continuation_logprobs, load_causal_lm
 from ..ngram import InfGramIndex
 from ..ngram.memorization import check_rule, encode_items, infgram_scores
 
-__all__ = ["MemorizationResult", "memorization"]
+__all__ = ["MemorizationResult", "memorization", "memorization_trace", "suffix_lengths"]
+
+MEMO_DIR, MEMO_TABLE, MEMO_CONFIG, SUFFIX_TABLE = "memorization", "memorization.csv", "memorization_config.json", \
+    "suffix_lengths.csv"
+#: The paper's Table 1 bins of the ∞-gram's effective n over the scored output tokens.
+SUFFIX_BINS = ("<=3", "4", "5", "6", "7", "8", ">8")
 
 
 @dataclass(frozen=True)
@@ -67,7 +77,99 @@ def memorization(items: Iterable[Any], index: InfGramIndex | str | os.PathLike, 
     if keep.sum() < 3:
         raise ValueError(f"only {int(keep.sum())} of {len(seqs)} items have a defined ∞-gram score under rule={rule!r}; "
                          "a Spearman correlation needs at least 3")
-    res = stats.spearmanr(infgram[keep], model_scores[keep])
-    return MemorizationResult(rho=float(res.statistic), pvalue=float(res.pvalue), n_items=int(keep.sum()),
+    a, b = infgram[keep], model_scores[keep]
+    # A constant side has no ranking: ρ is undefined (NaN, which scipy returns with a warning).
+    rho, pvalue = math.nan, math.nan
+    if len(np.unique(a)) > 1 and len(np.unique(b)) > 1:
+        res = stats.spearmanr(a, b)
+        rho, pvalue = float(res.statistic), float(res.pvalue)
+    return MemorizationResult(rho=rho, pvalue=pvalue, n_items=int(keep.sum()),
                               n_excluded=int((~keep).sum()), rule=rule, infgram_scores=infgram, model_scores=model_scores,
                               output_lengths=np.array([len(s) - p for s, p in zip(seqs, prompt_lens)]))
+
+
+def _item_list(items: Any) -> list[Any]:
+    if isinstance(items, (str, os.PathLike)):
+        items = [record for _, record in iter_jsonl(existing_file(items, "items file (.jsonl)"))]
+    items = list(items)
+    if not items:
+        raise ValueError("no items: memorization needs at least 3 (prompt, output) items")
+    return items
+
+
+def suffix_lengths(items: Iterable[Any], index: InfGramIndex | str | os.PathLike, tokenizer: Any = None, *,
+                   threads: int = 1) -> Any:
+    """The paper's Table 1: the share of scored output tokens whose ∞-gram probability came
+    from an n-gram of effective n ≤ 3, 4, 5, 6, 7, 8 and > 8 (n = the longest matching
+    suffix of the context + 1, infini-gram's ``suffix_len + 1``). One row, ``bin`` and
+    ``share`` columns, plus ``n_tokens``. It depends on the corpus and the items only, not
+    on any model, so a trace over checkpoints has one table for all of them."""
+    import pandas as pd
+
+    idx = index if isinstance(index, InfGramIndex) else InfGramIndex(index)
+    seqs, prompt_lens = encode_items(_item_list(items), tokenizer)
+    n = np.concatenate([s.effective_n[p:] for s, p in zip(idx.score(seqs, threads=threads), prompt_lens)])
+    counts = [int((n <= 3).sum()), *(int((n == k).sum()) for k in range(4, 9)), int((n > 8).sum())]
+    return pd.DataFrame({"bin": list(SUFFIX_BINS), "share": np.array(counts) / len(n), "n_tokens": len(n)})
+
+
+def memorization_trace(checkpoints: Sequence[Any], items: Any, index: InfGramIndex | str | os.PathLike,
+                       out_dir: str | os.PathLike, *, rule: str = "wang", batch_size: int = 8, device: Any = None,
+                       threads: int = 1, progress: bool = True) -> Any:
+    """:func:`memorization` at every checkpoint (local directories, ``"hub/id@revision"`` or
+    (id, revision) pairs, as :func:`fastspec.trace` takes them), written as it goes and
+    resumable like a trace: ``out_dir/memorization/<name>-<hash>.json`` per checkpoint
+    (written last: its presence means done), ``memorization.csv`` (``checkpoint``, ``step``,
+    ``rho``, ``pvalue``, ``n_items``, ``n_excluded``, ``rule``, rewritten after each),
+    ``suffix_lengths.csv`` (:func:`suffix_lengths`) and ``memorization_config.json`` (the
+    index, the items' SHA-256 and the rule: a resumed run with others is refused once a
+    checkpoint is done). ``items``: a ``.jsonl`` path or (prompt, output) items. Returns the
+    table, in training order."""
+    import pandas as pd
+    from tqdm import tqdm
+
+    check_rule(rule)
+    ckpts = [as_checkpoint(c) for c in checkpoints]
+    if not ckpts:
+        raise ValueError("no checkpoints to score")
+    if len({c.identity for c in ckpts}) != len(ckpts):
+        raise ValueError("a checkpoint is listed twice")
+    item_list = _item_list(items)
+    idx = index if isinstance(index, InfGramIndex) else InfGramIndex(index)
+    out_dir = os.fspath(out_dir)
+    rec_dir = os.path.join(out_dir, MEMO_DIR)
+    config = {"index": os.path.realpath(idx.path), "n_items": len(item_list), "rule": rule,
+              "items_sha256": hashlib.sha256(json.dumps(item_list, sort_keys=True, default=str).encode()).hexdigest()}
+    done = {}
+    if os.path.isdir(rec_dir):
+        remove_stale(rec_dir)
+        for name in sorted(os.listdir(rec_dir)):
+            if name.endswith(".json"):
+                with open(os.path.join(rec_dir, name)) as fh:
+                    rec = json.load(fh)
+                done[rec["identity"]] = rec
+    config_path = os.path.join(out_dir, MEMO_CONFIG)
+    if done and os.path.exists(config_path):
+        with open(config_path) as fh:
+            old = json.load(fh)
+        diff = [k for k in config if old.get(k) != config[k]]
+        if diff:
+            raise ValueError(f"{out_dir} holds memorization scores made with other settings ({', '.join(diff)} "
+                             "differ); use the same index, items and rule, or a new directory")
+    elif not done:
+        write_json(config_path, config)
+    todo = [(i, c) for i, c in enumerate(ckpts) if c.identity not in done]
+    for i, ckpt in tqdm(todo, desc="memorization", unit="ckpt", disable=not progress):
+        model, tok = load_checkpoint(ckpt, device=device or "cpu", causal_lm=True)
+        if not os.path.exists(os.path.join(out_dir, SUFFIX_TABLE)):  # once: the same for every checkpoint
+            write_csv(suffix_lengths(item_list, idx, tok, threads=threads), os.path.join(out_dir, SUFFIX_TABLE))
+        res = memorization(item_list, idx, model, tok, rule=rule, batch_size=batch_size, device=device,
+                           threads=threads)
+        rec = {"checkpoint": ckpt.label, "step": ckpt.step, "index": i, "identity": ckpt.identity,
+               "rho": res.rho, "pvalue": res.pvalue, "n_items": res.n_items, "n_excluded": res.n_excluded,
+               "rule": res.rule}
+        write_json(os.path.join(rec_dir, ckpt.slug + ".json"), rec)
+        done[ckpt.identity] = rec
+        table = pd.DataFrame(sorted(done.values(), key=lambda r: (r["step"] is None, r["step"] or 0, r["index"])))
+        write_csv(table.drop(columns=["identity"]), os.path.join(out_dir, MEMO_TABLE))
+    return pd.read_csv(os.path.join(out_dir, MEMO_TABLE))

@@ -96,9 +96,10 @@ def as_checkpoint(item: Any) -> Checkpoint:
 
 
 def load_checkpoint(ckpt: Checkpoint, *, dtype: str = "float32", device: str | torch.device = "cpu",
-                    trust_remote_code: bool = False) -> tuple[torch.nn.Module, Any]:
-    """The model (without LM head: ``AutoModel``) and tokenizer of a checkpoint, in eval mode."""
-    from transformers import AutoModel, AutoTokenizer
+                    trust_remote_code: bool = False, causal_lm: bool = False) -> tuple[torch.nn.Module, Any]:
+    """The model (without LM head: ``AutoModel``; with it, ``AutoModelForCausalLM``, when
+    ``causal_lm``) and tokenizer of a checkpoint, in eval mode."""
+    from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
 
     local = os.path.isdir(ckpt.source)
     # A hub id is "name" or "org/name"; anything else that is not a directory is a missing path,
@@ -112,7 +113,8 @@ def load_checkpoint(ckpt: Checkpoint, *, dtype: str = "float32", device: str | t
     try:
         with quiet_transformers():
             tokenizer = AutoTokenizer.from_pretrained(ckpt.source, **kwargs)
-            model = AutoModel.from_pretrained(ckpt.source, dtype=DTYPES[dtype], **kwargs)
+            model = (AutoModelForCausalLM if causal_lm else AutoModel).from_pretrained(ckpt.source, dtype=DTYPES[dtype],
+                                                                                       **kwargs)
     except Exception as err:  # transformers raises OSError, ValueError or hub errors: all are "cannot load"
         where = "directory" if local else ("revision " + repr(ckpt.revision) if ckpt.revision else "hub id")
         raise CheckpointError(f"checkpoint {ckpt.label}: cannot load the model or tokenizer from {where} "

@@ -128,3 +128,65 @@ def test_memorization_errors(setup):
         fastspec.memorization([(list(range(60)), list(range(10)))] + items, index, model, tok)
     with pytest.raises(OSError, match="no-such-model"):
         fastspec.memorization(items, index, str(root / "no-such-model"))
+
+
+@pytest.fixture(scope="module")
+def traced_ckpts(tmp_path_factory):
+    """Three checkpoints of a tiny GPT-NeoX, an index of its training corpus in its own
+    tokenizer, and prompt → continuation items from that corpus."""
+    from tinylm import CORPUS, checkpoints
+
+    root = tmp_path_factory.mktemp("memtrace")
+    ckpts = checkpoints(root / "ckpts")
+    tok = transformers.AutoTokenizer.from_pretrained(ckpts[0])
+    docs = [np.array(tok(t, add_special_tokens=False)["input_ids"]) for t in CORPUS]
+    index = fastspec.InfGramIndex.build(docs, root / "index", vocab_size=len(tok), progress=False)
+    # prompts from one sentence, continuations from another: some seen after it, some not
+    items = [{"prompt": " ".join(a.split()[:4]), "output": " " + " ".join(b.split()[3:3 + k % 3 + 1])}
+             for k, (a, b) in enumerate(zip(CORPUS[::5], CORPUS[3::5]))]
+    return ckpts, tok, index, items
+
+
+def test_memorization_trace_scores_every_checkpoint_resumably(traced_ckpts, tmp_path, monkeypatch):
+    import sys
+
+    import pandas as pd
+
+    mod = sys.modules["fastspec.analyses.memorization"]  # the attribute of that name is the function
+
+    ckpts, tok, index, items = traced_ckpts
+    frame = fastspec.memorization_trace(ckpts[:2], items, index, tmp_path, progress=False)
+    assert frame["step"].tolist() == [0, 3] and (frame["rule"] == "wang").all()
+    for ckpt, row in zip(ckpts, frame.itertuples()):
+        direct = fastspec.memorization(items, index, ckpt)
+        assert row.rho == pytest.approx(direct.rho, abs=1e-9) and row.n_items == direct.n_items
+    calls = []
+    real = mod.memorization
+    monkeypatch.setattr(mod, "memorization", lambda *a, **k: calls.append(1) or real(*a, **k))
+    again = fastspec.memorization_trace(ckpts, items, index, tmp_path, progress=False)  # resumes: one new
+    assert len(calls) == 1 and again["step"].tolist() == [0, 3, 6]
+    with pytest.raises(ValueError, match=r"other settings \(rule differ\)"):
+        fastspec.memorization_trace(ckpts, items, index, tmp_path, rule="all", progress=False)
+    table = pd.read_csv(tmp_path / "suffix_lengths.csv")
+    assert table["bin"].tolist() == ["<=3", "4", "5", "6", "7", "8", ">8"] and table["share"].sum() == pytest.approx(1)
+    # the shares against per-token infgram_prob calls
+    n = []
+    for it in items:
+        p = tok(it["prompt"], add_special_tokens=False)["input_ids"]
+        o = tok(it["output"], add_special_tokens=False)["input_ids"]
+        n += [index.infgram_prob(p + o[:k], t).effective_n for k, t in enumerate(o)]
+    n = np.array(n)
+    assert table["share"].iloc[0] == pytest.approx(np.mean(n <= 3)) and table["share"].iloc[-1] == pytest.approx(np.mean(n > 8))
+
+
+def test_memorization_trace_from_the_command_line(traced_ckpts, tmp_path, capsys):
+    from fastspec.cli import main
+
+    ckpts, _, index, items = traced_ckpts
+    (tmp_path / "items.jsonl").write_text("".join(json.dumps(it) + "\n" for it in items))
+    assert main(["memorization", "--checkpoints", *ckpts[:2], "--index", index.path, "--items",
+                 str(tmp_path / "items.jsonl"), "--out", str(tmp_path / "r"), "--quiet"]) == 0
+    assert "memorization.csv" in capsys.readouterr().out and (tmp_path / "r" / "suffix_lengths.csv").exists()
+    assert main(["memorization", "--checkpoints", *ckpts[:1], "--index", index.path, "--items",
+                 str(tmp_path / "items.jsonl")]) == 2
+    assert "--checkpoints needs --out" in capsys.readouterr().err
