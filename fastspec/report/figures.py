@@ -255,3 +255,58 @@ def plot_conditions(runs: dict[str, Any], path: str | os.PathLike, *, tol: float
     save_figure(fig, path, dpi=130, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+def plot_memorization(memo: pd.DataFrame, path: str | os.PathLike, *, trace: pd.DataFrame | None = None,
+                      warmup_steps: int | None = None) -> str:
+    """The paper's Figure 4: distributional memorization (Spearman ρ) against step and, with a
+    trace, the last layer's RankMe below it (± one jackknife SE where the trace has folds),
+    its phases shaded on both."""
+    plt = _pyplot()
+    rows = 2 if trace is not None else 1
+    fig, axes = plt.subplots(rows, 1, figsize=(7.5, 3.2 * rows), sharex=True, squeeze=False)
+    axes = axes[:, 0]
+    x = memo["step"].to_numpy(dtype=np.float64)
+    if trace is not None:
+        labelled = phases(trace, warmup_steps=warmup_steps)
+        px = labelled["step"].to_numpy(dtype=np.float64)
+        for ax in axes:
+            _shade(ax, px, labelled["phase"].tolist())
+        last = trace[trace["layer"] == labelled["layer"].iloc[0]]
+        y = last["rankme"].to_numpy(dtype=np.float64)
+        axes[1].plot(last["step"].to_numpy(dtype=np.float64), y, "o-", ms=3, color="C0")
+        if "rankme_se" in last and last["rankme_se"].notna().any():
+            se = last["rankme_se"].to_numpy(dtype=np.float64)
+            axes[1].fill_between(last["step"].to_numpy(dtype=np.float64), y - se, y + se, color="C0", alpha=0.2, lw=0)
+        axes[1].set_ylabel(f"RankMe (layer {labelled['layer'].iloc[0]})")
+        present = [p for p in PHASE_COLORS if p in set(labelled["phase"])]
+        from matplotlib.patches import Patch
+
+        axes[0].legend([Patch(color=PHASE_COLORS[p]) for p in present], present, fontsize=7, loc="best")
+    axes[0].plot(x, memo["rho"].to_numpy(dtype=np.float64), "o-", ms=3, color="C3")
+    axes[0].set_ylabel("memorization (Spearman ρ)")
+    axes[0].set_title(f"Distributional memorization across training ({memo['rule'].iloc[0]} rule, "
+                      f"{int(memo['n_items'].max())} items)", fontsize=10)
+    for ax in axes:
+        step_axis(ax, x)
+        ax.grid(alpha=0.3)
+    axes[-1].set_xlabel("training step")
+    fig.tight_layout()
+    save_figure(fig, path, dpi=130)
+    plt.close(fig)
+    return os.fspath(path)
+
+
+def plot_suffix_lengths(table: pd.DataFrame, path: str | os.PathLike) -> str:
+    """The paper's Table 1 as bars: the share of scored tokens per effective n of the ∞-gram."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.2, 3.4), dpi=120)
+    ax.bar(table["bin"].astype(str), 100 * table["share"].to_numpy(dtype=np.float64), color="C2")
+    ax.set_xlabel("effective n of the ∞-gram (longest matching suffix + 1)")
+    ax.set_ylabel("share of scored tokens (%)")
+    ax.set_title(f"∞-gram suffix lengths over {int(table['n_tokens'].iloc[0])} tokens", fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    save_figure(fig, path)
+    plt.close(fig)
+    return os.fspath(path)

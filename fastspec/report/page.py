@@ -1,9 +1,11 @@
 """``fastspec report RESULTS_DIR``: one Markdown and one HTML page that gather a traced run's
-figures, phases, correlations, pass@k, ablation and toy-model results.
+figures, phases (with jackknife standard errors where traced with folds), memorization across
+checkpoints, correlations, pass@k, ablation and toy-model results.
 
 The report reads what the other commands wrote, by file name, in ``RESULTS_DIR`` or one
 folder below it: a trace (``trace.csv`` with its ``config.json``), ``phases.csv``,
-``trajectories.png``/``heatmap.png`` (drawn here when missing), ``correlations.csv``,
+``trajectories.png``/``heatmap.png`` (drawn here when missing), ``memorization.csv`` and
+``suffix_lengths.csv`` (their figures drawn here), ``correlations.csv``,
 ``pass_at_k.csv``/``.png``, ``ablation.csv``/``.png`` and ``toy.csv``/``.png``. A section
 whose files are absent says which command makes them. Images are linked by relative path, so
 the folder can be moved or zipped whole.
@@ -25,12 +27,12 @@ from ..analyses.correlation import correlation_table
 from ..analyses.toy import summary_table
 from ..models.phases import phases
 from ..models.trace import load_trace
-from .figures import plot_trace
+from .figures import plot_memorization, plot_suffix_lengths, plot_trace
 from .tables import markdown_table
 
 Block = tuple[str, Any]  # ("h1"|"h2"|"p"|"table"|"img", payload)
 #: What the report gathers; a directory with none of them is not a results directory.
-RESULT_FILES = ("trace.csv", "correlations.csv", "pass_at_k.csv", "ablation.csv", "toy.csv")
+RESULT_FILES = ("trace.csv", "correlations.csv", "pass_at_k.csv", "ablation.csv", "toy.csv", "memorization.csv")
 
 
 def _find(root: str, name: str) -> str | None:
@@ -95,8 +97,33 @@ def _trace_section(root: str, blocks: list[Block]) -> pd.DataFrame | None:
     sub = frame[frame["layer"] == layer].reset_index(drop=True)
     table = pd.DataFrame({"step": sub["step"], "RankMe": sub["rankme"], "RankMe (sv)": sub["rankme_sv"],
                           "α": sub["alpha"], "R²": sub["alpha_r2"], "phase": labelled["phase"]})
+    if sub["rankme_se"].notna().any():  # a trace with folds: the jackknife standard errors beside
+        for col, se in (("RankMe", "rankme_se"), ("RankMe (sv)", "rankme_sv_se"), ("α", "alpha_se")):
+            table.insert(table.columns.get_loc(col) + 1, f"{col} SE", sub[se])
+        blocks.append(("p", f"SE: delete-a-fold jackknife standard errors over {config.get('folds')} folds."))
     blocks.append(("table", table))
     return frame
+
+
+def _memorization_section(root: str, blocks: list[Block], trace: pd.DataFrame | None) -> None:
+    blocks.append(("h2", "Distributional memorization across checkpoints"))
+    csv = _find(root, "memorization.csv")
+    if csv is None:
+        blocks.append(("p", "Not in this directory. Make it with `fastspec memorization --checkpoints CKPT… --index "
+                            "INDEX --items ITEMS.jsonl --out RESULTS_DIR`."))
+        return
+    memo = pd.read_csv(csv)
+    png = plot_memorization(memo, os.path.join(os.path.dirname(csv), "memorization.png"), trace=trace)
+    blocks.append(("img", (_rel(png, root), "Memorization (Spearman ρ of ∞-gram and model scores) against step, "
+                                            "with the last layer's RankMe and its phases (the paper's Figure 4)")))
+    blocks.append(("table", memo))
+    suffix = _find(root, "suffix_lengths.csv")
+    if suffix:
+        table = pd.read_csv(suffix)
+        bars = plot_suffix_lengths(table, os.path.join(os.path.dirname(suffix), "suffix_lengths.png"))
+        blocks.append(("img", (_rel(bars, root), "Effective n of the ∞-gram over the scored tokens (the paper's Table 1)")))
+        blocks.append(("table", table.assign(share=100 * table["share"]).rename(columns={"share": "share (%)"})))
+    blocks.append(("p", f"Data: {_rel(csv, root)}"))
 
 
 def _table_section(root: str, blocks: list[Block], title: str, stem: str, missing: str, caption: str,
@@ -146,7 +173,8 @@ def build_report(results_dir: str | os.PathLike) -> list[Block]:
     blocks: list[Block] = [("h1", f"fastspec report: {os.path.basename(os.path.abspath(root))}"),
                            ("p", f"Written {datetime.datetime.now():%Y-%m-%d %H:%M} by fastspec {__version__} from "
                                  f"the files in {os.path.abspath(root)}.")]
-    _trace_section(root, blocks)
+    trace = _trace_section(root, blocks)
+    _memorization_section(root, blocks, trace)
     _table_section(root, blocks, "Correlations with per-checkpoint scores", "correlations",
                    "Make it with `fastspec correlate RESULTS_DIR SCORES.csv --out RESULTS_DIR`.", "",
                    transform=correlation_table,

@@ -190,3 +190,22 @@ def test_memorization_trace_from_the_command_line(traced_ckpts, tmp_path, capsys
     assert main(["memorization", "--checkpoints", *ckpts[:1], "--index", index.path, "--items",
                  str(tmp_path / "items.jsonl")]) == 2
     assert "--checkpoints needs --out" in capsys.readouterr().err
+
+
+def test_the_report_shows_memorization_beside_the_trace(traced_ckpts, tmp_path):
+    """The paper's Figure 4 (memorization and RankMe against step, phases shaded) and Table 1,
+    with the trace's jackknife standard errors."""
+    from tinylm import CORPUS
+
+    from fastspec.report import write_report
+
+    ckpts, _, index, items = traced_ckpts
+    fastspec.trace(ckpts, CORPUS, tmp_path / "trace", folds=3, max_length=32, batch_size=8, fit_range=(2, 20),
+                   progress=False)
+    fastspec.memorization_trace(ckpts, items, index, tmp_path, progress=False)
+    md, _ = write_report(tmp_path)
+    with open(md) as fh:
+        text = fh.read()
+    assert "## Distributional memorization across checkpoints" in text and "RankMe SE" in text
+    for png in ("memorization.png", "suffix_lengths.png"):
+        assert (tmp_path / png).stat().st_size > 10_000 and f"]({png})" in text
