@@ -23,6 +23,7 @@ from tqdm import tqdm
 from ._files import write_csv, write_json
 from .analyses.ablation import ablate, evaluate
 from .analyses.correlation import correlate, correlation_table
+from .analyses.memorization import memorization_trace
 from .analyses.passk import pass_at_k_table
 from .analyses.toy import run_conditions, summary_table
 from .models.data import stdlib_docstrings
@@ -31,6 +32,7 @@ from .models.phases import phases
 from .models.scoring import load_causal_lm
 from .models.tiny import TinyLMConfig, train_checkpoints
 from .models.trace import trace
+from .ngram.index import InfGramIndex
 from .report import (
     plot_ablation,
     plot_pass_at_k,
@@ -175,6 +177,7 @@ class TraceDemoConfig:
     n_problems: int = 64        # next-word problems for pass@k
     n_samples: int = 32         # samples per problem
     pass_ks: tuple[int, ...] = (1, 4, 16)
+    n_memorization: int = 300   # held-out prompt → continuation items for distributional memorization
 
 
 def log_spaced_steps(steps: int, every: int) -> tuple[int, ...]:
@@ -215,7 +218,8 @@ def format_trace_table(result: dict[str, Any]) -> str:
     frame, labelled, losses = result["trace"], result["phases"], result["train_loss"]
     last = labelled["layer"].iloc[0]
     sub = frame[frame["layer"] == last].reset_index(drop=True)
-    lines = [f"layer {last} (last block's output), learning-rate warmup: steps 0..{result['warmup']}",
+    lines = [f"layer {last} (the last block after the final norm, as hidden_states[-1]), "
+             f"learning-rate warmup: steps 0..{result['warmup']}",
              f"{'step':>6}{'train loss':>12}{'RankMe':>10}{'RankMe_sv':>11}{'alpha':>9}{'R^2':>8}  phase"]
     for i, row in sub.iterrows():
         loss = losses.get(int(row["step"]))
@@ -281,11 +285,49 @@ def next_word_counts(model: Any, tokenizer: Any, items: list[dict[str, Any]], n_
     return counts
 
 
+def memorization_items(paragraphs: list[str], n: int, *, prompt_words: int = 8, output_words: int = 4
+                       ) -> list[dict[str, str]]:
+    """Prompt → continuation items: the first ``prompt_words`` words of each paragraph and
+    the next ``output_words``, from the first ``n`` paragraphs long enough."""
+    items = []
+    for text in paragraphs:
+        words = text.split()
+        if len(words) >= prompt_words + output_words:
+            items.append({"prompt": " ".join(words[:prompt_words]),
+                          "output": " " + " ".join(words[prompt_words:prompt_words + output_words])})
+        if len(items) == n:
+            break
+    return items
+
+
+def run_memorization(cfg: TraceDemoConfig, out_dir: str, result: dict[str, Any], *, progress: bool = True) -> Any:
+    """Index the training paragraphs with the model's own tokenizer (an ∞-gram of the
+    pretraining corpus), and score distributional memorization of held-out continuations at
+    every traced checkpoint (:func:`fastspec.memorization_trace`, resumable)."""
+    from transformers import AutoTokenizer
+
+    ckpts = result["trace"].drop_duplicates("checkpoint")["checkpoint"].tolist()
+    tok = AutoTokenizer.from_pretrained(ckpts[0])
+    index_dir = os.path.join(out_dir, "index")
+    if os.path.isdir(index_dir):
+        index = InfGramIndex(index_dir)
+    else:
+        if progress:
+            print("indexing the training paragraphs (∞-gram) …", flush=True)
+        ids = tok(result["train_texts"], add_special_tokens=False)["input_ids"]
+        index = InfGramIndex.build([np.asarray(x) for x in ids if x], index_dir, vocab_size=len(tok), progress=False)
+    # items whose prompt and continuation fit the traced length (docstrings quoting code can be long)
+    fits = [it for it in memorization_items(result["held_texts"], 4 * cfg.n_memorization)
+            if len(tok(it["prompt"] + it["output"], add_special_tokens=False)["input_ids"]) <= cfg.max_length]
+    items = fits[:cfg.n_memorization]
+    return memorization_trace(ckpts, items, index, out_dir, progress=progress)
+
+
 def run_analyses(cfg: TraceDemoConfig, out_dir: str, result: dict[str, Any], *, progress: bool = True
                  ) -> dict[str, Any]:
-    """Score every checkpoint (cloze accuracy, pass@k of the next word), correlate the
-    scores with the last layer's RankMe and α, ablate the final checkpoint's top-k
-    eigenvectors, and write everything beside the trace."""
+    """Score every checkpoint (cloze accuracy, pass@k of the next word, distributional
+    memorization), correlate the scores with the last layer's RankMe and α, ablate the final
+    checkpoint's top-k eigenvectors, and write everything beside the trace."""
     items = cloze_items(result["train_texts"], cfg.n_items, seed=cfg.seed)
     problems = items[:cfg.n_problems]
     frame = result["trace"]
@@ -303,7 +345,9 @@ def run_analyses(cfg: TraceDemoConfig, out_dir: str, result: dict[str, Any], *, 
     passk = pass_at_k_table(counts_frame, cfg.pass_ks, by="step")
     write_table(passk, out_dir, "pass_at_k", title="pass@k of the next word")
     plot_pass_at_k(passk, "step", os.path.join(out_dir, "pass_at_k.png"))
-    score_frame = pd.DataFrame(scores).merge(passk.drop(columns=["n_problems", "n"]), on="step")
+    memo = run_memorization(cfg, out_dir, result, progress=progress)
+    score_frame = (pd.DataFrame(scores).merge(passk.drop(columns=["n_problems", "n"]), on="step")
+                   .merge(memo[["step", "rho"]].rename(columns={"rho": "memorization"}), on="step"))
     score_frame["train_loss"] = score_frame["step"].map(result["train_loss"])
     write_csv(score_frame, os.path.join(out_dir, "scores.csv"))
     correlations = correlate(frame, score_frame)

@@ -117,7 +117,10 @@ def test_demo_trains_traces_and_labels_at_a_small_size(tmp_path):
     counts = pd.read_csv(tmp_path / "pass_at_k_counts.csv")
     assert counts["c"].between(0, 32).all() and (counts["n"] == 32).all()
     report = (tmp_path / "report.md").read_text()
-    assert "Not in this directory" not in report and report.count("![") == 5
+    assert "Not in this directory" not in report and report.count("![") == 7  # memorization and Table 1 too
+    memo = pd.read_csv(tmp_path / "memorization.csv")
+    assert sorted(memo["step"]) == sorted(frame["step"].unique()) and memo["rho"].between(-1, 1).all()
+    assert "memorization" in scores.columns and (tmp_path / "suffix_lengths.csv").exists()
     # a second run reuses the model and the finished trace
     again = _run(f"{BIN}/fastspec", "demo", "--steps", "20", "--n-trace", "120", "--out", str(tmp_path), "--quiet")
     assert again.returncode == 0 and again.stdout == proc.stdout
