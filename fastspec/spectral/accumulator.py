@@ -64,6 +64,11 @@ class CovarianceAccumulator:
     state on the current CUDA device unless ``device`` says otherwise), ``"torch"`` uses the
     torch path. Both compute the same thing with the same float32/float64 contract.
 
+    ``folds=K`` keeps K disjoint folds of the rows (row i of the stream, dropped rows not
+    counted, in fold i mod K whatever the batching; K·d² memory, the same products): the
+    statistics above are those of all the rows, and :meth:`jackknife` gives RankMe, RankMe_sv
+    and α with their delete-a-fold standard errors.
+
     >>> acc = CovarianceAccumulator(4096)
     >>> for batch in batches:
     ...     acc.update(batch)
