@@ -182,7 +182,7 @@ def _trace_one(index: int, ckpt: Checkpoint, texts: list[str], ckpt_dir: str, co
             record = {"layer": layer, **metrics_of(centred, raw, fit_range=tuple(config["fit_range"]),
                                                    eigenvalues=False)}
             if config["folds"] > 1:
-                jk = acc.jackknife(fit_range=tuple(config["fit_range"]))
+                jk = acc.jackknife(fit_range=tuple(config["fit_range"]), spectra=(centred, raw))
                 record.update(rankme_se=jk.rankme_se, rankme_sv_se=jk.rankme_sv_se, alpha_se=jk.alpha_se)
             records.append(record)
             arrays[f"centered_{layer}"], arrays[f"raw_{layer}"] = centred.eigenvalues, raw.eigenvalues

@@ -154,13 +154,10 @@ class CovarianceAccumulator:
         if x.shape[0] < MIN_FLUSH_ROWS:
             # Small batches are checked now, so that a fault is reported by the call that
             # brought it rather than by a later flush.
-            keep = nonfinite_rows(x, name, self.nan_policy, stream_offset=offset)
-            if keep is not None:
-                x = x[keep]
-            if x.numel() and float(x.abs().max()) > F64_SAFE:
-                raise float64_overflow(x, name)
-            self._rows_seen += int(keep.numel() if keep is not None else x.shape[0])
-            self.n_dropped += int((~keep).sum()) if keep is not None else 0
+            total = int(x.shape[0])
+            x = self._checked_rows(x, name, offset)
+            self._rows_seen += total
+            self.n_dropped += total - int(x.shape[0])
             self._buffer(x.to(self.device))
             return self
         self._flush()
@@ -191,15 +188,21 @@ class CovarianceAccumulator:
         self._rows_seen += int(x.shape[0])
         return self
 
-    def _update_folds(self, x: torch.Tensor, name: str) -> "CovarianceAccumulator":
-        """Row i of the kept stream goes to fold i mod K. The whole batch is checked first,
-        so that a fault changes no fold; each row is multiplied once, in its fold."""
-        offset, total = self._rows_seen, int(x.shape[0])
+    def _checked_rows(self, x: torch.Tensor, name: str, offset: int) -> torch.Tensor:
+        """The rows of a whole batch checked before any is added: non-finite ones refused or
+        dropped (``nan_policy``), values a float64 sum of squares cannot hold refused."""
         keep = nonfinite_rows(x, name, self.nan_policy, stream_offset=offset)
         if keep is not None:
             x = x[keep]
         if x.numel() and float(x.abs().max()) > F64_SAFE:
             raise float64_overflow(x, name)
+        return x
+
+    def _update_folds(self, x: torch.Tensor, name: str) -> "CovarianceAccumulator":
+        """Row i of the kept stream goes to fold i mod K. The whole batch is checked first,
+        so that a fault changes no fold; each row is multiplied once, in its fold."""
+        offset, total = self._rows_seen, int(x.shape[0])
+        x = self._checked_rows(x, name, offset)
         fold = (torch.arange(x.shape[0], device=x.device) + (offset - self.n_dropped)) % self.folds
         for f, acc in enumerate(self._fold_accs or []):
             rows = x[fold == f]
@@ -446,12 +449,14 @@ class CovarianceAccumulator:
             kernels=self.uses_kernels,
         )
 
-    def jackknife(self, *, fit_range: tuple[int, int] = (11, 100)) -> Jackknife:
+    def jackknife(self, *, fit_range: tuple[int, int] = (11, 100),
+                  spectra: tuple[Spectrum, Spectrum] | None = None) -> Jackknife:
         """RankMe, RankMe_sv and α of all the rows with their jackknife standard errors over
         the K folds (``CovarianceAccumulator(dim, folds=K)``): with θ₍ₖ₎ the estimate from
         every fold but k and θ̄ their mean, SE = √((K − 1)/K · Σₖ (θ₍ₖ₎ − θ̄)²) (Quenouille and
         Tukey's delete-a-group jackknife). The estimates are those of all the rows, not
-        bias-corrected. Costs 2(K + 1) eigensolves of d × d."""
+        bias-corrected. Costs 2(K + 1) eigensolves of d × d, or 2K when the caller passes
+        ``spectra``, its :meth:`spectrum` and ``spectrum(center=False)`` of all the rows."""
         fit_range = check_fit_range(fit_range)
         if self._fold_accs is None:
             raise ValueError("jackknife needs folds: make the accumulator with CovarianceAccumulator(dim, folds=K), K >= 2")
@@ -460,13 +465,12 @@ class CovarianceAccumulator:
             raise ValueError(f"jackknife needs every one of the {self.folds} folds to hold rows, and at least 2 rows "
                              f"without any one fold; the folds hold {sizes}")
 
-        def estimates(acc: CovarianceAccumulator) -> tuple[float, float, float]:
-            centred = acc.spectrum()
+        def estimates(centred: Spectrum, raw: Spectrum) -> tuple[float, float, float]:
             try:
                 alpha = alpha_req(centred, fit_range=fit_range).alpha
             except SpectrumTooShort:
                 alpha = math.nan
-            return rankme(centred), rankme(acc.spectrum(center=False), convention="sv"), alpha
+            return rankme(centred), rankme(raw, convention="sv"), alpha
 
         def without(k: int) -> CovarianceAccumulator:
             acc = CovarianceAccumulator(self.dim, device=self.device, precision=self.precision, backend=self.backend)
@@ -475,8 +479,12 @@ class CovarianceAccumulator:
                     acc.merge(f)
             return acc
 
-        full = estimates(self._pooled())
-        loo = torch.tensor([estimates(without(k)) for k in range(self.folds)], dtype=torch.float64)
+        if spectra is None:
+            pooled = self._pooled()
+            spectra = pooled.spectrum(), pooled.spectrum(center=False)
+        full = estimates(*spectra)
+        loo = torch.tensor([estimates(acc.spectrum(), acc.spectrum(center=False))
+                            for acc in map(without, range(self.folds))], dtype=torch.float64)
         se = torch.sqrt((self.folds - 1) / self.folds * ((loo - loo.mean(0)) ** 2).sum(0)).tolist()
         alpha_ok = not (math.isnan(full[2]) or bool(torch.isnan(loo[:, 2]).any()))
         return Jackknife(full[0], se[0], full[1], se[1], full[2] if alpha_ok else None, se[2] if alpha_ok else None,

@@ -98,6 +98,8 @@ def test_jackknife_estimates_are_the_full_data_ones():
     assert rel(jk.rankme_sv, ref_rankme(ref_eigenvalues(torch.from_numpy(x), center=False), sv=True)) < 1e-9
     assert jk.alpha is not None and jk.alpha_se > 0 and jk.to_dict()["fit_range"] == [2, 20]
     assert CovarianceAccumulator(D, folds=4).update(x).jackknife().alpha is None  # 24 < the default range's 100
+    acc = CovarianceAccumulator(D, folds=10).update(x)  # the full spectra, when the caller has them: the same
+    assert acc.jackknife(fit_range=(2, 20), spectra=(acc.spectrum(), acc.spectrum(center=False))) == jk
 
 
 @pytest.mark.parametrize("ratio, fit_range", [(0.5, (1, 10)), (1, (2, 20)), (2, (2, 20)), (10, (2, 20))])
