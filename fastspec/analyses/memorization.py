@@ -22,7 +22,7 @@ from ..models.checkpoints import as_checkpoint, load_checkpoint
 from ..models.data import iter_jsonl
 from ..models.scoring import context_limit, continuation_logprobs, load_causal_lm
 from ..ngram import InfGramIndex
-from ..ngram.memorization import check_rule, encode_items, infgram_scores
+from ..ngram.memorization import check_rule, encode_items, output_scores
 
 __all__ = ["MemorizationResult", "memorization", "memorization_trace", "suffix_lengths"]
 
@@ -63,15 +63,30 @@ def memorization(items: Iterable[Any], index: InfGramIndex | str | os.PathLike, 
     its p-value over the items with a defined ∞-gram score.
     """
     check_rule(rule)
-    idx = index if isinstance(index, InfGramIndex) else InfGramIndex(index)
+    idx = _as_index(index)
     model, tokenizer = load_causal_lm(model, tokenizer)
+    seqs, prompt_lens = _encoded(items, tokenizer, model)
+    infgram = output_scores(idx.score(seqs, threads=threads), prompt_lens, rule)
+    return _correlate(model, seqs, prompt_lens, infgram, rule, batch_size=batch_size, device=device)
+
+
+def _as_index(index: InfGramIndex | str | os.PathLike) -> InfGramIndex:
+    return index if isinstance(index, InfGramIndex) else InfGramIndex(index)
+
+
+def _encoded(items: Iterable[Any], tokenizer: Any, model: Any) -> tuple[list[np.ndarray], list[int]]:
     seqs, prompt_lens = encode_items(items, tokenizer)
     limit = context_limit(model)
     for k, seq in enumerate(seqs):
         if limit is not None and len(seq) > int(limit):
             raise ValueError(f"item {k}: prompt + output is {len(seq)} tokens, longer than the model's "
                              f"{int(limit)} positions")
-    infgram = infgram_scores(idx, seqs, prompt_lens, rule=rule, threads=threads)
+    return seqs, prompt_lens
+
+
+def _correlate(model: Any, seqs: list[np.ndarray], prompt_lens: list[int], infgram: np.ndarray, rule: str, *,
+               batch_size: int, device: Any) -> MemorizationResult:
+    """Score the items under ``model`` and correlate with their ∞-gram scores ``infgram``."""
     model_scores = continuation_logprobs(model, seqs, prompt_lens, batch_size=batch_size, device=device)
     keep = ~np.isnan(infgram)
     if keep.sum() < 3:
@@ -104,11 +119,14 @@ def suffix_lengths(items: Iterable[Any], index: InfGramIndex | str | os.PathLike
     suffix of the context + 1, infini-gram's ``suffix_len + 1``). One row, ``bin`` and
     ``share`` columns, plus ``n_tokens``. It depends on the corpus and the items only, not
     on any model, so a trace over checkpoints has one table for all of them."""
+    seqs, prompt_lens = encode_items(_item_list(items), tokenizer)
+    return _suffix_table(_as_index(index).score(seqs, threads=threads), prompt_lens)
+
+
+def _suffix_table(scores: Sequence[Any], prompt_lens: Sequence[int]) -> Any:
     import pandas as pd
 
-    idx = index if isinstance(index, InfGramIndex) else InfGramIndex(index)
-    seqs, prompt_lens = encode_items(_item_list(items), tokenizer)
-    n = np.concatenate([s.effective_n[p:] for s, p in zip(idx.score(seqs, threads=threads), prompt_lens)])
+    n = np.concatenate([s.effective_n[p:] for s, p in zip(scores, prompt_lens)])
     counts = [int((n <= 3).sum()), *(int((n == k).sum()) for k in range(4, 9)), int((n > 8).sum())]
     return pd.DataFrame({"bin": list(SUFFIX_BINS), "share": np.array(counts) / len(n), "n_tokens": len(n)})
 
@@ -135,7 +153,7 @@ def memorization_trace(checkpoints: Sequence[Any], items: Any, index: InfGramInd
     if len({c.identity for c in ckpts}) != len(ckpts):
         raise ValueError("a checkpoint is listed twice")
     item_list = _item_list(items)
-    idx = index if isinstance(index, InfGramIndex) else InfGramIndex(index)
+    idx = _as_index(index)
     out_dir = os.fspath(out_dir)
     rec_dir = os.path.join(out_dir, MEMO_DIR)
     config = {"index": os.path.realpath(idx.path), "n_items": len(item_list), "rule": rule,
@@ -159,12 +177,20 @@ def memorization_trace(checkpoints: Sequence[Any], items: Any, index: InfGramInd
     elif not done:
         write_json(config_path, config)
     todo = [(i, c) for i, c in enumerate(ckpts) if c.identity not in done]
+    # The ∞-gram side depends on the items' token ids only: one query pass per distinct
+    # tokenisation (a suite's checkpoints share one tokenizer), for the scores and Table 1.
+    infgram: dict[bytes, np.ndarray] = {}
     for i, ckpt in tqdm(todo, desc="memorization", unit="ckpt", disable=not progress):
         model, tok = load_checkpoint(ckpt, device=device or "cpu", causal_lm=True)
-        if not os.path.exists(os.path.join(out_dir, SUFFIX_TABLE)):  # once: the same for every checkpoint
-            write_csv(suffix_lengths(item_list, idx, tok, threads=threads), os.path.join(out_dir, SUFFIX_TABLE))
-        res = memorization(item_list, idx, model, tok, rule=rule, batch_size=batch_size, device=device,
-                           threads=threads)
+        seqs, prompt_lens = _encoded(item_list, tok, model)
+        key = hashlib.sha256(b"".join(np.asarray([len(x), p], np.int64).tobytes() + x.tobytes()
+                                      for x, p in zip(seqs, prompt_lens))).digest()
+        if key not in infgram:
+            scores = idx.score(seqs, threads=threads)
+            infgram[key] = output_scores(scores, prompt_lens, rule)
+            if not os.path.exists(os.path.join(out_dir, SUFFIX_TABLE)):  # the same for every checkpoint
+                write_csv(_suffix_table(scores, prompt_lens), os.path.join(out_dir, SUFFIX_TABLE))
+        res = _correlate(model, seqs, prompt_lens, infgram[key], rule, batch_size=batch_size, device=device)
         rec = {"checkpoint": ckpt.label, "step": ckpt.step, "index": i, "identity": ckpt.identity,
                "rho": res.rho, "pvalue": res.pvalue, "n_items": res.n_items, "n_excluded": res.n_excluded,
                "rule": res.rule}

@@ -98,5 +98,9 @@ def infgram_scores(index: InfGramIndex, sequences: Sequence[np.ndarray], prompt_
     """Per sequence, :func:`infgram_output_score` of the ∞-gram probabilities of its tokens
     after the prompt (NaN where ``rule="wang"`` leaves nothing to score)."""
     check_rule(rule)
-    scores = index.score(sequences, threads=threads)
+    return output_scores(index.score(sequences, threads=threads), prompt_lengths, rule)
+
+
+def output_scores(scores: Sequence[Any], prompt_lengths: Sequence[int], rule: str = "wang") -> np.ndarray:
+    """:func:`infgram_scores` from the ``SequenceScore`` list that ``InfGramIndex.score`` returned."""
     return np.array([infgram_output_score(s.prob[p:], rule) for s, p in zip(scores, prompt_lengths)])

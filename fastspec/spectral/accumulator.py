@@ -46,6 +46,12 @@ class Jackknife:
         return {**asdict(self), "fit_range": list(self.fit_range)}
 
 
+def _largest(x: torch.Tensor) -> float:
+    """max |x| (NaN if x holds one), read once without a copy."""
+    lo, hi = (float(v) for v in torch.aminmax(x))
+    return math.nan if math.isnan(lo) or math.isnan(hi) else max(-lo, hi)
+
+
 class CovarianceAccumulator:
     """Streaming (ddof=1) covariance of d-dimensional rows, mergeable and all-reducible.
 
@@ -98,6 +104,7 @@ class CovarianceAccumulator:
         # in fold i mod K, whatever the batching; this one then holds no moments itself.
         self._fold_accs = [CovarianceAccumulator(dim, device=self._device, precision=precision, backend=backend)
                            for _ in range(self.folds)] if self.folds > 1 else None
+        self._pooled_cache: CovarianceAccumulator | None = None  # every fold's rows; reset by any change
 
     # -- state -------------------------------------------------------------------------
     @property
@@ -149,6 +156,7 @@ class CovarianceAccumulator:
         if self._device is None:  # the first batch decides where the state lives
             self._device = x.device
         if self._fold_accs is not None:
+            self._pooled_cache = None
             return self._update_folds(x, name)
         offset = self._rows_seen
         if x.shape[0] < MIN_FLUSH_ROWS:
@@ -191,36 +199,60 @@ class CovarianceAccumulator:
     def _checked_rows(self, x: torch.Tensor, name: str, offset: int) -> torch.Tensor:
         """The rows of a whole batch checked before any is added: non-finite ones refused or
         dropped (``nan_policy``), values a float64 sum of squares cannot hold refused."""
+        if not x.numel() or _largest(x) <= F64_SAFE:  # one pass; NaN and Inf fail the test
+            return x
         keep = nonfinite_rows(x, name, self.nan_policy, stream_offset=offset)
         if keep is not None:
             x = x[keep]
-        if x.numel() and float(x.abs().max()) > F64_SAFE:
+        if x.numel() and _largest(x) > F64_SAFE:
             raise float64_overflow(x, name)
         return x
 
     def _update_folds(self, x: torch.Tensor, name: str) -> "CovarianceAccumulator":
         """Row i of the kept stream goes to fold i mod K. The whole batch is checked first,
-        so that a fault changes no fold; each row is multiplied once, in its fold."""
+        so that a fault changes no fold; each row is multiplied once, in its fold (a strided
+        slice of the batch, checked once: the products cost what K = 1's cost)."""
         offset, total = self._rows_seen, int(x.shape[0])
         x = self._checked_rows(x, name, offset)
-        fold = (torch.arange(x.shape[0], device=x.device) + (offset - self.n_dropped)) % self.folds
+        first = offset - self.n_dropped  # the kept stream's index of x's first row
         for f, acc in enumerate(self._fold_accs or []):
-            rows = x[fold == f]
+            rows = x[(f - first) % self.folds :: self.folds]
             if rows.shape[0]:
-                acc._update(rows, name)
+                acc._add_checked(rows)
         self.n_dropped += total - int(x.shape[0])
         self._rows_seen += total
         return self
 
+    def _add_checked(self, x: torch.Tensor) -> None:
+        """Rows that passed :meth:`_checked_rows`: buffered if few, multiplied now if many.
+        Such rows cannot fail (the same argument as :meth:`_flush`)."""
+        self._rows_seen += int(x.shape[0])
+        if x.shape[0] < MIN_FLUSH_ROWS:
+            self._buffer(x.to(self.device))
+            return
+        self._flush()
+        for _, chunk in self._chunks(x):
+            added = self._state().add_chunk(self._compute(chunk))
+            assert added, "checked rows cannot fail"
+
     def _pooled(self) -> "CovarianceAccumulator":
-        """This accumulator, or with folds, one that holds every fold's rows (Chan's merge)."""
+        """This accumulator, or with folds, one that holds every fold's rows (Chan's merge),
+        kept until the next change: a trace asks for it several times per layer."""
         if self._fold_accs is None:
             return self
-        pooled = CovarianceAccumulator(self.dim, device=self.device, precision=self.precision, backend=self.backend)
-        for f in self._fold_accs:
-            pooled.merge(f)
-        pooled.n_dropped, pooled._rows_seen = self.n_dropped, self._rows_seen
-        return pooled
+        if self._pooled_cache is None:
+            for f in self._fold_accs:
+                f._flush()
+            pooled = self._like()
+            pooled._moments = Moments.pooled([f._state() for f in self._fold_accs], self.dim, self.device,
+                                             kernels=self.uses_kernels)
+            pooled.n_dropped, pooled._rows_seen = self.n_dropped, self._rows_seen
+            self._pooled_cache = pooled
+        return self._pooled_cache
+
+    def _like(self) -> "CovarianceAccumulator":
+        """An empty accumulator with this one's dim, device, precision and backend, no folds."""
+        return CovarianceAccumulator(self.dim, device=self.device, precision=self.precision, backend=self.backend)
 
     def _compute(self, x: torch.Tensor) -> torch.Tensor:
         """Rows on the state's device, in float64 when ``precision="float64"`` asks for it."""
@@ -261,6 +293,7 @@ class CovarianceAccumulator:
             raise ValueError(f"cannot merge an accumulator of folds={other.folds} into one of folds={self.folds}: "
                              "folds are merged fold by fold")
         if self._fold_accs is not None and other._fold_accs is not None:
+            self._pooled_cache = None
             for mine, theirs in zip(self._fold_accs, other._fold_accs):
                 mine.merge(theirs)
             self.n_dropped += other.n_dropped
@@ -292,6 +325,7 @@ class CovarianceAccumulator:
                 "(torch.distributed.init_process_group, or run under torchrun)"
             )
         if self._fold_accs is not None:  # fold f of every rank is fold f of the whole
+            self._pooled_cache = None
             for f in self._fold_accs:
                 f.all_reduce(group)
             counts = torch.tensor([float(self.n_dropped), float(self._rows_seen)], dtype=torch.float64,
@@ -354,13 +388,13 @@ class CovarianceAccumulator:
                     not isinstance(state.get("fold_states"), list) or len(state["fold_states"]) != self.folds:
                 got = state.get("folds", 1) if isinstance(state, dict) else None
                 raise ValueError(f"state_dict holds folds={got!r}, this accumulator has folds={self.folds}")
-            fresh = [CovarianceAccumulator(self.dim, device=self.device, precision=self.precision, backend=self.backend)
+            fresh = [self._like()
                      for _ in range(self.folds)]
             for acc, fold_state in zip(fresh, state["fold_states"]):  # every fold checked before any is kept
                 acc.load_state_dict(fold_state)
             pooled = CovarianceAccumulator(self.dim, device=self.device)
             pooled.load_state_dict({k: v for k, v in state.items() if k not in ("folds", "fold_states")})
-            self._fold_accs = fresh
+            self._fold_accs, self._pooled_cache = fresh, None
             self._device = self.device
             self.n_dropped, self._rows_seen = pooled.n_dropped, pooled._rows_seen
             return
@@ -472,15 +506,17 @@ class CovarianceAccumulator:
                 alpha = math.nan
             return rankme(centred), rankme(raw, convention="sv"), alpha
 
-        def without(k: int) -> CovarianceAccumulator:
-            acc = CovarianceAccumulator(self.dim, device=self.device, precision=self.precision, backend=self.backend)
-            for j, f in enumerate(self._fold_accs or []):
-                if j != k:
-                    acc.merge(f)
+        pooled = self._pooled()
+        total = pooled._state()
+
+        def without(k: int) -> CovarianceAccumulator:  # all the rows less fold k's: one d×d pass
+            fold = (self._fold_accs or [])[k]
+            fold._flush()
+            acc = self._like()
+            acc._moments = total.without(fold._state().n, *fold._state().tensors())
             return acc
 
         if spectra is None:
-            pooled = self._pooled()
             spectra = pooled.spectrum(), pooled.spectrum(center=False)
         full = estimates(*spectra)
         loo = torch.tensor([estimates(acc.spectrum(), acc.spectrum(center=False))

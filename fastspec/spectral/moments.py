@@ -162,6 +162,40 @@ class Moments:
         self.mean += delta * (n / total)
         self.n = total
 
+    @classmethod
+    def pooled(cls, parts: "list[Moments]", dim: int, device: torch.device, kernels: bool = False) -> "Moments":
+        """One set holding every part's rows: M2 = Σ M2ₚ + Σ nₚ(meanₚ − mean)(meanₚ − mean)ᵀ,
+        the sum over the upper triangles and the corrections as one GEMM (the parts are
+        unchanged). Equal to merging them one by one, with a third of the d×d passes."""
+        out = cls(dim, device, kernels)
+        parts = [p for p in parts if p.n]
+        if not parts:
+            return out
+        ns = torch.tensor([float(p.n) for p in parts], dtype=torch.float64, device=device)
+        means = torch.stack([p.tensors()[0] for p in parts])
+        out.n = sum(p.n for p in parts)
+        out.mean = (ns[:, None] * means).sum(0) / out.n
+        out.m2 = parts[0].tensors()[1].clone()
+        for p in parts[1:]:
+            add_upper_(out.m2, p.tensors()[1])
+        spread = (means - out.mean) * ns.sqrt()[:, None]
+        out.m2.addmm_(spread.T, spread)
+        return out
+
+    def without(self, n: int, mean: torch.Tensor, m2: torch.Tensor) -> "Moments":
+        """The moments of this set's rows less a subset's (n, mean, M2): Chan's merge undone,
+        M2' = M2 − M2ₛ − nₛn'/(nₛ + n') δδᵀ with δ = meanₛ − mean'. A new set; this one is
+        unchanged. In float64 the subtraction costs ~1e-16 of M2, far below the float32 products."""
+        assert self.mean is not None and self.m2 is not None
+        rest = self.n - n
+        if rest < 1:
+            raise ValueError(f"cannot remove {n} rows from a set of {self.n}")
+        out = Moments(self.dim, self.device, self.kernels)
+        out.n, out.mean = rest, (self.mean * self.n - mean * n) / rest
+        delta = mean - out.mean
+        out.m2 = (self.m2 - m2).addr_(delta, delta, alpha=-n * rest / self.n)
+        return out
+
     def add_chunk(self, x: torch.Tensor) -> bool:
         """Add the rows ``x``. Returns False, adding nothing, if ``x`` holds a non-finite
         value (the caller locates it). Rows of very small magnitude are multiplied after an

@@ -155,14 +155,18 @@ def test_memorization_trace_scores_every_checkpoint_resumably(traced_ckpts, tmp_
     mod = sys.modules["fastspec.analyses.memorization"]  # the attribute of that name is the function
 
     ckpts, tok, index, items = traced_ckpts
+    queries = []
+    real_score = type(index).score
+    monkeypatch.setattr(type(index), "score", lambda self, *a, **k: queries.append(1) or real_score(self, *a, **k))
     frame = fastspec.memorization_trace(ckpts[:2], items, index, tmp_path, progress=False)
+    assert len(queries) == 1  # one tokenizer: the ∞-gram side is queried once for both checkpoints
     assert frame["step"].tolist() == [0, 3] and (frame["rule"] == "wang").all()
     for ckpt, row in zip(ckpts, frame.itertuples()):
         direct = fastspec.memorization(items, index, ckpt)
         assert row.rho == pytest.approx(direct.rho, abs=1e-9) and row.n_items == direct.n_items
     calls = []
-    real = mod.memorization
-    monkeypatch.setattr(mod, "memorization", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = mod._correlate
+    monkeypatch.setattr(mod, "_correlate", lambda *a, **k: calls.append(1) or real(*a, **k))
     again = fastspec.memorization_trace(ckpts, items, index, tmp_path, progress=False)  # resumes: one new
     assert len(calls) == 1 and again["step"].tolist() == [0, 3, 6]
     with pytest.raises(ValueError, match=r"other settings \(rule differ\)"):

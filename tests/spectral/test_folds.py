@@ -6,7 +6,7 @@ samples."""
 import numpy as np
 import pytest
 import torch
-from reference import ref_eigenvalues, ref_rankme, rel
+from reference import ref_alpha, ref_eigenvalues, ref_rankme, rel
 
 from fastspec.spectral import CovarianceAccumulator
 
@@ -100,6 +100,21 @@ def test_jackknife_estimates_are_the_full_data_ones():
     assert CovarianceAccumulator(D, folds=4).update(x).jackknife().alpha is None  # 24 < the default range's 100
     acc = CovarianceAccumulator(D, folds=10).update(x)  # the full spectra, when the caller has them: the same
     assert acc.jackknife(fit_range=(2, 20), spectra=(acc.spectrum(), acc.spectrum(center=False))) == jk
+
+
+@pytest.mark.parametrize("mean", [3.0, 1e3])  # a large mean: the fold is removed from pooled moments by subtraction
+def test_jackknife_is_a_brute_force_leave_one_fold_out(mean):
+    x = _rows(420, 98, mean=mean)
+    k = 7
+    jk = CovarianceAccumulator(D, folds=k).update(x[:100]).update(x[100:]).jackknife(fit_range=(2, 20))
+    loo = []
+    for f in range(k):
+        rest = torch.from_numpy(np.delete(x, np.arange(f, len(x), k), axis=0))
+        centred, raw = ref_eigenvalues(rest), ref_eigenvalues(rest, center=False)
+        loo.append([ref_rankme(centred), ref_rankme(raw, sv=True), ref_alpha(centred, 2, 20)[0]])
+    loo = np.array(loo)
+    want = np.sqrt((k - 1) / k * ((loo - loo.mean(0)) ** 2).sum(0))
+    np.testing.assert_allclose([jk.rankme_se, jk.rankme_sv_se, jk.alpha_se], want, rtol=1e-6)
 
 
 @pytest.mark.parametrize("ratio, fit_range", [(0.5, (1, 10)), (1, (2, 20)), (2, (2, 20)), (10, (2, 20))])
