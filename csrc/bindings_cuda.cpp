@@ -72,9 +72,9 @@ py::dict build_info() {
   }
   info["architectures"] = FASTSPEC_CUDA_ARCHITECTURES;
   info["accumulation"] =
-      "fused centring kernels + cuBLAS SSYRK (IEEE float32, one triangle) + fused Chan merge "
-      "into float64";
-  info["eigensolver"] = "cuSOLVER cusolverDnXsyevd (values), cusolverDnXsyevdx (top-k vectors)";
+      "fused centring kernels + cuBLAS SSYRK (IEEE float32, one triangle; or 3xTF32 GEMMs over "
+      "the upper block columns) + fused Chan merge into float64";
+  info["eigensolver"] = "cuSOLVER cusolverDnXsyevd (values, and vectors when asked, one call)";
   return info;
 }
 
@@ -85,12 +85,13 @@ int device_count() {
 }
 
 void centre_and_gram(std::uintptr_t x, int dtype, int64_t rows, int64_t cols, int64_t row_stride,
-                     std::uintptr_t y, std::uintptr_t gram, std::uintptr_t col_sum,
+                     int products, std::uintptr_t y, std::uintptr_t gram, std::uintptr_t col_sum,
                      std::uintptr_t resid, std::uintptr_t blas_workspace,
                      std::size_t blas_workspace_bytes, int device, std::uintptr_t stream) {
   fastspec::spectral::ChunkParams p;
   p.x = ptr<const void>(x);
   p.dtype = dtype_from_code(dtype, "centre_and_gram");
+  p.products = static_cast<fastspec::spectral::Products>(products);  // validate() checks it
   p.rows = rows;
   p.cols = cols;
   p.row_stride = row_stride;
@@ -132,7 +133,7 @@ fastspec::spectral::EigParams eig_params(std::uintptr_t a, int64_t n, int64_t ld
   p.a = ptr<void>(a);
   p.n = n;
   p.lda = lda;
-  p.dtype = dtype_from_code(dtype, top_k > 0 ? "cusolverDnXsyevdx" : "cusolverDnXsyevd");
+  p.dtype = dtype_from_code(dtype, "cusolverDnXsyevd");
   p.w = ptr<void>(w);
   p.top_k = top_k;
   p.device = device;
@@ -168,7 +169,8 @@ int64_t eig(std::uintptr_t a, int64_t n, int64_t lda, int dtype, std::uintptr_t 
 PYBIND11_MODULE(_C_cuda, m) {
   m.doc() = "fastspec's CUDA spectral kernels (private; use the fastspec package)";
   // RuntimeError and MemoryError subclasses, so callers can catch the builtin types.
-  py::register_exception<fastspec::CudaError>(m, "CudaError", PyExc_RuntimeError);
+  auto cuda_error = py::register_exception<fastspec::CudaError>(m, "CudaError", PyExc_RuntimeError);
+  py::register_exception<fastspec::SolverFailed>(m, "EigensolverError", cuda_error.ptr());
   py::register_exception<fastspec::DeviceOutOfMemory>(m, "DeviceOutOfMemory", PyExc_MemoryError);
 
   m.def("build_info", &build_info,
@@ -177,12 +179,13 @@ PYBIND11_MODULE(_C_cuda, m) {
         "cudaGetDeviceCount; raises RuntimeError naming the status when there is no usable "
         "driver or device.");
   m.def("centre_and_gram", &centre_and_gram, py::arg("x"), py::arg("dtype"), py::arg("rows"),
-        py::arg("cols"), py::arg("row_stride"), py::arg("y"), py::arg("gram"), py::arg("col_sum"),
+        py::arg("cols"), py::arg("row_stride"), py::arg("products"), py::arg("y"), py::arg("gram"), py::arg("col_sum"),
         py::arg("resid"), py::arg("blas_workspace"), py::arg("blas_workspace_bytes"),
         py::arg("device"), py::arg("stream"),
         "Column sums of a rows x cols chunk (row stride in elements), its float32 shift to the "
-        "mean, the shifted chunk y, its column sums, and the upper triangle of y^T y (cuBLAS "
-        "SSYRK, IEEE float32). Asynchronous on `stream`.");
+        "mean, the shifted chunk y, its column sums, and the upper triangle of y^T y (products "
+        "0: cuBLAS SSYRK, IEEE float32; 1: 3xTF32 GEMMs, y then 2 x rows x cols). "
+        "Asynchronous on `stream`.");
   m.def("chan_merge", &chan_merge, py::arg("gram"), py::arg("col_sum"), py::arg("resid"),
         py::arg("rows"), py::arg("cols"), py::arg("n_before"), py::arg("mean"), py::arg("m2"),
         py::arg("m2_ld"), py::arg("delta"), py::arg("device"), py::arg("stream"),
@@ -194,7 +197,8 @@ PYBIND11_MODULE(_C_cuda, m) {
   m.def("eig", &eig, py::arg("a"), py::arg("n"), py::arg("lda"), py::arg("dtype"), py::arg("w"),
         py::arg("top_k"), py::arg("work"), py::arg("work_bytes"), py::arg("host_work"),
         py::arg("host_work_bytes"), py::arg("info"), py::arg("device"), py::arg("stream"),
-        "Eigenvalues (top_k == 0: all, cusolverDnXsyevd) or the top_k eigenpairs "
-        "(cusolverDnXsyevdx) of the symmetric matrix whose row-major upper triangle is `a` "
-        "(destroyed). Returns how many were computed; waits for the stream.");
+        "All eigenvalues (ascending) of the symmetric matrix whose row-major upper triangle is "
+        "`a`, and with top_k > 0 all eigenvectors too, in a's column-major columns (one "
+        "cusolverDnXsyevd call; a is destroyed). Returns n; waits for the stream. Raises "
+        "EigensolverError when the solver fails on this matrix.");
 }

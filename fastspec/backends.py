@@ -17,7 +17,9 @@ def backends() -> dict[str, dict[str, Any]]:
     - ``torch_cuda``: the torch path on a CUDA device (needs a CUDA build of torch and a GPU).
     - ``cuda_kernels``: fastspec's CUDA kernels (``fastspec._C_cuda``): available when they
       were built (``FASTSPEC_CUDA``), import, and find a driver and a device; otherwise the
-      reason names the first of those that failed.
+      reason names the first of those that failed. ``devices``: per visible device, "ok" or
+      why work there uses the torch path (compute capability below 8.0, or a failed canary:
+      the kernels disagreed with the torch path in float64 on that device).
     - ``infgram``: the C++ suffix-array ∞-gram engine (compiled into ``fastspec._C``).
     """
     info = _C.build_info()
@@ -32,6 +34,11 @@ def backends() -> dict[str, dict[str, Any]]:
         out["torch_cuda"] = {"available": False, "reason": f"torch built for CUDA {torch.version.cuda}, but no CUDA device is visible"}
     usable, why = cuda_kernels.status()
     out["cuda_kernels"] = {"available": usable, "detail" if usable else "reason": why}
+    if usable:  # per device: the canary passed ("ok"), or why that device uses the torch path
+        devices = cuda_kernels.device_report()
+        out["cuda_kernels"]["devices"] = devices
+        if not any(v == "ok" for v in devices.values()):
+            out["cuda_kernels"] = {"available": False, "reason": "; ".join(devices.values()), "devices": devices}
     for name in ("infgram",):
         part = info[name]
         out[name] = {"available": bool(part["built"])}

@@ -3,7 +3,9 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <algorithm>
 #include <climits>
+#include <cstdint>
 #include <stdexcept>
 #include <string>
 
@@ -55,8 +57,19 @@ __global__ void column_sums_kernel(const T* __restrict__ x, int64_t rows, int64_
   atomicAdd(col_sum + c, acc);
 }
 
-// y = x - shift (float32, exact for values near the mean), and s = sum_r y in float64.
-template <typename T>
+// x rounded to TF32 (10 explicit mantissa bits), to nearest with ties away from zero: the
+// value the tensor cores then read exactly. Emulated on the CPU by fastspec's tests as
+// (bits + 0x1000) & ~0x1fff.
+__device__ __forceinline__ float to_tf32(float x) {
+  uint32_t r;
+  asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x));
+  return __uint_as_float(r);
+}
+
+// y = x - shift (float32, exact for values near the mean), and s = sum_r y in float64. With
+// SPLIT (Products::kTf32x3) y is written as hi = tf32(y) at y[r, c] and lo = tf32(y - hi) at
+// y[rows + r, c]; s is still the sum of the unsplit float32 y.
+template <typename T, bool SPLIT>
 __global__ void centre_kernel(const T* __restrict__ x, int64_t rows, int64_t cols,
                               int64_t row_stride, int64_t rows_per_block,
                               const double* __restrict__ col_sum, float* __restrict__ y,
@@ -69,7 +82,13 @@ __global__ void centre_kernel(const T* __restrict__ x, int64_t rows, int64_t col
   double acc = 0.0;
   for (int64_t r = r0; r < r1; ++r) {
     const float v = load(x + r * row_stride + c) - shift;
-    y[r * cols + c] = v;
+    if (SPLIT) {
+      const float hi = to_tf32(v);
+      y[r * cols + c] = hi;
+      y[(rows + r) * cols + c] = to_tf32(v - hi);
+    } else {
+      y[r * cols + c] = v;
+    }
     acc += static_cast<double>(v);
   }
   atomicAdd(resid + c, acc);
@@ -125,10 +144,39 @@ void launch_centre(const ChunkParams& p, cudaStream_t stream) {
   column_sums_kernel<T><<<grid, kColumnThreads, 0, stream>>>(x, p.rows, p.cols, p.row_stride,
                                                              split.rows_per_block, p.col_sum);
   check_launch("column_sums_kernel");
-  centre_kernel<T><<<grid, kColumnThreads, 0, stream>>>(x, p.rows, p.cols, p.row_stride,
-                                                        split.rows_per_block, p.col_sum, p.y,
-                                                        p.resid);
+  if (p.products == Products::kTf32x3) {
+    centre_kernel<T, true><<<grid, kColumnThreads, 0, stream>>>(
+        x, p.rows, p.cols, p.row_stride, split.rows_per_block, p.col_sum, p.y, p.resid);
+  } else {
+    centre_kernel<T, false><<<grid, kColumnThreads, 0, stream>>>(
+        x, p.rows, p.cols, p.row_stride, split.rows_per_block, p.col_sum, p.y, p.resid);
+  }
   check_launch("centre_kernel");
+}
+
+constexpr int64_t kTf32BlockCols = 512;  // width of the upper block columns of the 3xTF32 path
+
+// 3xTF32: G = hi hi^T + hi lo^T + lo hi^T, block column by block column of the column-major
+// lower triangle (= the row-major upper one). In cuBLAS's terms the row-major rows x cols
+// parts are column-major cols x rows matrices H and L (ld = cols); for the block column
+// [j0, j1) the rows j0..cols of G are H[j0:] H[j0:j1]^T + H[j0:] L[j0:j1]^T + L[j0:] H[j0:j1]^T.
+void tf32x3_gram(cublasHandle_t blas, const ChunkParams& p) {
+  const int n = static_cast<int>(p.cols), k = static_cast<int>(p.rows);
+  const float* hi = p.y;
+  const float* lo = p.y + p.rows * p.cols;
+  const float one = 1.0f, zero = 0.0f;
+  for (int64_t j0 = 0; j0 < p.cols; j0 += kTf32BlockCols) {
+    const int m = static_cast<int>(p.cols - j0);
+    const int w = static_cast<int>(std::min<int64_t>(kTf32BlockCols, p.cols - j0));
+    float* c = p.gram + j0 * p.cols + j0;
+    const float* terms[3][2] = {{hi, hi}, {hi, lo}, {lo, hi}};
+    for (int t = 0; t < 3; ++t) {
+      check_cublas(cublasGemmEx(blas, CUBLAS_OP_N, CUBLAS_OP_T, m, w, k, &one, terms[t][0] + j0,
+                                CUDA_R_32F, n, terms[t][1] + j0, CUDA_R_32F, n, t == 0 ? &zero : &one,
+                                c, CUDA_R_32F, n, CUBLAS_COMPUTE_32F_FAST_TF32, CUBLAS_GEMM_DEFAULT),
+                   "cublasGemmEx (3xTF32)");
+    }
+  }
 }
 
 void require(bool ok, const std::string& what) {
@@ -151,6 +199,9 @@ void validate(const ChunkParams& p) {
   require(p.x != nullptr, "centre_and_gram: x is a null pointer");
   require(p.y != nullptr && p.gram != nullptr && p.col_sum != nullptr && p.resid != nullptr,
           "centre_and_gram: a workspace pointer (y, gram, col_sum, resid) is null");
+  require(p.products == Products::kFloat32 || p.products == Products::kTf32x3,
+          "centre_and_gram: products must be 0 (float32 SSYRK) or 1 (3xTF32), got " +
+              std::to_string(static_cast<int>(p.products)));
   require(p.dtype == DType::kFloat32 || p.dtype == DType::kFloat16 || p.dtype == DType::kBFloat16,
           std::string("centre_and_gram: input dtype must be float32, float16 or bfloat16, got ") +
               dtype_name(p.dtype));
@@ -194,14 +245,20 @@ void centre_and_gram(const ChunkParams& p, cudaStream_t stream) {
   }
   // G = y^T y. cuBLAS is column-major: the row-major rows x cols chunk is the column-major
   // cols x rows matrix Y = y^T (ld = cols), so G = Y Y^T, and cuBLAS's lower triangle is the
-  // row-major upper one. PEDANTIC math keeps true float32 products (TF32 would cost about
-  // 1e-5 on RankMe, README "Precision"), whatever NVIDIA_TF32_OVERRIDE or torch say.
+  // row-major upper one. PEDANTIC math keeps true float32 products (1xTF32 would cost about
+  // 1e-5 on RankMe, README "Precision"), whatever NVIDIA_TF32_OVERRIDE or torch say; the
+  // 3xTF32 path asks for TF32 by its compute type, and recovers float32 accuracy by the split.
   DeviceHandles& h = handles_for(p.device);
   std::lock_guard<std::mutex> lock(h.mutex);
   check_cublas(cublasSetStream(h.blas, stream), "cublasSetStream");
   if (p.blas_workspace != nullptr) {
     check_cublas(cublasSetWorkspace(h.blas, p.blas_workspace, p.blas_workspace_bytes),
                  "cublasSetWorkspace");
+  }
+  if (p.products == Products::kTf32x3) {
+    check_cublas(cublasSetMathMode(h.blas, CUBLAS_DEFAULT_MATH), "cublasSetMathMode");
+    tf32x3_gram(h.blas, p);
+    return;
   }
   check_cublas(cublasSetMathMode(h.blas, CUBLAS_PEDANTIC_MATH), "cublasSetMathMode");
   const float one = 1.0f, zero = 0.0f;

@@ -18,19 +18,14 @@ void require(bool ok, const std::string& what) {
 
 cudaDataType data_type(DType dtype) { return dtype == DType::kFloat64 ? CUDA_R_64F : CUDA_R_32F; }
 
-// The bounds of an index range; unused by cuSOLVER for CUSOLVER_EIG_RANGE_I but passed as
-// pointers of the matrix's type.
-struct Bounds {
-  double d[2] = {0.0, 0.0};
-  float f[2] = {0.0f, 0.0f};
-  void* lower(DType t) { return t == DType::kFloat64 ? static_cast<void*>(&d[0]) : &f[0]; }
-  void* upper(DType t) { return t == DType::kFloat64 ? static_cast<void*>(&d[1]) : &f[1]; }
-};
+cusolverEigMode_t mode_of(const EigParams& p) {
+  return p.top_k > 0 ? CUSOLVER_EIG_MODE_VECTOR : CUSOLVER_EIG_MODE_NOVECTOR;
+}
 
 }  // namespace
 
 void validate(const EigParams& p, bool need_buffers) {
-  const char* call = p.top_k > 0 ? "cusolverDnXsyevdx" : "cusolverDnXsyevd";
+  const char* call = "cusolverDnXsyevd";
   require(p.dtype == DType::kFloat32 || p.dtype == DType::kFloat64,
           std::string(call) + ": dtype must be float32 or float64, got " + dtype_name(p.dtype));
   require(p.n >= 1, std::string(call) + ": n must be >= 1, got " + std::to_string(p.n));
@@ -58,27 +53,16 @@ WorkspaceSize eig_workspace_size(const EigParams& p) {
   std::lock_guard<std::mutex> lock(h.mutex);
   const cudaDataType t = data_type(p.dtype);
   WorkspaceSize size;
-  if (p.top_k == 0) {
-    check_cusolver(cusolverDnXsyevd_bufferSize(h.solver, h.solver_params, CUSOLVER_EIG_MODE_NOVECTOR,
-                                               CUBLAS_FILL_MODE_LOWER, p.n, t, p.a, p.lda, t, p.w, t,
-                                               &size.device_bytes, &size.host_bytes),
-                   "cusolverDnXsyevd_bufferSize");
-  } else {
-    Bounds bounds;
-    int64_t found = 0;
-    check_cusolver(cusolverDnXsyevdx_bufferSize(
-                       h.solver, h.solver_params, CUSOLVER_EIG_MODE_VECTOR, CUSOLVER_EIG_RANGE_I,
-                       CUBLAS_FILL_MODE_LOWER, p.n, t, p.a, p.lda, bounds.lower(p.dtype),
-                       bounds.upper(p.dtype), p.n - p.top_k + 1, p.n, &found, t, p.w, t,
-                       &size.device_bytes, &size.host_bytes),
-                   "cusolverDnXsyevdx_bufferSize");
-  }
+  check_cusolver(cusolverDnXsyevd_bufferSize(h.solver, h.solver_params, mode_of(p),
+                                             CUBLAS_FILL_MODE_LOWER, p.n, t, p.a, p.lda, t, p.w, t,
+                                             &size.device_bytes, &size.host_bytes),
+                 "cusolverDnXsyevd_bufferSize");
   return size;
 }
 
 int64_t eig(const EigParams& p, cudaStream_t stream) {
   validate(p, true);
-  const char* call = p.top_k > 0 ? "cusolverDnXsyevdx" : "cusolverDnXsyevd";
+  const char* call = "cusolverDnXsyevd";
   DeviceGuard guard(p.device);
   DeviceHandles& h = handles_for(p.device);
   std::lock_guard<std::mutex> lock(h.mutex);
@@ -86,21 +70,10 @@ int64_t eig(const EigParams& p, cudaStream_t stream) {
   // turns a too-small buffer (a caller's bug) into an error instead of a memory fault.
   const cudaDataType t = data_type(p.dtype);
   size_t need_device = 0, need_host = 0;
-  int64_t found = p.n;
-  Bounds bounds;
-  if (p.top_k == 0) {
-    check_cusolver(cusolverDnXsyevd_bufferSize(h.solver, h.solver_params, CUSOLVER_EIG_MODE_NOVECTOR,
-                                               CUBLAS_FILL_MODE_LOWER, p.n, t, p.a, p.lda, t, p.w, t,
-                                               &need_device, &need_host),
-                   "cusolverDnXsyevd_bufferSize");
-  } else {
-    check_cusolver(cusolverDnXsyevdx_bufferSize(
-                       h.solver, h.solver_params, CUSOLVER_EIG_MODE_VECTOR, CUSOLVER_EIG_RANGE_I,
-                       CUBLAS_FILL_MODE_LOWER, p.n, t, p.a, p.lda, bounds.lower(p.dtype),
-                       bounds.upper(p.dtype), p.n - p.top_k + 1, p.n, &found, t, p.w, t,
-                       &need_device, &need_host),
-                   "cusolverDnXsyevdx_bufferSize");
-  }
+  check_cusolver(cusolverDnXsyevd_bufferSize(h.solver, h.solver_params, mode_of(p),
+                                             CUBLAS_FILL_MODE_LOWER, p.n, t, p.a, p.lda, t, p.w, t,
+                                             &need_device, &need_host),
+                 "cusolverDnXsyevd_bufferSize");
   if (p.work_bytes < need_device || p.host_work_bytes < need_host) {
     throw std::invalid_argument(std::string(call) + ": workspace too small: " +
                                 std::to_string(p.work_bytes) + " device bytes and " +
@@ -109,37 +82,30 @@ int64_t eig(const EigParams& p, cudaStream_t stream) {
                                 " needed");
   }
   check_cusolver(cusolverDnSetStream(h.solver, stream), "cusolverDnSetStream");
-  if (p.top_k == 0) {
-    check_cusolver(cusolverDnXsyevd(h.solver, h.solver_params, CUSOLVER_EIG_MODE_NOVECTOR,
-                                    CUBLAS_FILL_MODE_LOWER, p.n, t, p.a, p.lda, t, p.w, t, p.work,
-                                    p.work_bytes, p.host_work, p.host_work_bytes, p.info),
-                   call);
-  } else {
-    check_cusolver(cusolverDnXsyevdx(h.solver, h.solver_params, CUSOLVER_EIG_MODE_VECTOR,
-                                     CUSOLVER_EIG_RANGE_I, CUBLAS_FILL_MODE_LOWER, p.n, t, p.a,
-                                     p.lda, bounds.lower(p.dtype), bounds.upper(p.dtype),
-                                     p.n - p.top_k + 1, p.n, &found, t, p.w, t, p.work,
-                                     p.work_bytes, p.host_work, p.host_work_bytes, p.info),
-                   call);
+  const cusolverStatus_t status =
+      cusolverDnXsyevd(h.solver, h.solver_params, mode_of(p), CUBLAS_FILL_MODE_LOWER, p.n, t, p.a,
+                       p.lda, t, p.w, t, p.work, p.work_bytes, p.host_work, p.host_work_bytes,
+                       p.info);
+  if (status == CUSOLVER_STATUS_EXECUTION_FAILED) {
+    throw SolverFailed(std::string(call) + " failed: CUSOLVER_STATUS_EXECUTION_FAILED (" +
+                       std::to_string(static_cast<int>(status)) + ")");
   }
+  check_cusolver(status, call);
   int info = 0;
   check_cuda(cudaMemcpyAsync(&info, p.info, sizeof(int), cudaMemcpyDeviceToHost, stream),
              "cudaMemcpyAsync");
   check_cuda(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
   if (info > 0) {
-    throw CudaError(std::string(call) + " did not converge: info = " + std::to_string(info) +
-                    " (off-diagonal elements of an intermediate tridiagonal form did not converge "
-                    "to zero; the matrix may hold NaN or Inf, or be extremely badly scaled)");
+    throw SolverFailed(std::string(call) + " did not converge: info = " + std::to_string(info) +
+                       " (off-diagonal elements of an intermediate tridiagonal form did not "
+                       "converge to zero; the matrix may hold NaN or Inf, or be extremely badly "
+                       "scaled or rank-deficient in this precision)");
   }
   if (info < 0) {
     throw CudaError(std::string(call) + " rejected parameter " + std::to_string(-info) +
                     " (info = " + std::to_string(info) + "): a bug in fastspec, please report it");
   }
-  if (p.top_k > 0 && found != p.top_k) {
-    throw CudaError(std::string(call) + " returned " + std::to_string(found) +
-                    " eigenvalues where " + std::to_string(p.top_k) + " were asked for");
-  }
-  return found;
+  return p.n;
 }
 
 }  // namespace spectral

@@ -1,5 +1,6 @@
 // Failures of CUDA, cuBLAS and cuSOLVER calls, as C++ exceptions that the binding turns into
-// Python ones: CudaError -> RuntimeError, DeviceOutOfMemory -> MemoryError. Every message
+// Python ones: CudaError -> RuntimeError, SolverFailed -> EigensolverError (a CudaError),
+// DeviceOutOfMemory -> MemoryError. Every message
 // names the call and the status, so a user can tell what failed without a debugger.
 #pragma once
 
@@ -16,6 +17,13 @@ namespace fastspec {
 class CudaError : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
+};
+
+// The eigensolver ran and failed on this matrix (no convergence, or cuSOLVER's execution
+// failure): a property of the input and the precision, which a retry can get past.
+class SolverFailed : public CudaError {
+ public:
+  using CudaError::CudaError;
 };
 
 class DeviceOutOfMemory : public std::runtime_error {

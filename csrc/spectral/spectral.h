@@ -9,8 +9,14 @@
 // Accumulation of one chunk of rows (DESIGN.md, numerical conventions):
 //   1. centre_and_gram: column sums of x (upcast on load, float64 sums), shift = float32(mean);
 //      y = x - shift in float32 into the caller's workspace, and the residual column sums
-//      s = sum_r y (float64); then the upper triangle of y^T y with cuBLAS SSYRK, in IEEE
-//      float32 (CUBLAS_PEDANTIC_MATH: no TF32), one triangle only.
+//      s = sum_r y (float64); then the upper triangle of y^T y, by one of two product paths:
+//      - Products::kFloat32: cuBLAS SSYRK in IEEE float32 (CUBLAS_PEDANTIC_MATH: no TF32),
+//        one triangle only;
+//      - Products::kTf32x3: the centring kernel splits y into hi = tf32(y) and
+//        lo = tf32(y - hi) (round to nearest, ties away), and cuBLAS GEMMs with
+//        CUBLAS_COMPUTE_32F_FAST_TF32 (tensor cores, float32 accumulation) sum
+//        hi hi^T + hi lo^T + lo hi^T over the upper block columns. The dropped lo lo^T is
+//        2^-22 of y y^T, below float32 accumulation error; 1xTF32 alone would cost ~1e-5.
 //   2. chan_merge: one pass over the upper triangle of the float64 state,
 //        M2 += y^T y - s s^T / b + (n_a b / n) delta delta^T,   delta = mean_chunk - mean_a,
 //      i.e. exact centring of the chunk fused with Chan, Golub and LeVeque's pairwise update,
@@ -39,6 +45,9 @@ enum class DType : int { kFloat32 = 0, kFloat16 = 1, kBFloat16 = 2, kFloat64 = 3
 
 const char* dtype_name(DType dtype);
 
+// How a chunk's products are formed (codes shared with fastspec/spectral/kernels.py).
+enum class Products : int { kFloat32 = 0, kTf32x3 = 1 };
+
 struct ChunkParams {
   // Input: rows x cols, row r at x + r * row_stride elements, columns contiguous.
   const void* x = nullptr;
@@ -46,10 +55,12 @@ struct ChunkParams {
   int64_t rows = 0;
   int64_t cols = 0;
   int64_t row_stride = 0;
+  Products products = Products::kFloat32;
   // Workspaces (device memory, caller-owned):
-  float* y = nullptr;         // rows x cols, row-major, contiguous: the shifted chunk
+  float* y = nullptr;         // rows x cols, row-major, contiguous: the shifted chunk; with
+                              // kTf32x3, 2 x rows x cols: its TF32 hi part, then lo part
   float* gram = nullptr;      // cols x cols, row-major: upper triangle (i <= j) := y^T y;
-                              // the strict lower triangle is not written
+                              // the strict lower triangle is not meaningful (not read)
   double* col_sum = nullptr;  // cols: sum_r x[r, c]
   double* resid = nullptr;    // cols: sum_r y[r, c]
   void* blas_workspace = nullptr;  // optional cuBLAS workspace (cublasSetWorkspace)
@@ -77,10 +88,11 @@ struct MergeParams {
 
 // Symmetric eigenproblem of an n x n matrix whose upper triangle (row-major, i <= j) defines
 // it; in cuSOLVER's column-major terms that is the lower triangle. The matrix is destroyed.
-//   top_k == 0: all eigenvalues, ascending, into w[0..n)   (cusolverDnXsyevd, no vectors)
-//   top_k  > 0: the top_k largest, ascending, into w[0..top_k), their eigenvectors in the
-//               first top_k columns (column-major; rows of the row-major view) of a
-//               (cusolverDnXsyevdx, index range n-top_k+1..n)
+// One cusolverDnXsyevd call either way: all eigenvalues, ascending, into w[0..n), and
+//   top_k  > 0: the eigenvectors too, in the columns of a (column-major; rows of the
+//               row-major view), column m for w[m]: the top_k are the last top_k columns.
+//               One solve for values and vectors (not syevd and then syevdx, which would
+//               reduce the matrix to tridiagonal form twice).
 struct EigParams {
   void* a = nullptr;
   int64_t n = 0;
@@ -104,8 +116,9 @@ struct WorkspaceSize {
 void centre_and_gram(const ChunkParams& params, cudaStream_t stream);
 void chan_merge(const MergeParams& params, cudaStream_t stream);
 WorkspaceSize eig_workspace_size(const EigParams& params);
-// Returns the number of eigenvalues computed (n, or top_k). Synchronises the stream to read
-// the solver's info; info > 0 (no convergence) and info < 0 throw CudaError.
+// Returns the number of eigenvalues computed (n). Synchronises the stream to read the
+// solver's info; info > 0 (no convergence) and CUSOLVER_STATUS_EXECUTION_FAILED throw
+// SolverFailed (the caller may retry in float64 or on the CPU), info < 0 throws CudaError.
 int64_t eig(const EigParams& params, cudaStream_t stream);
 
 // Argument checks that need no device (the binding calls them before releasing the GIL, so

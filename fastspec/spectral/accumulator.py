@@ -16,6 +16,7 @@ from .backend import placement, use_kernels
 from .eigen import Spectrum, spectrum_of_scatter
 from .metrics import SpectrumTooShort, alpha_req, check_fit_range, rankme
 from .inputs import as_matrix, check_nan_policy, nonfinite_rows
+from .kernels import check_products
 from .moments import F64_SAFE, MIN_FLUSH_ROWS, Moments, chunk_rows, float64_overflow, symmetrize_upper
 
 STATE_FORMAT = "fastspec.CovarianceAccumulator"
@@ -69,6 +70,10 @@ class CovarianceAccumulator:
     they are available (``fastspec.backends()``), ``"cuda"`` requires them (and puts the
     state on the current CUDA device unless ``device`` says otherwise), ``"torch"`` uses the
     torch path. Both compute the same thing with the same float32/float64 contract.
+    ``products``: how the kernels form a chunk's float32 products, ``"fp32"`` (default:
+    cuBLAS SSYRK in IEEE float32) or ``"tf32x3"`` (three TF32 tensor-core GEMMs on a hi/lo
+    split of the centred values, float32 accuracy; kernels only: NotImplementedError on the
+    torch path).
 
     ``folds=K`` keeps K disjoint folds of the rows (row i of the stream, dropped rows not
     counted, in fold i mod K whatever the batching; K·d² memory, the same products): the
@@ -82,7 +87,7 @@ class CovarianceAccumulator:
     """
 
     def __init__(self, dim: int, *, device: str | torch.device | None = None, nan_policy: str = "raise",
-                 precision: str = "float32", backend: str = "auto", folds: int = 1):
+                 precision: str = "float32", backend: str = "auto", folds: int = 1, products: str = "fp32"):
         if int(dim) != dim or dim < 1:
             raise ValueError(f"dim must be a positive integer, got {dim!r}")
         if isinstance(folds, bool) or not isinstance(folds, Integral) or folds < 1:
@@ -91,6 +96,7 @@ class CovarianceAccumulator:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.dim = int(dim)
         self.precision = precision
+        self.products = check_products(products)
         self.nan_policy = check_nan_policy(nan_policy)
         self.backend = backend
         self._device = placement(backend, torch.device(device) if device is not None else None)
@@ -102,8 +108,11 @@ class CovarianceAccumulator:
         self.folds = int(folds)
         # K > 1: K accumulators of their own, row i of the stream (dropped rows not counted)
         # in fold i mod K, whatever the batching; this one then holds no moments itself.
-        self._fold_accs = [CovarianceAccumulator(dim, device=self._device, precision=precision, backend=backend)
+        self._fold_accs = [CovarianceAccumulator(dim, device=self._device, precision=precision, backend=backend,
+                                                 products=products)
                            for _ in range(self.folds)] if self.folds > 1 else None
+        if self._device is not None:
+            self._require_products()
         self._pooled_cache: CovarianceAccumulator | None = None  # every fold's rows; reset by any change
 
     # -- state -------------------------------------------------------------------------
@@ -118,7 +127,14 @@ class CovarianceAccumulator:
         return use_kernels(self.backend, self.device)
 
     def _new_moments(self) -> Moments:
-        return Moments(self.dim, self.device, kernels=self.uses_kernels)
+        return Moments(self.dim, self.device, kernels=self.uses_kernels, products=self.products)
+
+    def _require_products(self) -> None:
+        if self.products != "fp32" and not self.uses_kernels:
+            raise NotImplementedError(
+                f"products={self.products!r} is formed by fastspec's CUDA kernels only, and this accumulator's "
+                f"rows are on {self.device} with backend={self.backend!r}; use products='fp32' (the default), "
+                "or put the rows on a CUDA device where the kernels are available (fastspec.backends())")
 
     def _state(self) -> Moments:
         if self._moments is None:
@@ -155,6 +171,11 @@ class CovarianceAccumulator:
             return self
         if self._device is None:  # the first batch decides where the state lives
             self._device = x.device
+            try:
+                self._require_products()
+            except NotImplementedError:
+                self._device = None  # nothing changed: the next batch is checked again
+                raise
         if self._fold_accs is not None:
             self._pooled_cache = None
             return self._update_folds(x, name)
@@ -252,7 +273,8 @@ class CovarianceAccumulator:
 
     def _like(self) -> "CovarianceAccumulator":
         """An empty accumulator with this one's dim, device, precision and backend, no folds."""
-        return CovarianceAccumulator(self.dim, device=self.device, precision=self.precision, backend=self.backend)
+        return CovarianceAccumulator(self.dim, device=self.device, precision=self.precision, backend=self.backend,
+                                     products=self.products)
 
     def _compute(self, x: torch.Tensor) -> torch.Tensor:
         """Rows on the state's device, in float64 when ``precision="float64"`` asks for it."""

@@ -88,10 +88,15 @@ def eigh(sym: torch.Tensor, k: int, kernels: bool = False) -> tuple[np.ndarray, 
     """Descending eigenvalues of a float64 matrix whose upper triangle defines it (the lower
     is not read), and the top-k eigenvectors. The one place that decides how eigenproblems
     are solved: with ``kernels`` (the caller's :func:`~fastspec.spectral.backend.use_kernels`,
-    true only for a CUDA device), by cuSOLVER's cusolverDnXsyevd (values) and
-    cusolverDnXsyevdx (top-k vectors only), else by torch.linalg (float64)."""
+    true only for a CUDA device), by cuSOLVER's cusolverDnXsyevd (values and, when asked,
+    vectors, in one call), else by torch.linalg (float64). A matrix cuSOLVER fails on is
+    solved on the CPU instead, with a warning: never a crash, never a wrong number."""
     if kernels:
-        return cuda_kernels.eigh(sym, k)
+        try:
+            return cuda_kernels.eigh(sym, k)
+        except cuda_kernels.EigensolverFailed as err:
+            warnings.warn(f"{err}; solving it on the CPU (torch.linalg, float64) instead", RuntimeWarning, stacklevel=2)
+            sym = sym.cpu()
     if k:
         values, vectors = torch.linalg.eigh(sym, UPLO="U")
         return values.flip(0).cpu().numpy(), vectors[:, -k:].flip(1).cpu().numpy()

@@ -8,13 +8,25 @@ out-of-memory error names the bytes asked for.
 
 Numerics (the same contract as the torch path, moments.py): each chunk is shifted by its
 float32 column means (input upcast as it is read), its products are formed in IEEE float32
-(cuBLAS SSYRK, one triangle, no TF32), and it is merged into float64 state with Chan, Golub
-and LeVeque's update; eigenvalues are computed in float64 by cuSOLVER's ``cusolverDnXsyevd``.
+(``products="fp32"``: cuBLAS SSYRK, one triangle, no TF32; or ``"tf32x3"``: the centred
+values split into a TF32 high part and a TF32 remainder, hi·hiᵀ + hi·loᵀ + lo·hiᵀ on the
+tensor cores, float32 accumulation), and it is merged into float64 state with Chan, Golub
+and LeVeque's update; eigenvalues (and, when asked, eigenvectors, in the same call) are
+computed in float64 by cuSOLVER's ``cusolverDnXsyevd``.
+
+Safe defaults. The first time the kernels are asked to run on a device, a canary
+(:func:`canary`: a small matrix with large-mean columns, through both product paths and the
+eigensolver, against the torch path in float64 on that device) must agree, or the device is
+left to the torch path with a warning, and ``fastspec.backends()`` says why. An eigensolve
+that cuSOLVER fails (``info > 0``, ``CUSOLVER_STATUS_EXECUTION_FAILED``) is retried in
+float64, and then on the CPU (:func:`fastspec.spectral.eigen.eigh`), with a warning.
+Workspaces are kept per (device, stream), so two streams of one device never share one.
 """
 
 from __future__ import annotations
 
 import functools
+import warnings
 from typing import Any
 
 import numpy as np
@@ -27,11 +39,21 @@ DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2, torch.floa
 #: Input dtypes the accumulation kernels read (float64 input stays on the torch path, which
 #: forms its products in float64).
 INPUT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+#: Product paths of the accumulation kernels and their codes (csrc/spectral/spectral.h, enum
+#: Products). "fp32" is the default until a GPU run shows "tf32x3" faster at the accuracy
+#: contract (benchmarks/gpu.sh times both).
+PRODUCTS = {"fp32": 0, "tf32x3": 1}
 #: cuBLAS workspace handed to each handle (NVIDIA's recommendation for Hopper is 32 MiB).
 BLAS_WORKSPACE_BYTES = 32 << 20
 
-_blas_workspaces: dict[int, torch.Tensor] = {}
-_solver_workspaces: dict[int, tuple[torch.Tensor, np.ndarray, torch.Tensor]] = {}
+# Keyed by (device index, stream): work queued on one stream never shares a buffer with
+# work queued on another (the handles' mutex orders the calls, not the kernels they launch).
+_blas_workspaces: dict[tuple[int, int], torch.Tensor] = {}
+_solver_workspaces: dict[tuple[int, int], tuple[torch.Tensor, np.ndarray, torch.Tensor]] = {}
+
+
+class EigensolverFailed(RuntimeError):
+    """cuSOLVER failed on a matrix in every precision tried on its device."""
 
 
 @functools.lru_cache(maxsize=None)
@@ -62,13 +84,30 @@ def status() -> tuple[bool, str]:
 
 @functools.lru_cache(maxsize=None)
 def _device_status(index: int) -> tuple[bool, str]:
-    """Whether the kernels' machine code runs on CUDA device ``index``: they are built for
-    compute capability 8.0 and up (CMAKE_CUDA_ARCHITECTURES, default 80-real;90)."""
+    """Whether the kernels run, and run right, on CUDA device ``index``: they are built for
+    compute capability 8.0 and up (CMAKE_CUDA_ARCHITECTURES, default 80-real;90), and must
+    pass the :func:`canary` there. Once per device and process."""
     major, minor = torch.cuda.get_device_capability(index)
+    name = torch.cuda.get_device_name(index)
     if major < 8:
-        return False, (f"device {index} ({torch.cuda.get_device_name(index)}) has compute capability "
-                       f"{major}.{minor}; the kernels need 8.0 or newer")
+        return False, f"device {index} ({name}) has compute capability {major}.{minor}; the kernels need 8.0 or newer"
+    try:
+        problem = canary(torch.device("cuda", index))
+    except Exception as err:  # a kernel that fails outright fails the canary too
+        problem = f"{type(err).__name__}: {err}"
+    if problem:
+        warnings.warn(f"fastspec's CUDA kernels disagree with the torch path on device {index} ({name}): {problem}. "
+                      "Work on this device uses the torch path instead (fastspec.backends() reports it).",
+                      RuntimeWarning, stacklevel=2)
+        return False, f"device {index} ({name}) failed the kernels' canary, so its work uses the torch path: {problem}"
     return True, ""
+
+
+def device_report() -> dict[int, str]:
+    """Per visible CUDA device: "ok" or why the kernels are not used there (runs the canary)."""
+    if not status()[0]:
+        return {}
+    return {i: _device_status(i)[1] or "ok" for i in range(torch.cuda.device_count())}
 
 
 def available(device: torch.device | None = None) -> bool:
@@ -106,16 +145,23 @@ def _empty(shape: Any, dtype: torch.dtype, device: torch.device, what: str) -> t
         raise torch.OutOfMemoryError(f"fastspec CUDA kernels: no room for the {what} on {device}: {err}") from err
 
 
-def _blas_workspace(device: torch.device) -> torch.Tensor:
-    ws = _blas_workspaces.get(device.index)
+def _blas_workspace(device: torch.device, stream: int) -> torch.Tensor:
+    ws = _blas_workspaces.get((device.index, stream))
     if ws is None:  # kept for the life of the process, like the cuBLAS handle it serves
-        ws = _blas_workspaces[device.index] = _empty(BLAS_WORKSPACE_BYTES, torch.uint8, device, "cuBLAS workspace")
+        ws = _blas_workspaces[(device.index, stream)] = _empty(BLAS_WORKSPACE_BYTES, torch.uint8, device,
+                                                               "cuBLAS workspace")
     return ws
+
+
+def check_products(products: str) -> str:
+    if products not in PRODUCTS:
+        raise ValueError(f"products must be one of {tuple(PRODUCTS)}, got {products!r}")
+    return products
 
 
 def add_chunk(moments: Any, x: torch.Tensor) -> bool:
     """Add the rows of ``x`` (CUDA; bfloat16, float16 or float32) to ``moments`` (a
-    ``Moments`` on the same device) with the kernels.
+    ``Moments`` on the same device; its ``products`` picks the product path) with the kernels.
 
     Returns False, changing nothing, when the chunk's products or sums are not finite (a
     non-finite input, or float32 overflow); the caller tells the two apart, as on the torch
@@ -128,11 +174,13 @@ def add_chunk(moments: Any, x: torch.Tensor) -> bool:
         x = x.contiguous()  # the kernels read rows with a stride, columns contiguous
     device = x.device
     stream = _stream(device)
-    y = _empty((b, d), torch.float32, device, f"centred chunk ({b}×{d} float32)")
+    products = PRODUCTS[check_products(getattr(moments, "products", "fp32"))]
+    parts = 2 if products else 1  # 3×TF32: the hi parts, then the lo parts
+    y = _empty((parts, b, d), torch.float32, device, f"centred chunk ({parts}×{b}×{d} float32)")
     gram = _empty((d, d), torch.float32, device, f"chunk product ({d}×{d} float32)")
     vecs = _empty((3, d), torch.float64, device, "column sums")  # Σx, Σy, δ
-    ws = _blas_workspace(device)
-    _C_cuda.centre_and_gram(x.data_ptr(), DTYPE_CODES[x.dtype], b, d, x.stride(0), y.data_ptr(),
+    ws = _blas_workspace(device, stream)
+    _C_cuda.centre_and_gram(x.data_ptr(), DTYPE_CODES[x.dtype], b, d, x.stride(0), products, y.data_ptr(),
                             gram.data_ptr(), vecs[0].data_ptr(), vecs[1].data_ptr(), ws.data_ptr(),
                             ws.numel(), device.index, stream)
     del y  # its block returns to torch's cache in stream order, after the SYRK that reads it
@@ -147,49 +195,123 @@ def add_chunk(moments: Any, x: torch.Tensor) -> bool:
     return True
 
 
-def _solver_buffers(device: torch.device, work_bytes: int, host_bytes: int) -> tuple[torch.Tensor, np.ndarray, torch.Tensor]:
-    """The cuSOLVER workspaces of ``device``, reused while large enough (one set per device)."""
-    cached = _solver_workspaces.get(device.index)
+def _solver_buffers(device: torch.device, stream: int, work_bytes: int,
+                   host_bytes: int) -> tuple[torch.Tensor, np.ndarray, torch.Tensor]:
+    """The cuSOLVER workspaces of (``device``, ``stream``), reused while large enough."""
+    key = (device.index, stream)
+    cached = _solver_workspaces.get(key)
     if cached is not None and cached[0].numel() >= work_bytes and cached[1].size >= host_bytes:
         return cached
-    _solver_workspaces.pop(device.index, None)  # free the old one before asking for more
+    _solver_workspaces.pop(key, None)  # free the old one before asking for more
     work = _empty(max(work_bytes, 1), torch.uint8, device, f"cuSOLVER workspace ({work_bytes} bytes)")
     host = np.empty(max(host_bytes, 1), dtype=np.uint8)
     info = _empty(1, torch.int32, device, "cuSOLVER info")
-    _solver_workspaces[device.index] = (work, host, info)
+    _solver_workspaces[key] = (work, host, info)
     return work, host, info
 
 
-def solve(a: torch.Tensor, w: torch.Tensor, top_k: int = 0) -> int:
-    """cuSOLVER on the contiguous float32/float64 matrix ``a`` (upper triangle authoritative;
-    destroyed): all eigenvalues into ``w`` (ascending, ``cusolverDnXsyevd``), or, with
-    ``top_k``, the top_k eigenpairs (``cusolverDnXsyevdx``; vectors in rows 0..k of ``a``)."""
+def solve(a: torch.Tensor, w: torch.Tensor, vectors: bool = False) -> int:
+    """cuSOLVER's ``cusolverDnXsyevd`` on the contiguous float32/float64 matrix ``a`` (upper
+    triangle authoritative; destroyed): all eigenvalues into ``w`` (ascending), and with
+    ``vectors`` all eigenvectors into ``a`` (column-major columns: rows of ``a``)."""
     from .. import _C_cuda
 
     n = a.shape[0]
     device = a.device
+    stream = _stream(device)
     code = DTYPE_CODES[a.dtype]
+    top_k = n if vectors else 0
     need_dev, need_host = _C_cuda.eig_workspace_size(a.data_ptr(), n, a.stride(0), code, w.data_ptr(), top_k, device.index)
-    work, host, info = _solver_buffers(device, need_dev, need_host)
+    work, host, info = _solver_buffers(device, stream, need_dev, need_host)
     return _C_cuda.eig(a.data_ptr(), n, a.stride(0), code, w.data_ptr(), top_k, work.data_ptr(), work.numel(),
-                       host.ctypes.data, host.size, info.data_ptr(), device.index, _stream(device))
+                       host.ctypes.data, host.size, info.data_ptr(), device.index, stream)
+
+
+def _eigh_once(sym: torch.Tensor, k: int, dtype: torch.dtype) -> tuple[np.ndarray, np.ndarray | None]:
+    n = sym.shape[0]
+    a = sym.to(dtype=dtype, copy=True, memory_format=torch.contiguous_format)
+    w = _empty(n, dtype, sym.device, "eigenvalues")
+    solve(a, w, vectors=bool(k))
+    values = w.flip(0).double().cpu().numpy()
+    # Eigenvector m is column m of the column-major a, row m of ours; the top k are the last.
+    vectors = a[n - k:].flip(0).T.double().cpu().numpy() if k else None
+    return values, vectors
 
 
 def eigh(sym: torch.Tensor, k: int, dtype: torch.dtype = torch.float64) -> tuple[np.ndarray, np.ndarray | None]:
     """Descending eigenvalues (float64 NumPy) of the CUDA matrix whose upper triangle is
     ``sym``'s (``sym`` is not changed), solved in ``dtype``, and the top-k eigenvectors
-    (dim × k, columns in eigenvalue order) when ``k`` > 0."""
+    (dim × k, columns in eigenvalue order) when ``k`` > 0, from one cuSOLVER call. A solve
+    that cuSOLVER fails, or that returns a non-finite value, is retried in float64 (with a
+    warning); if that fails too, :class:`EigensolverFailed` (the caller solves on the CPU)."""
+    from .. import _C_cuda
+
     if dtype not in (torch.float32, torch.float64):
         raise ValueError(f"the eigensolver works in float32 or float64, not {dtype}")
-    n = sym.shape[0]
-    a = sym.to(dtype=dtype, copy=True, memory_format=torch.contiguous_format)
-    w = _empty(n, dtype, sym.device, "eigenvalues")
-    solve(a, w)
-    values = w.flip(0).double().cpu().numpy()
-    if not k:
-        return values, None
-    a.copy_(sym)  # the first solve destroyed it
-    solve(a, w, k)
-    # cuSOLVER's eigenvectors are the first k columns of the column-major a: rows of ours.
-    vectors = a[:k].flip(0).T.double().cpu().numpy()
-    return values, vectors
+    failures = []
+    for attempt in dict.fromkeys((dtype, torch.float64)):
+        try:
+            values, vectors = _eigh_once(sym, k, attempt)
+        except _C_cuda.EigensolverError as err:
+            failures.append(f"in {str(attempt).removeprefix('torch.')}: {err}")
+            continue
+        if np.isfinite(values).all() and (vectors is None or np.isfinite(vectors).all()):
+            if failures:
+                warnings.warn(f"cuSOLVER failed on a {sym.shape[0]}×{sym.shape[0]} matrix ({failures[0]}); "
+                              "solved again in float64 on the device", RuntimeWarning, stacklevel=3)
+            return values, vectors
+        failures.append(f"in {str(attempt).removeprefix('torch.')}: non-finite eigenvalues or vectors")
+    raise EigensolverFailed(f"cuSOLVER failed on a {sym.shape[0]}×{sym.shape[0]} matrix on {sym.device} "
+                            f"({'; '.join(failures)})")
+
+
+class _State:
+    """The (n, mean, M2) that :func:`add_chunk` fills, as ``Moments`` holds them, for the
+    canary (moments.py imports this module, so this one cannot import it)."""
+
+    def __init__(self, dim: int, device: torch.device, products: str):
+        self.n, self.products = 0, products
+        self.mean = torch.zeros(dim, dtype=torch.float64, device=device)
+        self.m2 = torch.zeros(dim, dim, dtype=torch.float64, device=device)
+
+    def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.mean, self.m2
+
+
+#: The canary's matrix: rows, columns, and its large-mean columns' offset.
+CANARY_ROWS, CANARY_DIM, CANARY_MEAN = 1500, 96, 1e3
+
+
+def canary(device: torch.device) -> str | None:
+    """Run the kernels on a small matrix with large-mean columns and compare them with the
+    torch path in float64 on the same ``device``: the mean and M2 of two chunks (the first
+    chunk and the merge) through each product path, and the eigenvalues and top eigenvectors
+    of the reference M2. None when everything agrees to float32 rounding, else what differs."""
+    g = torch.Generator().manual_seed(20261202)
+    x = torch.randn(CANARY_ROWS, CANARY_DIM, generator=g, dtype=torch.float64)
+    x *= torch.logspace(0, -2, CANARY_DIM, dtype=torch.float64)  # a spread spectrum
+    x[:, :4] += CANARY_MEAN
+    x = x.to(device=device, dtype=torch.float32)
+    ref = x.double()
+    mean = ref.mean(0)
+    m2 = (ref - mean).T @ (ref - mean)
+    scale = float(m2.diagonal().max())
+    upper = torch.triu(torch.ones_like(m2, dtype=torch.bool))
+    for products in PRODUCTS:
+        state = _State(CANARY_DIM, device, products)
+        for part in (x[:1000], x[1000:]):
+            if not add_chunk(state, part):
+                return f"products={products!r}: a finite chunk was reported non-finite"
+        mean_err = float((state.mean - mean).abs().max())
+        m2_err = float((state.m2 - m2)[upper].abs().max()) / scale
+        if state.n != CANARY_ROWS or not mean_err <= 1e-6 * CANARY_MEAN or not m2_err <= 1e-5:
+            return (f"products={products!r}: n = {state.n} (want {CANARY_ROWS}), mean off by {mean_err:.3g} "
+                    f"(allowed {1e-6 * CANARY_MEAN:.3g}), M2 off by {m2_err:.3g} of its largest entry (allowed 1e-05)")
+    want_values, want_vectors = torch.linalg.eigh(m2)
+    values, vectors = _eigh_once(m2, 3, torch.float64)
+    value_err = float(np.abs(values - want_values.flip(0).cpu().numpy()).max()) / float(want_values[-1])
+    overlap = np.abs(np.sum(vectors * want_vectors[:, -3:].flip(1).cpu().numpy(), axis=0))
+    if not value_err <= 1e-9 or not float(np.min(overlap)) >= 1 - 1e-6:
+        return (f"eigensolver: eigenvalues off by {value_err:.3g} of the largest (allowed 1e-09), top-3 eigenvector "
+                f"overlaps {np.round(overlap, 8).tolist()} (want 1)")
+    return None

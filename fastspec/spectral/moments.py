@@ -131,9 +131,10 @@ class Moments:
     where the caller hands them over, so streaming pays one d×d pass per chunk, not four.
     """
 
-    def __init__(self, dim: int, device: torch.device, kernels: bool = False):
+    def __init__(self, dim: int, device: torch.device, kernels: bool = False, products: str = "fp32"):
         self.dim, self.device = dim, device
         self.kernels = kernels  # fastspec's CUDA kernels add the chunks (device is CUDA)
+        self.products = products  # their product path (kernels.PRODUCTS)
         self.n = 0
         self.mean: torch.Tensor | None = None
         self.m2: torch.Tensor | None = None
@@ -190,7 +191,7 @@ class Moments:
         rest = self.n - n
         if rest < 1:
             raise ValueError(f"cannot remove {n} rows from a set of {self.n}")
-        out = Moments(self.dim, self.device, self.kernels)
+        out = Moments(self.dim, self.device, self.kernels, self.products)
         out.n, out.mean = rest, (self.mean * self.n - mean * n) / rest
         delta = mean - out.mean
         out.m2 = (self.m2 - m2).addr_(delta, delta, alpha=-n * rest / self.n)
@@ -205,7 +206,7 @@ class Moments:
         leaves this set as it was."""
         scale = power_of_two_scale(x)
         if scale != 1.0:
-            part = Moments(self.dim, self.device, self.kernels)
+            part = Moments(self.dim, self.device, self.kernels, self.products)
             if not part.add_chunk(rescaled(x, scale)):
                 return False
             assert part.mean is not None and part.m2 is not None
