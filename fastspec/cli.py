@@ -31,6 +31,7 @@ from .demo import (
     run_trace_demo,
 )
 from .models.data import iter_jsonl, load_texts
+from .models.hub import grid, is_pattern, list_revisions
 from .models.phases import phases
 from .models.scoring import load_causal_lm
 from .models.trace import trace
@@ -107,11 +108,20 @@ def cmd_trace(args: argparse.Namespace) -> int:
     if args.revisions:
         if len(checkpoints) != 1:
             raise ValueError("--revisions takes exactly one model (a hub id or directory) before it")
-        checkpoints = [(checkpoints[0], r) for r in args.revisions]
+        revisions = args.revisions
+        if len(revisions) == 1 and is_pattern(revisions[0]):
+            revisions = list_revisions(checkpoints[0], revisions[0])
+        if args.grid:
+            revisions = grid(revisions, args.grid)
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(f"fastspec trace: {len(revisions)} revisions of {checkpoints[0]}: {' '.join(revisions)}", flush=True)
+        checkpoints = [(checkpoints[0], r) for r in revisions]
+    elif args.grid:
+        raise ValueError("--grid picks among revisions: give one hub id with --revisions all (or a glob)")
     frame = trace(checkpoints, args.data, args.out, n=args.n_texts, seed=args.seed, text_field=args.text_field,
                   layers=args.layers, pooling=args.pooling, max_length=args.max_length, batch_size=args.batch_size,
                   final_norm=args.final_norm, padding_side=args.padding_side, dtype=args.dtype, device=args.device,
-                  folds=args.folds,
+                  folds=args.folds, prefetch=args.prefetch, evict=args.evict, labels=args.labels,
                   fit_range=_fit_range(args.fit_range), trust_remote_code=args.trust_remote_code,
                   progress=not args.quiet)
     if int(os.environ.get("RANK", "0")) == 0:
@@ -342,7 +352,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     tr = sub.add_parser("trace", help="RankMe and alpha of every layer of every checkpoint (Hugging Face models)")
     tr.add_argument("checkpoints", nargs="+", help="local directories or hub ids (id@revision), in training order")
-    tr.add_argument("--revisions", nargs="+", help="revisions of the one model given (e.g. step1000 step2000)")
+    tr.add_argument("--revisions", nargs="+",
+                    help="revisions of the one model given (e.g. step1000 step2000); 'all' lists the hub "
+                         "repository's branches that name a step, ordered by it; a glob ('step*000') filters them")
+    tr.add_argument("--grid", type=int, metavar="N",
+                    help="of the revisions listed, keep N evenly spaced in step (first and last included)")
+    tr.add_argument("--prefetch", type=int, metavar="K",
+                    help="hub checkpoints downloaded ahead of the one being traced (default 1)")
+    tr.add_argument("--labels", nargs="+",
+                    help="one name per checkpoint, in order (e.g. base sft dpo rlvr for post-training stages, which "
+                         "have no training step): kept in the results and on the plots' axes")
+    tr.add_argument("--evict", action="store_true",
+                    help="delete each hub checkpoint's downloaded files from the Hugging Face cache once its results "
+                         "are written (never files the cache held before the run): disk stays near K + 1 checkpoints")
     tr.add_argument("--data", required=True, help=".txt (one document per line), .jsonl or .parquet")
     tr.add_argument("--out", required=True, help="results directory (an interrupted run resumes there)")
     # Not "--n": torchrun reads every option on its line and refuses one that abbreviates

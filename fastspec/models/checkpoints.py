@@ -47,6 +47,15 @@ class Checkpoint:
         return self.label
 
     @property
+    def on_hub(self) -> bool:
+        """A hub id ("name" or "org/name") rather than a local directory. Anything else that
+        is not a directory is a missing path, and so is "ckpts/step9" when ckpts/ is a local
+        directory (no hub lookup, no retries)."""
+        s = self.source
+        return not os.path.isdir(s) and not (os.path.isabs(s) or s.startswith((".", "~")) or s.count("/") > 1
+                                              or ("/" in s and os.path.isdir(s.split("/")[0])))
+
+    @property
     def slug(self) -> str:
         """A file name for this checkpoint: readable, and unique by a short hash."""
         tail = os.path.basename(os.path.normpath(self.source)) + (f"@{self.revision}" if self.revision else "")
@@ -96,24 +105,25 @@ def as_checkpoint(item: Any) -> Checkpoint:
 
 
 def load_checkpoint(ckpt: Checkpoint, *, dtype: str = "float32", device: str | torch.device = "cpu",
-                    trust_remote_code: bool = False, causal_lm: bool = False) -> tuple[torch.nn.Module, Any]:
+                    trust_remote_code: bool = False, causal_lm: bool = False,
+                    path: str | None = None) -> tuple[torch.nn.Module, Any]:
     """The model (without LM head: ``AutoModel``; with it, ``AutoModelForCausalLM``, when
-    ``causal_lm``) and tokenizer of a checkpoint, in eval mode."""
+    ``causal_lm``) and tokenizer of a checkpoint, in eval mode. ``path``: where a hub
+    checkpoint's files already are (a snapshot that :class:`fastspec.models.hub.Downloads`
+    fetched); without it, ``from_pretrained`` resolves the id and revision itself."""
     from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
 
     local = os.path.isdir(ckpt.source)
-    # A hub id is "name" or "org/name"; anything else that is not a directory is a missing path,
-    # and so is "ckpts/step9" when ckpts/ is a local directory (no hub lookup, no retries).
-    if not local and (os.path.isabs(ckpt.source) or ckpt.source.startswith((".", "~")) or ckpt.source.count("/") > 1
-                      or ("/" in ckpt.source and os.path.isdir(ckpt.source.split("/")[0]))):
+    if not local and not ckpt.on_hub:
         raise CheckpointError(f"checkpoint {ckpt.label}: no such directory {ckpt.source}")
     kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
-    if ckpt.revision:
+    if ckpt.revision and path is None:
         kwargs["revision"] = ckpt.revision
+    where_from = path or ckpt.source
     try:
         with quiet_transformers():
-            tokenizer = AutoTokenizer.from_pretrained(ckpt.source, **kwargs)
-            model = (AutoModelForCausalLM if causal_lm else AutoModel).from_pretrained(ckpt.source, dtype=DTYPES[dtype],
+            tokenizer = AutoTokenizer.from_pretrained(where_from, **kwargs)
+            model = (AutoModelForCausalLM if causal_lm else AutoModel).from_pretrained(where_from, dtype=DTYPES[dtype],
                                                                                        **kwargs)
     except Exception as err:  # transformers raises OSError, ValueError or hub errors: all are "cannot load"
         where = "directory" if local else ("revision " + repr(ckpt.revision) if ckpt.revision else "hub id")

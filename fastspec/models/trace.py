@@ -13,6 +13,12 @@ A results directory holds:
 
 Under ``torchrun --nproc-per-node K``, every rank takes every K-th batch, the accumulators
 are all-reduced (exact: Chan's merge), and rank 0 writes.
+
+Hub checkpoints (``"org/name@revision"``) are fetched by :class:`fastspec.models.hub.Downloads`:
+the next ``prefetch`` download while the current one is traced, and with ``evict`` a traced
+checkpoint's files leave the Hugging Face cache (rank 0 downloads and evicts; the other ranks
+wait for it). Each record holds the commit its revision resolved to; a resumed run whose
+revision now resolves to another commit is refused rather than mixed.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from ..spectral.metrics import check_fit_range
 from .checkpoints import DTYPES, Checkpoint, as_checkpoint, load_checkpoint
 from .data import load_texts, sample_texts, texts_digest
 from .extract import DEFAULT_MAX_LENGTH, extract
+from .hub import Downloads, resolve
 
 CONFIG_FILE = "config.json"
 CKPT_DIR = "checkpoints"
@@ -92,6 +99,9 @@ def trace(
     trust_remote_code: bool = False,
     progress: bool = True,
     folds: int = 1,
+    prefetch: int | None = None,
+    evict: bool = False,
+    labels: Sequence[str] | None = None,
 ) -> Any:
     """Trace every checkpoint's per-layer spectrum, RankMe (both conventions) and α into
     ``out_dir`` (layout in this module's docstring) and return :func:`load_trace` of it.
@@ -100,11 +110,20 @@ def trace(
     pairs, in training order. ``data``: a ``.txt``/``.jsonl``/``.parquet`` file (``n``
     documents sampled with ``seed``; all when None) or a list of texts. The remaining
     arguments are :func:`fastspec.extract`'s. Done checkpoints are skipped, so an
-    interrupted run continues where it stopped and gives identical results.
+    interrupted run continues where it stopped and gives identical results. ``prefetch``
+    (default 1) hub checkpoints download ahead of the one being traced; ``evict`` deletes
+    each one's downloaded files from the Hugging Face cache once its results are written.
+    ``labels``: one name per checkpoint (``base``, ``sft``, ``dpo``, ``rlvr`` for stages that
+    have no training step), kept in ``load_trace``'s ``label`` column and on the plots' axes.
     """
     ckpts = [as_checkpoint(c) for c in checkpoints]
     if not ckpts:
         raise ValueError("no checkpoints to trace")
+    if labels is not None:
+        labels = [str(v) for v in labels]
+        if len(labels) != len(ckpts) or len(set(labels)) != len(labels):
+            raise ValueError(f"labels: one distinct label per checkpoint, got {len(labels)} label(s) "
+                             f"({', '.join(labels)}) for {len(ckpts)} checkpoint(s)")
     seen: dict[str, str] = {}
     for c in ckpts:
         if c.identity in seen:
@@ -142,22 +161,66 @@ def trace(
         if not records:
             write_json(os.path.join(out_dir, CONFIG_FILE), config)
     # Done by identity, not by the name given: ck/step2/ after ck/step2 is the same checkpoint.
-    done = {_record_identity(r) for r in records}
+    done = {_record_identity(r): r for r in records}
+    if rank == 0:
+        _check_commits([c for c in ckpts if c.identity in done and c.on_hub], done, out_dir)
     todo = [(i, c) for i, c in enumerate(ckpts) if c.identity not in done]
     show = progress and rank == 0
     if show and len(todo) < len(ckpts):
         tqdm.write(f"fastspec trace: {len(ckpts) - len(todo)} of {len(ckpts)} checkpoints already in {out_dir}, skipped")
-    for index, ckpt in tqdm(todo, desc="checkpoints", unit="ckpt", disable=not show):
-        _trace_one(index, ckpt, texts, ckpt_dir, config, rank, world, device, trust_remote_code, show)
-        if rank == 0:
-            write_table(out_dir)
+    downloads = Downloads(prefetch=1 if prefetch is None else prefetch, evict=evict) \
+        if rank == 0 and any(c.on_hub for _, c in todo) else None
+    try:
+        for pos, (index, ckpt) in enumerate(tqdm(todo, desc="checkpoints", unit="ckpt", disable=not show)):
+            fetched, waited = None, time.perf_counter()
+            if ckpt.on_hub:
+                if downloads is not None:
+                    fetched = downloads.fetch(ckpt, [c for _, c in todo[pos + 1:] if c.on_hub])
+                fetched = _shared(fetched, world)
+            waited = time.perf_counter() - waited
+            _trace_one(index, ckpt, texts, ckpt_dir, config, rank, world, device, trust_remote_code, show, fetched,
+                       waited, labels[index] if labels is not None else None)
+            if rank == 0:
+                write_table(out_dir)
+                if downloads is not None and downloads.release(ckpt) and show:
+                    tqdm.write(f"fastspec trace: {ckpt.label}: traced, its files evicted from the Hugging Face cache")
+    finally:
+        if downloads is not None:
+            downloads.close()
     return load_trace(out_dir)
 
 
+def _shared(value: Any, world: int) -> Any:
+    """Rank 0's ``value`` on every rank (torch.distributed's object broadcast)."""
+    if world == 1:
+        return value
+    import torch.distributed as dist
+
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _check_commits(ckpts: Sequence[Checkpoint], done: dict[str, dict[str, Any]], out_dir: str) -> None:
+    """Refuse to extend a trace whose hub checkpoints' revisions now point at other commits."""
+    for ckpt in ckpts:
+        then = done[ckpt.identity].get("commit")
+        if then is None:
+            continue
+        now, _ = resolve(ckpt)
+        if now != then:
+            raise ValueError(f"{out_dir}: checkpoint {ckpt.label} was traced at commit {then}, but its revision "
+                             f"now resolves to {now} (the branch moved); a trace does not mix the two: trace into a "
+                             f"new directory, or name the commit as the revision ({ckpt.source}@{then})")
+
+
 def _trace_one(index: int, ckpt: Checkpoint, texts: list[str], ckpt_dir: str, config: dict[str, Any], rank: int,
-               world: int, device: str, trust_remote_code: bool, progress: bool) -> None:
+               world: int, device: str, trust_remote_code: bool, progress: bool,
+               fetched: tuple[str, str] | None = None, waited: float = 0.0, label: str | None = None) -> None:
     t0 = time.perf_counter()
-    model, tokenizer = load_checkpoint(ckpt, dtype=config["dtype"], device=device, trust_remote_code=trust_remote_code)
+    path, commit = fetched if fetched is not None else (None, None)
+    model, tokenizer = load_checkpoint(ckpt, dtype=config["dtype"], device=device, trust_remote_code=trust_remote_code,
+                                       path=path)
     t1 = time.perf_counter()
     stats: dict[str, Any] = {}
     accs = extract(model, tokenizer, texts, layers=config["layers"], pooling=config["pooling"],
@@ -168,8 +231,6 @@ def _trace_one(index: int, ckpt: Checkpoint, texts: list[str], ckpt_dir: str, co
     n_tokens = stats["n_tokens"]
     if progress and config["max_length"] == "auto" and stats["max_length"] < DEFAULT_MAX_LENGTH:
         tqdm.write(f"fastspec trace: {ckpt.label}: max_length auto = {stats['max_length']}, the model's context")
-    # The commit a hub revision resolved to (transformers records it on the config).
-    commit = getattr(model.config, "_commit_hash", None) if ckpt.revision else None
     del model
     if world > 1:
         for acc in accs.values():
@@ -191,9 +252,9 @@ def _trace_one(index: int, ckpt: Checkpoint, texts: list[str], ckpt_dir: str, co
             _save_npz(tmp, arrays)
         write_json(os.path.join(ckpt_dir, ckpt.slug + ".json"), {
             "checkpoint": ckpt.label, "source": ckpt.source, "revision": ckpt.revision, "step": ckpt.step,
-            "identity": ckpt.identity, "commit": commit,
+            "identity": ckpt.identity, "commit": commit, "label": label,
             "index": index, "n_tokens": n_tokens, "max_length": stats["max_length"],
-            "seconds": {"load": t1 - t0, "extract": t2 - t1, "spectra": t3 - t2},
+            "seconds": {"download_wait": waited, "load": t1 - t0, "extract": t2 - t1, "spectra": t3 - t2},
             "tokens_per_second": n_tokens / max(t2 - t1, 1e-9), "layers": records,
         })
     if world > 1:
@@ -242,7 +303,8 @@ def _records(out_dir: str) -> list[dict[str, Any]]:
 
 def load_trace(out_dir: str | os.PathLike, *, eigenvalues: bool = False) -> Any:
     """The traced results as a pandas DataFrame, one row per (checkpoint, layer), in training
-    order (step, then the order given): ``checkpoint``, ``step``, ``layer``, ``rankme``,
+    order (step, then the order given): ``checkpoint``, ``label`` (the one given, else
+    empty), ``step``, ``layer``, ``rankme``,
     ``rankme_sv``, ``alpha``, ``alpha_r2``, ``alpha_intercept``, ``n_samples``, ``dim``,
     ``n_dropped``, and ``alpha_error``: why α is NaN where it is (e.g. a spectrum with fewer
     non-zero eigenvalues than the fit range), and ``rankme_se``, ``rankme_sv_se``, ``alpha_se``:
@@ -267,7 +329,8 @@ def load_trace(out_dir: str | os.PathLike, *, eigenvalues: bool = False) -> Any:
             except (OSError, ValueError) as err:
                 raise ValueError(f"{npz}: unreadable spectra ({err})") from err
         for layer in rec["layers"]:
-            row = {"checkpoint": rec["checkpoint"], "step": rec["step"], "index": rec["index"], "layer": layer["layer"],
+            row = {"checkpoint": rec["checkpoint"], "label": rec.get("label"), "step": rec["step"],
+                   "index": rec["index"], "layer": layer["layer"],
                    "rankme": layer["rankme"], "rankme_sv": layer["rankme_sv"], "alpha": layer["alpha"],
                    "alpha_r2": layer["alpha_r2"], "alpha_intercept": layer["alpha_intercept"],
                    "n_samples": layer["n_samples"], "dim": layer["dim"], "n_dropped": layer["n_dropped"],

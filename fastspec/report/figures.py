@@ -38,6 +38,14 @@ def _x(frame: Any) -> tuple[np.ndarray, str]:
     return steps.to_numpy(dtype=np.float64), "training step"
 
 
+def checkpoint_names(frame: Any) -> list[str]:
+    """One name per row for axes and tables: the label given (``base``, ``sft``…), else the
+    step, else the checkpoint's last path component."""
+    labels = frame["label"] if "label" in frame else pd.Series([None] * len(frame), index=frame.index)
+    return [str(lab) if isinstance(lab, str) and lab else str(int(step)) if not pd.isna(step)
+            else str(ck).rstrip("/").rsplit("/", 1)[-1] for lab, step, ck in zip(labels, frame["step"], frame["checkpoint"])]
+
+
 def step_axis(ax: Any, x: np.ndarray) -> None:
     positive = x[x > 0]
     if len(positive) and positive.max() / positive.min() > 50:  # Pythia-style log-spaced checkpoints
@@ -75,6 +83,8 @@ def plot_trace(results: Any, out_dir: str | os.PathLike, *, phase_layer: int | s
         step_axis(ax, px)
         ax.grid(alpha=0.3)
     axes[-1].set_xlabel(xlabel)
+    if xlabel.startswith("checkpoint"):  # stages without a step (base, SFT, DPO, RLVR): a categorical axis
+        axes[-1].set_xticks(px, checkpoint_names(frame[frame["layer"] == labelled["layer"].iloc[0]]), rotation=30)
     handles, labels = axes[0].get_legend_handles_labels()
     if len(layers) > 8:  # a legend of every layer would hide the lines: show the colour scale
         sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(layers[0], layers[-1]))
@@ -92,8 +102,8 @@ def plot_trace(results: Any, out_dir: str | os.PathLike, *, phase_layer: int | s
     plt.close(fig)
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4 + 0.08 * len(layers)))
-    order = frame.drop_duplicates("checkpoint")[["checkpoint", "step", "index"]]
-    ticks = [str(s) if not pd.isna(s) else str(i) for s, i in zip(order["step"], order["index"])]
+    order = frame.drop_duplicates("checkpoint")
+    ticks = checkpoint_names(order)
     for ax, metric, name in zip(axes, ("rankme", "alpha"), ("RankMe", "α")):
         grid = frame.pivot_table(index="layer", columns="checkpoint", values=metric, sort=False)
         grid = grid.reindex(columns=order["checkpoint"].tolist())

@@ -27,7 +27,7 @@ from ..analyses.correlation import correlation_table
 from ..analyses.toy import summary_table
 from ..models.phases import phases
 from ..models.trace import load_trace
-from .figures import plot_memorization, plot_suffix_lengths, plot_trace
+from .figures import checkpoint_names, plot_memorization, plot_suffix_lengths, plot_trace
 from .tables import markdown_table
 
 Block = tuple[str, Any]  # ("h1"|"h2"|"p"|"table"|"img", payload)
@@ -97,6 +97,8 @@ def _trace_section(root: str, blocks: list[Block]) -> pd.DataFrame | None:
     sub = frame[frame["layer"] == layer].reset_index(drop=True)
     table = pd.DataFrame({"step": sub["step"], "RankMe": sub["rankme"], "RankMe (sv)": sub["rankme_sv"],
                           "α": sub["alpha"], "R²": sub["alpha_r2"], "phase": labelled["phase"]})
+    if sub["step"].isna().any() or sub["label"].notna().any():  # stages: name each row
+        table.insert(0, "checkpoint", checkpoint_names(sub))
     if sub["rankme_se"].notna().any():  # a trace with folds: the jackknife standard errors beside
         for col, se in (("RankMe", "rankme_se"), ("RankMe (sv)", "rankme_sv_se"), ("α", "alpha_se")):
             table.insert(table.columns.get_loc(col) + 1, f"{col} SE", sub[se])

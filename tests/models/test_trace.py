@@ -239,3 +239,35 @@ def test_data_files(tmp_path):
         read_texts(tmp_path / "d.csv")
     with pytest.raises(FileNotFoundError, match="no such file"):
         read_texts(tmp_path / "missing.txt")
+
+
+def test_post_training_stages_keep_their_order_and_labels_through_plot_and_report(tmp_path, capsys):
+    """Stages without a training step (base → SFT → DPO → RLVR), tiny local models standing
+    for them, traced in the order given with --labels."""
+    import matplotlib.image as mpimg
+
+    from fastspec.cli import main
+    from fastspec.report.figures import checkpoint_names
+    from tinylm import save_model
+
+    stages = ["base", "sft", "dpo", "rlvr"]
+    dirs = [save_model(str(tmp_path / f"tulu-{s}"), "llama", layers=2, seed=k) for k, s in enumerate(stages)]
+    data = tmp_path / "texts.txt"
+    data.write_text("\n".join(TEXTS) + "\n")
+    out = tmp_path / "stages"
+    # given in training order, which is not alphabetical
+    assert main(["trace", *dirs, "--labels", *stages, "--data", str(data), "--out", str(out), "--max-length", "32",
+                 "--fit-range", "2", "20", "--quiet"]) == 0
+    frame = fastspec.load_trace(out)
+    once = frame.drop_duplicates("checkpoint")
+    assert once["label"].tolist() == stages and once["step"].isna().all()
+    assert checkpoint_names(once) == stages
+    assert main(["plot", str(out)]) == 0
+    assert mpimg.imread(out / "trajectories.png").shape[0] > 100
+    assert main(["report", str(out)]) == 0
+    page = (out / "report.md").read_text()
+    rows = [line for line in page.splitlines() if line.startswith("| ") and any(f"| {s} " in line for s in stages)]
+    assert [next(s for s in stages if f"| {s} " in r) for r in rows] == stages  # the table in stage order
+    with pytest.raises(ValueError, match=r"one distinct label per checkpoint, got 3 label\(s\)"):
+        fastspec.trace(dirs, TEXTS, tmp_path / "bad", labels=stages[:3], **KW)
+    capsys.readouterr()

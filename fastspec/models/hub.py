@@ -1,0 +1,210 @@
+"""Checkpoints on the Hugging Face Hub: which revisions to trace, and their files on disk.
+
+- :func:`list_revisions`: a repository's branches (``huggingface_hub``'s ``list_repo_refs``),
+  those with a training step in their name (``step1000``, ``stage1-step1000-tokens5B``),
+  ordered by it, optionally filtered by a glob; :func:`grid` keeps N of them evenly spaced in
+  step, first and last included.
+- :func:`resolve` asks the Hub which commit a revision points at now, so that results record
+  it and a resumed run can tell when a branch has moved.
+- :class:`Downloads` fetches each checkpoint's files into the Hugging Face cache
+  (``snapshot_download`` of that commit: config, tokenizer and one weight format), the next
+  ``prefetch`` of them in background threads while the current one is traced, and with
+  ``evict`` deletes a traced checkpoint's snapshot through the cache-management API
+  (``scan_cache_dir().delete_revisions``) unless that snapshot was in the cache before the run.
+  Disk use then stays near ``prefetch + 1`` checkpoints.
+
+Everything goes through ``huggingface_hub`` itself, so ``HF_ENDPOINT``, ``HF_HOME``,
+``HF_TOKEN`` and offline mode mean what they mean there.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Sequence
+
+import numpy as np
+
+from .checkpoints import Checkpoint, CheckpointError, parse_step
+
+#: Weight formats in order of preference: the first one a revision has is the one fetched.
+WEIGHT_PATTERNS = (("*.safetensors", "*.safetensors.index.json"), ("*.bin", "*.bin.index.json"))
+#: Everything else from_pretrained may read (config, generation config, tokenizer files, code).
+OTHER_PATTERNS = ("*.json", "*.txt", "*.model", "*.jinja", "*.tiktoken", "*.py")
+
+
+def _api() -> Any:
+    from huggingface_hub import HfApi
+
+    return HfApi()
+
+
+def is_pattern(revisions: str) -> bool:
+    """Whether ``revisions`` asks for a listing ("all", or a glob) rather than naming one."""
+    return revisions == "all" or any(ch in revisions for ch in "*?[")
+
+
+def list_revisions(repo: str, pattern: str = "all") -> list[str]:
+    """The branches of ``repo`` that name a training step, ordered by it, filtered by the
+    glob ``pattern`` ("all": every one). Raises CheckpointError when the repository is not
+    there or nothing matches, naming what was found."""
+    try:
+        refs = _api().list_repo_refs(repo)
+    except Exception as err:  # RepositoryNotFoundError, HTTP errors, offline mode
+        raise CheckpointError(f"cannot list the revisions of {repo!r} on the Hub: {type(err).__name__}: {err}") from err
+    names = [b.name for b in refs.branches]
+    stepped = sorted((n for n in names if parse_step(n) is not None), key=lambda n: (parse_step(n), n))
+    chosen = stepped if pattern == "all" else [n for n in stepped if fnmatch.fnmatchcase(n, pattern)]
+    if not chosen:
+        raise CheckpointError(f"{repo}: no branch with a training step in its name matches {pattern!r} "
+                              f"(branches: {', '.join(sorted(names)) or 'none'})")
+    return chosen
+
+
+def grid(revisions: Sequence[str], n: int) -> list[str]:
+    """``n`` of ``revisions`` (ordered by step) evenly spaced in step, first and last
+    included: for each of n equally spaced target steps, the nearest revision not yet taken."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"grid needs a positive number of revisions, got {n!r}")
+    revisions = list(revisions)
+    if n >= len(revisions):
+        return revisions
+    steps = np.array([parse_step(r) for r in revisions], dtype=np.float64)
+    taken: list[int] = []
+    for target in np.linspace(steps[0], steps[-1], n):
+        free = [i for i in range(len(revisions)) if i not in taken]
+        taken.append(min(free, key=lambda i: (abs(steps[i] - target), i)))
+    return [revisions[i] for i in sorted(taken)]
+
+
+def _offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+def _cached_snapshot(ckpt: Checkpoint) -> str:
+    """Offline: the cached snapshot of ``ckpt``'s revision (its folder name is the commit)."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return snapshot_download(ckpt.source, revision=ckpt.revision or "main", local_files_only=True)
+    except Exception as err:
+        raise CheckpointError(f"checkpoint {ckpt.label}: offline (HF_HUB_OFFLINE), and the Hugging Face cache does "
+                              f"not hold revision {ckpt.revision or 'main'!r} of {ckpt.source!r}: "
+                              f"{type(err).__name__}: {err}") from err
+
+
+def resolve(ckpt: Checkpoint) -> tuple[str, list[str]]:
+    """The commit ``ckpt``'s revision points at on the Hub now, and the files it holds
+    (offline: what the cache says it pointed at when it was downloaded)."""
+    if _offline():
+        path = _cached_snapshot(ckpt)
+        return os.path.basename(path), [os.path.relpath(os.path.join(r, f), path).replace(os.sep, "/")
+                                        for r, _, names in os.walk(path) for f in names]
+    try:
+        info = _api().model_info(ckpt.source, revision=ckpt.revision or "main")
+    except Exception as err:
+        raise CheckpointError(f"checkpoint {ckpt.label}: the Hub does not resolve revision "
+                              f"{ckpt.revision or 'main'!r} of {ckpt.source!r}: {type(err).__name__}: {err}") from err
+    return info.sha, [s.rfilename for s in (info.siblings or [])]
+
+
+def allow_patterns(files: Sequence[str]) -> list[str]:
+    """What to fetch of a revision holding ``files``: one weight format, and the rest."""
+    for patterns in WEIGHT_PATTERNS:
+        if any(fnmatch.fnmatchcase(f, patterns[0]) for f in files):
+            return [*patterns, *OTHER_PATTERNS]
+    return list(OTHER_PATTERNS)
+
+
+def _cached_commits(repo: str) -> set[str]:
+    from huggingface_hub import scan_cache_dir
+
+    try:
+        cache = scan_cache_dir()
+    except Exception:  # no cache directory yet
+        return set()
+    return {rev.commit_hash for r in cache.repos if r.repo_id == repo and r.repo_type == "model" for rev in r.revisions}
+
+
+class Downloads:
+    """The files of hub checkpoints, fetched ahead and evicted behind (see the module).
+
+    ``fetch(ckpt)`` returns (local directory, commit), waiting for a prefetch in flight,
+    and starts the next ``prefetch`` ones given by ``upcoming``; ``release(ckpt)`` evicts
+    that checkpoint's snapshot when ``evict`` is on and the run downloaded it."""
+
+    def __init__(self, *, prefetch: int = 1, evict: bool = False):
+        if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 0:
+            raise ValueError(f"prefetch must be a non-negative integer, got {prefetch!r}")
+        self.prefetch, self.evict = prefetch, evict
+        self._pool = ThreadPoolExecutor(max_workers=max(prefetch, 1), thread_name_prefix="fastspec-prefetch")
+        self._jobs: dict[str, Future] = {}
+        # Revisions share blobs (a tokenizer that did not change): an eviction must not delete
+        # one that a download in flight is about to link. Downloads run side by side; an
+        # eviction waits until none is running.
+        self._idle = threading.Condition()
+        self._running = 0
+        self._before: dict[str, set[str]] = {}  # repo → commits cached before this run
+        self._commits: dict[str, str] = {}  # identity → commit fetched
+
+    def _start(self, ckpt: Checkpoint) -> None:
+        if ckpt.identity not in self._jobs:
+            if ckpt.source not in self._before:
+                self._before[ckpt.source] = _cached_commits(ckpt.source)
+            self._jobs[ckpt.identity] = self._pool.submit(self._guarded_download, ckpt)
+
+    def _guarded_download(self, ckpt: Checkpoint) -> tuple[str, str]:
+        with self._idle:
+            self._running += 1
+        try:
+            return self._download(ckpt)
+        finally:
+            with self._idle:
+                self._running -= 1
+                self._idle.notify_all()
+
+    @staticmethod
+    def _download(ckpt: Checkpoint) -> tuple[str, str]:
+        from huggingface_hub import snapshot_download
+
+        if _offline():
+            path = _cached_snapshot(ckpt)
+            return path, os.path.basename(path)
+        commit, files = resolve(ckpt)
+        try:
+            path = snapshot_download(ckpt.source, revision=commit, allow_patterns=allow_patterns(files))
+        except Exception as err:
+            raise CheckpointError(f"checkpoint {ckpt.label}: downloading commit {commit[:12]} from the Hub failed: "
+                                  f"{type(err).__name__}: {err}") from err
+        return path, commit
+
+    def fetch(self, ckpt: Checkpoint, upcoming: Sequence[Checkpoint] = ()) -> tuple[str, str]:
+        self._start(ckpt)
+        for nxt in list(upcoming)[: self.prefetch]:
+            self._start(nxt)
+        path, commit = self._jobs[ckpt.identity].result()
+        self._commits[ckpt.identity] = commit
+        return path, commit
+
+    def release(self, ckpt: Checkpoint) -> bool:
+        """Forget ``ckpt``; with ``evict``, delete its snapshot if this run downloaded it.
+        Returns whether anything was deleted."""
+        self._jobs.pop(ckpt.identity, None)
+        commit = self._commits.pop(ckpt.identity, None)
+        if not self.evict or commit is None or commit in self._before.get(ckpt.source, set()):
+            return False
+        if commit in self._commits.values():  # another checkpoint of this run is the same commit
+            return False
+        from huggingface_hub import scan_cache_dir
+
+        with self._idle:
+            self._idle.wait_for(lambda: self._running == 0)
+            scan_cache_dir().delete_revisions(commit).execute()
+        return True
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
