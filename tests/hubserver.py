@@ -18,11 +18,15 @@ download time can be set against compute time. Every request is logged in ``requ
 
 Use: ``with HubServer({"org/tiny": {"step0": dir0, "main": dir1}}) as hub:`` and set
 ``HF_ENDPOINT=hub.url`` (with a fresh ``HF_HOME``) in the environment of the process that
-downloads (``huggingface_hub`` reads it when it is imported).
+downloads (``huggingface_hub`` reads it when it is imported). Or as a process of its own, as
+the Hub is (so that serving does not share an interpreter with the client):
+``python hubserver.py --port P --bytes-per-second B org/tiny step0=DIR step1=DIR ...`` serves
+until its standard input closes.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -43,15 +47,22 @@ def _files(directory: str) -> dict[str, str]:
     return dict(sorted(out.items()))
 
 
-def _sha256(path: str) -> str:
+@functools.lru_cache(maxsize=None)
+def _sha256_of(path: str, mtime_ns: int, size: int) -> str:
     with open(path, "rb") as fh:
         return hashlib.sha256(fh.read()).hexdigest()
+
+
+def _sha256(path: str) -> str:
+    """The file's SHA-256, hashed once per version of the file (serving must not cost CPU)."""
+    st = os.stat(path)
+    return _sha256_of(path, st.st_mtime_ns, st.st_size)
 
 
 class HubServer:
     """repos: ``{repo_id: {branch: directory}}``. Starts on a free loopback port."""
 
-    def __init__(self, repos: dict[str, dict[str, str]], *, bytes_per_second: float | None = None):
+    def __init__(self, repos: dict[str, dict[str, str]], *, bytes_per_second: float | None = None, port: int = 0):
         self.bytes_per_second = bytes_per_second
         self.requests: list[tuple[str, str]] = []
         self._lock = threading.Lock()
@@ -60,7 +71,7 @@ class HubServer:
         for repo, branches in repos.items():
             for branch, directory in branches.items():
                 self.set_branch(repo, branch, directory)
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -201,3 +212,23 @@ class HubServer:
                             time.sleep(len(chunk) / hub.bytes_per_second)
 
         return Handler
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(description="serve local directories as Hub branches until stdin closes")
+    parser.add_argument("repo")
+    parser.add_argument("branches", nargs="+", metavar="BRANCH=DIR")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--bytes-per-second", type=float)
+    args = parser.parse_args(argv)
+    branches = dict(b.split("=", 1) for b in args.branches)
+    with HubServer({args.repo: branches}, bytes_per_second=args.bytes_per_second, port=args.port) as hub:
+        print(hub.url, flush=True)
+        sys.stdin.read()
+
+
+if __name__ == "__main__":
+    main()
