@@ -34,7 +34,7 @@ from .models.data import iter_jsonl, load_texts
 from .models.hub import grid, is_pattern, list_revisions
 from .models.phases import phases
 from .models.scoring import load_causal_lm
-from .models.trace import trace
+from .models.trace import DEFAULT_SAVE_EVERY, trace
 from .ngram.index import InfGramIndex, load_tokenizer
 from .report import (
     plot_ablation,
@@ -108,20 +108,25 @@ def cmd_trace(args: argparse.Namespace) -> int:
     if args.revisions:
         if len(checkpoints) != 1:
             raise ValueError("--revisions takes exactly one model (a hub id or directory) before it")
-        revisions = args.revisions
+        revisions = pool = args.revisions
         if len(revisions) == 1 and is_pattern(revisions[0]):
-            revisions = list_revisions(checkpoints[0], revisions[0])
+            revisions = pool = list_revisions(checkpoints[0], revisions[0])
         if args.grid:
             revisions = grid(revisions, args.grid)
+        candidates = [(checkpoints[0], r) for r in pool]
         if int(os.environ.get("RANK", "0")) == 0:
             print(f"fastspec trace: {len(revisions)} revisions of {checkpoints[0]}: {' '.join(revisions)}", flush=True)
         checkpoints = [(checkpoints[0], r) for r in revisions]
-    elif args.grid:
-        raise ValueError("--grid picks among revisions: give one hub id with --revisions all (or a glob)")
+    elif args.grid or args.refine:
+        raise ValueError("--grid and --refine pick among revisions: give one hub id with --revisions all (or a glob)")
+    else:
+        candidates = None
     frame = trace(checkpoints, args.data, args.out, n=args.n_texts, seed=args.seed, text_field=args.text_field,
                   layers=args.layers, pooling=args.pooling, max_length=args.max_length, batch_size=args.batch_size,
                   final_norm=args.final_norm, padding_side=args.padding_side, dtype=args.dtype, device=args.device,
                   folds=args.folds, prefetch=args.prefetch, evict=args.evict, labels=args.labels,
+                  save_every=args.save_every or None, refine=args.refine or 0, candidates=candidates,
+                  chosen_by="grid" if args.grid else "given",
                   fit_range=_fit_range(args.fit_range), trust_remote_code=args.trust_remote_code,
                   progress=not args.quiet)
     if int(os.environ.get("RANK", "0")) == 0:
@@ -357,8 +362,15 @@ def build_parser() -> argparse.ArgumentParser:
                          "repository's branches that name a step, ordered by it; a glob ('step*000') filters them")
     tr.add_argument("--grid", type=int, metavar="N",
                     help="of the revisions listed, keep N evenly spaced in step (first and last included)")
+    tr.add_argument("--refine", type=int, metavar="M",
+                    help="after the revisions given, up to M more of those listed, one at a time, each bisecting the "
+                         "interval where the last traced layer's RankMe or alpha is least resolved (a turn first, "
+                         "then the largest change)")
     tr.add_argument("--prefetch", type=int, metavar="K",
                     help="hub checkpoints downloaded ahead of the one being traced (default 1)")
+    tr.add_argument("--save-every", type=int, default=DEFAULT_SAVE_EVERY, metavar="N",
+                    help="save the layers' accumulator states every N batches, so that a run killed inside a "
+                         f"checkpoint resumes there (default {DEFAULT_SAVE_EVERY}; 0: never)")
     tr.add_argument("--labels", nargs="+",
                     help="one name per checkpoint, in order (e.g. base sft dpo rlvr for post-training stages, which "
                          "have no training step): kept in the results and on the plots' axes")

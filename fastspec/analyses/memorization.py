@@ -19,6 +19,7 @@ from scipy import stats
 
 from .._files import existing_file, remove_stale, write_csv, write_json
 from ..models.checkpoints import as_checkpoint, load_checkpoint
+from ..models.hub import Downloads
 from ..models.data import iter_jsonl
 from ..models.scoring import context_limit, continuation_logprobs, load_causal_lm
 from ..ngram import InfGramIndex
@@ -180,22 +181,38 @@ def memorization_trace(checkpoints: Sequence[Any], items: Any, index: InfGramInd
     # The ∞-gram side depends on the items' token ids only: one query pass per distinct
     # tokenisation (a suite's checkpoints share one tokenizer), for the scores and Table 1.
     infgram: dict[bytes, np.ndarray] = {}
-    for i, ckpt in tqdm(todo, desc="memorization", unit="ckpt", disable=not progress):
-        model, tok = load_checkpoint(ckpt, device=device or "cpu", causal_lm=True)
-        seqs, prompt_lens = _encoded(item_list, tok, model)
-        key = hashlib.sha256(b"".join(np.asarray([len(x), p], np.int64).tobytes() + x.tobytes()
-                                      for x, p in zip(seqs, prompt_lens))).digest()
-        if key not in infgram:
-            scores = idx.score(seqs, threads=threads)
-            infgram[key] = output_scores(scores, prompt_lens, rule)
-            if not os.path.exists(os.path.join(out_dir, SUFFIX_TABLE)):  # the same for every checkpoint
-                write_csv(_suffix_table(scores, prompt_lens), os.path.join(out_dir, SUFFIX_TABLE))
-        res = _correlate(model, seqs, prompt_lens, infgram[key], rule, batch_size=batch_size, device=device)
-        rec = {"checkpoint": ckpt.label, "step": ckpt.step, "index": i, "identity": ckpt.identity,
-               "rho": res.rho, "pvalue": res.pvalue, "n_items": res.n_items, "n_excluded": res.n_excluded,
-               "rule": res.rule}
-        write_json(os.path.join(rec_dir, ckpt.slug + ".json"), rec)
-        done[ckpt.identity] = rec
-        table = pd.DataFrame(sorted(done.values(), key=lambda r: (r["step"] is None, r["step"] or 0, r["index"])))
-        write_csv(table.drop(columns=["identity"]), os.path.join(out_dir, MEMO_TABLE))
+    downloads = Downloads(prefetch=1)  # hub checkpoints: by commit, the next one fetched ahead
+    try:
+        for pos, (i, ckpt) in enumerate(tqdm(todo, desc="memorization", unit="ckpt", disable=not progress)):
+            path, commit = downloads.fetch(ckpt, [c for _, c in todo[pos + 1:] if c.on_hub]) if ckpt.on_hub \
+                else (None, None)
+            model, tok = load_checkpoint(ckpt, device=device or "cpu", causal_lm=True, path=path)
+            _score_one(i, ckpt, commit, model, tok, item_list, idx, infgram, done, out_dir, rec_dir, rule=rule,
+                       batch_size=batch_size, device=device, threads=threads)
+    finally:
+        downloads.close()
     return pd.read_csv(os.path.join(out_dir, MEMO_TABLE))
+
+
+def _score_one(i: int, ckpt: Any, commit: str | None, model: Any, tok: Any, item_list: list[Any], idx: InfGramIndex,
+               infgram: dict[bytes, np.ndarray], done: dict[str, Any], out_dir: str, rec_dir: str, *, rule: str,
+               batch_size: int, device: Any, threads: int) -> None:
+    """One checkpoint of :func:`memorization_trace`: its record, and the tables rewritten."""
+    import pandas as pd
+
+    seqs, prompt_lens = _encoded(item_list, tok, model)
+    key = hashlib.sha256(b"".join(np.asarray([len(x), p], np.int64).tobytes() + x.tobytes()
+                                  for x, p in zip(seqs, prompt_lens))).digest()
+    if key not in infgram:
+        scores = idx.score(seqs, threads=threads)
+        infgram[key] = output_scores(scores, prompt_lens, rule)
+        if not os.path.exists(os.path.join(out_dir, SUFFIX_TABLE)):  # the same for every checkpoint
+            write_csv(_suffix_table(scores, prompt_lens), os.path.join(out_dir, SUFFIX_TABLE))
+    res = _correlate(model, seqs, prompt_lens, infgram[key], rule, batch_size=batch_size, device=device)
+    rec = {"checkpoint": ckpt.label, "step": ckpt.step, "index": i, "identity": ckpt.identity, "commit": commit,
+           "rho": res.rho, "pvalue": res.pvalue, "n_items": res.n_items, "n_excluded": res.n_excluded,
+           "rule": res.rule}
+    write_json(os.path.join(rec_dir, ckpt.slug + ".json"), rec)
+    done[ckpt.identity] = rec
+    table = pd.DataFrame(sorted(done.values(), key=lambda r: (r["step"] is None, r["step"] or 0, r["index"])))
+    write_csv(table.drop(columns=["identity", "commit"], errors="ignore"), os.path.join(out_dir, MEMO_TABLE))

@@ -16,7 +16,7 @@ gives the last block's own output, before the norm.
 from __future__ import annotations
 
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from tqdm import tqdm
@@ -123,6 +123,8 @@ def extract(
     stats: dict[str, Any] | None = None,
     precision: str = "float64",
     folds: int = 1,
+    start_batch: int = 0,
+    on_batch: Callable[[int, dict[int, CovarianceAccumulator]], None] | None = None,
 ) -> dict[int, CovarianceAccumulator]:
     """Feed the pooled representation of every text at every requested layer into one
     :class:`CovarianceAccumulator` per layer, and return them keyed by layer.
@@ -142,7 +144,11 @@ def extract(
     goes to fold i mod K by its position in the length-sorted order of this process's batches).
     ``precision``: of the new accumulators' products; float64 by
     default, as the forward pass costs far more than the d×d products and the raw spectrum's
-    tail (``rankme_sv``) needs it. Runs under ``torch.inference_mode``.
+    tail (``rankme_sv``) needs it. ``start_batch``: skip this process's first batches (their
+    rows are already in ``accumulators``: a resumed run); ``on_batch(done, accumulators)`` is
+    called after each batch with the number of this process's batches done so far (a caller
+    saves state there). ``stats["tokens_read"]``: the tokens this call ran through the model.
+    Runs under ``torch.inference_mode``.
     """
     layout = model_layout(model)
     wanted = resolve_layers(layers, layout.n_layers)
@@ -168,12 +174,14 @@ def extract(
         if accs[layer].dim != dim:
             raise ValueError(f"layer {layer}: accumulator has dim {accs[layer].dim}, the model's hidden size is {dim}")
     batches = list(iter_batches(tokens, batch_size, shard))
-    n_tokens = sum(len(tokens[i]) for b in batches for i in b)
+    if isinstance(start_batch, bool) or not isinstance(start_batch, int) or not 0 <= start_batch <= len(batches):
+        raise ValueError(f"start_batch must be an integer in [0, {len(batches)}], got {start_batch!r}")
+    n_tokens = sum(len(tokens[i]) for b in batches[start_batch:] for i in b)
     desc = progress if isinstance(progress, str) else "extract"
     with _Pooler(layout, wanted, accs, pooling, resolve_final_norm(layout, final_norm)) as pooler, torch.inference_mode(), \
             tqdm(total=n_tokens, unit="tok", unit_scale=True, desc=desc, disable=not progress, leave=False) as bar:
         start = time.perf_counter()
-        for batch in batches:
+        for done, batch in enumerate(batches[start_batch:], start=start_batch + 1):
             ids, mask = pad_batch([tokens[i] for i in batch], pad_id, side)
             pooler.mask, pooler.positions = mask, pooled_positions(mask, pooling)
             kwargs: dict[str, Any] = {"input_ids": ids.to(device), "attention_mask": mask.to(device), "use_cache": False}
@@ -187,7 +195,9 @@ def extract(
                 raise RuntimeError("extraction hooks never fired: the model's forward does not run its blocks")
             bar.update(int(mask.sum()))
             bar.set_postfix_str(f"{bar.n / max(time.perf_counter() - start, 1e-9):,.0f} tok/s", refresh=False)
+            if on_batch is not None:
+                on_batch(done, {layer: accs[layer] for layer in wanted})
         if stats is not None:
             stats.update(n_tokens=sum(len(t) for t in tokens), n_texts=len(tokens), seconds=time.perf_counter() - start,
-                         max_length=max_length)
+                         max_length=max_length, tokens_read=n_tokens, n_batches=len(batches))
     return {layer: accs[layer] for layer in wanted}

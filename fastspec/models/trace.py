@@ -10,6 +10,10 @@ A results directory holds:
   and the checkpoint's step, timings and tokens/s. Written last and atomically: its presence
   means the checkpoint is done, so an interrupted run started again skips it and continues.
 - ``trace.csv``: one row per (checkpoint, layer), rewritten after every checkpoint.
+- ``checkpoints/<name>.partial.pt`` (while a checkpoint is being traced): every ``save_every``
+  batches, the layers' accumulator states and the position in the data. A run killed there
+  resumes from it, with results identical to an uninterrupted run's; it is deleted once the
+  checkpoint's results are written.
 
 Under ``torchrun --nproc-per-node K``, every rank takes every K-th batch, the accumulators
 are all-reduced (exact: Chan's merge), and rank 0 writes.
@@ -39,7 +43,7 @@ from ..spectral.metrics import check_fit_range
 from .checkpoints import DTYPES, Checkpoint, as_checkpoint, load_checkpoint
 from .data import load_texts, sample_texts, texts_digest
 from .extract import DEFAULT_MAX_LENGTH, extract
-from .hub import Downloads, resolve
+from .hub import Downloads, list_revisions, resolve
 
 CONFIG_FILE = "config.json"
 CKPT_DIR = "checkpoints"
@@ -47,6 +51,10 @@ TABLE_FILE = "trace.csv"
 #: Settings that change the numbers: a resumed run must match them.
 RESULT_SETTINGS = ("data_sha256", "n_texts", "layers", "pooling", "max_length", "batch_size", "final_norm",
                    "dtype", "fit_range", "padding_side", "folds")
+#: Every this many batches, a checkpoint's partial state is saved (a few minutes of work on a
+#: GPU: 8000 texts at the default batch size).
+DEFAULT_SAVE_EVERY = 500
+PARTIAL_FORMAT = "fastspec.trace.partial/1"
 #: What a setting added later meant for results written before it existed.
 SETTING_DEFAULTS = {"folds": 1}
 
@@ -102,6 +110,10 @@ def trace(
     prefetch: int | None = None,
     evict: bool = False,
     labels: Sequence[str] | None = None,
+    save_every: int | None = DEFAULT_SAVE_EVERY,
+    refine: int = 0,
+    candidates: Sequence[Any] | None = None,
+    chosen_by: str = "given",
 ) -> Any:
     """Trace every checkpoint's per-layer spectrum, RankMe (both conventions) and α into
     ``out_dir`` (layout in this module's docstring) and return :func:`load_trace` of it.
@@ -115,7 +127,22 @@ def trace(
     each one's downloaded files from the Hugging Face cache once its results are written.
     ``labels``: one name per checkpoint (``base``, ``sft``, ``dpo``, ``rlvr`` for stages that
     have no training step), kept in ``load_trace``'s ``label`` column and on the plots' axes.
+    ``save_every``: every this many batches the layers' accumulator states and the position
+    in the data are saved beside the results (``checkpoints/<name>.partial.pt``), so that a
+    run killed inside a checkpoint resumes there with results identical to an uninterrupted
+    run's (None: never; the state is L·d² float64 per layer and fold).
+    ``refine=M``: then up to M more checkpoints from ``candidates`` (default: every branch of
+    the one hub repository traced that names a step), one at a time, each bisecting the
+    interval between traced checkpoints where the last traced layer's RankMe or α is least
+    resolved (one with a change of direction across it first, then the largest change,
+    relative to the metric's range), at the candidate nearest its middle step. ``chosen_by``
+    records how the given checkpoints were chosen (``"given"``, ``"grid"``); refinements are
+    ``"refine"`` (``load_trace``'s ``chosen_by`` column).
     """
+    if isinstance(refine, bool) or not isinstance(refine, int) or refine < 0:
+        raise ValueError(f"refine must be a non-negative number of checkpoints, got {refine!r}")
+    if save_every is not None and (isinstance(save_every, bool) or not isinstance(save_every, int) or save_every < 1):
+        raise ValueError(f"save_every must be a positive number of batches or None, got {save_every!r}")
     ckpts = [as_checkpoint(c) for c in checkpoints]
     if not ckpts:
         raise ValueError("no checkpoints to trace")
@@ -146,6 +173,7 @@ def trace(
         "layers": layers if isinstance(layers, str) else list(layers), "pooling": pooling, "max_length": max_length,
         "batch_size": batch_size, "final_norm": final_norm, "padding_side": padding_side, "dtype": dtype,
         "fit_range": list(fit_range), "device": str(device), "world_size": world, "folds": int(folds),
+        "save_every": save_every,
         "fastspec": __version__, "torch": torch.__version__, "transformers": _transformers_version(),
     }
     ckpt_dir = os.path.join(out_dir, CKPT_DIR)
@@ -168,26 +196,82 @@ def trace(
     show = progress and rank == 0
     if show and len(todo) < len(ckpts):
         tqdm.write(f"fastspec trace: {len(ckpts) - len(todo)} of {len(ckpts)} checkpoints already in {out_dir}, skipped")
-    downloads = Downloads(prefetch=1 if prefetch is None else prefetch, evict=evict) \
-        if rank == 0 and any(c.on_hub for _, c in todo) else None
+    # rank 0 downloads (and evicts); the others wait for the files (its threads start on first use)
+    downloads = Downloads(prefetch=1 if prefetch is None else prefetch, evict=evict) if rank == 0 else None
+    how = {c.identity: chosen_by for c in ckpts}
     try:
         for pos, (index, ckpt) in enumerate(tqdm(todo, desc="checkpoints", unit="ckpt", disable=not show)):
             fetched, waited = None, time.perf_counter()
             if ckpt.on_hub:
-                if downloads is not None:
-                    fetched = downloads.fetch(ckpt, [c for _, c in todo[pos + 1:] if c.on_hub])
-                fetched = _shared(fetched, world)
+                upcoming = [c for _, c in todo[pos + 1:] if c.on_hub]
+                fetched = _shared(downloads.fetch(ckpt, upcoming) if downloads is not None else None, world)
             waited = time.perf_counter() - waited
             _trace_one(index, ckpt, texts, ckpt_dir, config, rank, world, device, trust_remote_code, show, fetched,
-                       waited, labels[index] if labels is not None else None)
+                       waited, labels[index] if labels is not None else None, how[ckpt.identity])
             if rank == 0:
                 write_table(out_dir)
                 if downloads is not None and downloads.release(ckpt) and show:
                     tqdm.write(f"fastspec trace: {ckpt.label}: traced, its files evicted from the Hugging Face cache")
+        if refine:
+            pool = _candidates(ckpts, candidates)
+            left = refine - (int((load_trace(out_dir).drop_duplicates("checkpoint")["chosen_by"] == "refine").sum())
+                             if rank == 0 else 0)
+            for extra in range(max(_shared(left, world), 0)):
+                nxt = _shared(next_refinement(load_trace(out_dir), pool) if rank == 0 else None, world)
+                if nxt is None:
+                    break
+                if show:
+                    tqdm.write(f"fastspec trace: refining with {nxt.label}")
+                fetched = _shared(downloads.fetch(nxt) if downloads is not None and nxt.on_hub else None, world)
+                _trace_one(len(ckpts) + extra, nxt, texts, ckpt_dir, config, rank, world, device, trust_remote_code,
+                           show, fetched, 0.0, None, "refine")
+                if rank == 0:
+                    write_table(out_dir)
+                    if downloads is not None:
+                        downloads.release(nxt)
     finally:
         if downloads is not None:
             downloads.close()
     return load_trace(out_dir)
+
+
+def _candidates(ckpts: Sequence[Checkpoint], candidates: Sequence[Any] | None) -> list[Checkpoint]:
+    if candidates is not None:
+        return [as_checkpoint(c) for c in candidates]
+    repos = {c.source for c in ckpts}
+    if len(repos) != 1 or not all(c.on_hub for c in ckpts):
+        raise ValueError("refine picks among candidate checkpoints: pass candidates=[...] (the default, every "
+                         "stepped branch of the repository, needs the checkpoints to be revisions of one hub id)")
+    repo = repos.pop()
+    return [Checkpoint(repo, r) for r in list_revisions(repo, "all")]
+
+
+def next_refinement(frame: Any, candidates: Sequence[Checkpoint]) -> Checkpoint | None:
+    """The candidate that best resolves the last traced layer's trajectory (see :func:`trace`'s
+    ``refine``), or None when no interval between traced checkpoints has one inside."""
+    last = frame[frame["layer"] == frame["layer"].max()].dropna(subset=["step"]).sort_values("step")
+    steps = last["step"].to_numpy(dtype=np.float64)
+    traced = set(frame["checkpoint"])
+    free = [c for c in candidates if c.step is not None and c.label not in traced]
+    best: tuple[tuple[bool, float], Checkpoint] | None = None
+    for i in range(len(steps) - 1):
+        inside = [c for c in free if steps[i] < c.step < steps[i + 1]]
+        if not inside:
+            continue
+        turn, size = False, 0.0
+        for metric in ("rankme", "alpha"):
+            y = last[metric].to_numpy(dtype=np.float64)
+            if not np.isfinite(y).all() or np.ptp(y) == 0:
+                continue
+            d = np.diff(y)
+            # the slopes on either side point opposite ways: the trajectory turns across this interval
+            turn |= bool(0 < i < len(d) - 1 and d[i - 1] * d[i + 1] < 0)
+            size = max(size, abs(d[i]) / np.ptp(y))
+        mid = (steps[i] + steps[i + 1]) / 2
+        pick = min(inside, key=lambda c: (abs(c.step - mid), c.step))
+        if best is None or (turn, size) > best[0]:
+            best = ((turn, size), pick)
+    return best[1] if best else None
 
 
 def _shared(value: Any, world: int) -> Any:
@@ -216,17 +300,29 @@ def _check_commits(ckpts: Sequence[Checkpoint], done: dict[str, dict[str, Any]],
 
 def _trace_one(index: int, ckpt: Checkpoint, texts: list[str], ckpt_dir: str, config: dict[str, Any], rank: int,
                world: int, device: str, trust_remote_code: bool, progress: bool,
-               fetched: tuple[str, str] | None = None, waited: float = 0.0, label: str | None = None) -> None:
+               fetched: tuple[str, str] | None = None, waited: float = 0.0, label: str | None = None,
+               chosen_by: str = "given") -> None:
     t0 = time.perf_counter()
     path, commit = fetched if fetched is not None else (None, None)
     model, tokenizer = load_checkpoint(ckpt, dtype=config["dtype"], device=device, trust_remote_code=trust_remote_code,
                                        path=path)
     t1 = time.perf_counter()
+    partial = os.path.join(ckpt_dir, ckpt.slug + (f".partial.rank{rank}" if world > 1 else ".partial") + ".pt")
+    accs, start = _load_partial(partial, ckpt, config, device, progress)
+    every = config["save_every"]
+
+    def save(done: int, state: dict[int, Any]) -> None:
+        if every and done % every == 0:
+            with replacing(partial) as tmp:
+                torch.save({"format": PARTIAL_FORMAT, "identity": ckpt.identity, "batch": done, "world": world,
+                            "settings": {k: config[k] for k in RESULT_SETTINGS},
+                            "states": {layer: acc.state_dict() for layer, acc in state.items()}}, tmp)
+
     stats: dict[str, Any] = {}
     accs = extract(model, tokenizer, texts, layers=config["layers"], pooling=config["pooling"],
                    max_length=config["max_length"], batch_size=config["batch_size"], final_norm=config["final_norm"],
                    padding_side=config["padding_side"], shard=(rank, world) if world > 1 else None,
-                   folds=config["folds"],
+                   folds=config["folds"], accumulators=accs, start_batch=start, on_batch=save,
                    progress=os.path.basename(ckpt.source) if progress else False, stats=stats)
     n_tokens = stats["n_tokens"]
     if progress and config["max_length"] == "auto" and stats["max_length"] < DEFAULT_MAX_LENGTH:
@@ -252,8 +348,9 @@ def _trace_one(index: int, ckpt: Checkpoint, texts: list[str], ckpt_dir: str, co
             _save_npz(tmp, arrays)
         write_json(os.path.join(ckpt_dir, ckpt.slug + ".json"), {
             "checkpoint": ckpt.label, "source": ckpt.source, "revision": ckpt.revision, "step": ckpt.step,
-            "identity": ckpt.identity, "commit": commit, "label": label,
+            "identity": ckpt.identity, "commit": commit, "label": label, "chosen_by": chosen_by,
             "index": index, "n_tokens": n_tokens, "max_length": stats["max_length"],
+            "tokens_read": stats["tokens_read"], "resumed_from_batch": start,
             "seconds": {"download_wait": waited, "load": t1 - t0, "extract": t2 - t1, "spectra": t3 - t2},
             "tokens_per_second": n_tokens / max(t2 - t1, 1e-9), "layers": records,
         })
@@ -261,6 +358,43 @@ def _trace_one(index: int, ckpt: Checkpoint, texts: list[str], ckpt_dir: str, co
         import torch.distributed as dist
 
         dist.barrier()
+    if os.path.exists(partial):  # the results are final: the partial state has served
+        os.remove(partial)
+
+
+def _load_partial(path: str, ckpt: Checkpoint, config: dict[str, Any], device: str,
+                  progress: bool) -> tuple[dict[int, Any] | None, int]:
+    """The accumulators and the batch a killed run saved for ``ckpt``, or (None, 0) when
+    there is none, or it was made with other settings or another world size (then it is
+    discarded, saying why: the checkpoint starts again)."""
+    from ..spectral.accumulator import CovarianceAccumulator
+
+    if not os.path.exists(path):
+        return None, 0
+    why = None
+    try:
+        saved = torch.load(path, weights_only=True, map_location="cpu")
+        if not (isinstance(saved, dict) and saved.get("format") == PARTIAL_FORMAT and saved.get("identity") == ckpt.identity):
+            why = "it is not a partial state of this checkpoint"
+        elif saved["settings"] != {k: config[k] for k in RESULT_SETTINGS} or saved["world"] != config["world_size"]:
+            why = "it was made with other settings or another number of processes"
+    except Exception as err:  # truncated, corrupt: start the checkpoint again
+        why = f"it cannot be read ({type(err).__name__}: {err})"
+    if why is None:
+        accs = {}
+        for layer, state in saved["states"].items():
+            acc = CovarianceAccumulator(int(state["dim"]), device=device, precision="float64", folds=config["folds"])
+            acc.load_state_dict(state)
+            accs[int(layer)] = acc
+        if progress:
+            tqdm.write(f"fastspec trace: {ckpt.label}: resuming inside the checkpoint, from batch {saved['batch']} "
+                       f"(state saved in {path})")
+        return accs, int(saved["batch"])
+    os.remove(path)
+    if progress:
+        tqdm.write(f"fastspec trace: {ckpt.label}: not resuming from {path}: {why}; it is discarded and the "
+                   "checkpoint starts again")
+    return None, 0
 
 
 def _save_npz(path: str, arrays: dict[str, np.ndarray]) -> None:
@@ -329,7 +463,8 @@ def load_trace(out_dir: str | os.PathLike, *, eigenvalues: bool = False) -> Any:
             except (OSError, ValueError) as err:
                 raise ValueError(f"{npz}: unreadable spectra ({err})") from err
         for layer in rec["layers"]:
-            row = {"checkpoint": rec["checkpoint"], "label": rec.get("label"), "step": rec["step"],
+            row = {"checkpoint": rec["checkpoint"], "label": rec.get("label"), "chosen_by": rec.get("chosen_by", "given"),
+                   "step": rec["step"],
                    "index": rec["index"], "layer": layer["layer"],
                    "rankme": layer["rankme"], "rankme_sv": layer["rankme_sv"], "alpha": layer["alpha"],
                    "alpha_r2": layer["alpha_r2"], "alpha_intercept": layer["alpha_intercept"],

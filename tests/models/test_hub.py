@@ -161,3 +161,94 @@ def test_listing_orders_by_the_step_in_the_name_and_filters_by_glob(monkeypatch)
     with pytest.raises(CheckpointError, match=r"no branch .* matches 'x\*' \(branches: main, stage1"):
         hub.list_revisions("org/olmo", "x*")
     assert hub.is_pattern("all") and hub.is_pattern("step*000") and not hub.is_pattern("step1000")
+
+
+@pytest.fixture(scope="module")
+def turning(tmp_path_factory):
+    """17 revisions (step0 … step160) of a tiny model whose embedding keeps r(step) of its 32
+    directions at full scale, r = 32 − round(|step − 70| / 6): layer 0's RankMe rises to a
+    known peak at step 70 and falls after it (mean-pooled: the texts end in few distinct words)."""
+    import torch
+    from tinylm import save_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    root = tmp_path_factory.mktemp("turning")
+    base = save_model(str(root / "base"), "gpt_neox", layers=2, hidden=32)
+    tok = AutoTokenizer.from_pretrained(base)
+    dirs = {}
+    for step in range(0, 161, 10):
+        model = AutoModelForCausalLM.from_pretrained(base)
+        r = 32 - round(abs(step - 70) / 6)
+        with torch.no_grad():
+            model.get_input_embeddings().weight[:, r:] *= 0.05
+        path = root / f"step{step}"
+        model.save_pretrained(path)
+        tok.save_pretrained(path)
+        dirs[f"step{step}"] = str(path)
+    data = root / "data.txt"
+    data.write_text("\n".join(CORPUS) + "\n")
+    return dirs, data
+
+
+def test_refine_bisects_towards_the_turning_point(turning, tmp_path):
+    dirs, data = turning
+    out = tmp_path / "refine"
+    with HubServer({"org/turn": dirs}) as server:
+        run = _fastspec(["trace", "org/turn", "--revisions", "all", "--grid", "4", "--refine", "4", "--layers", "0",
+                         "--pooling", "mean",
+                         "--data", str(data), "--out", str(out), "--fit-range", "2", "20"], _env(server, tmp_path / "h"),
+                        tmp_path)
+    assert "4 revisions of org/turn: step0 step50 step110 step160" in run.stdout
+    frame = fastspec.load_trace(out)
+    how = dict(zip(frame["step"], frame["chosen_by"]))
+    assert [s for s, h in how.items() if h == "grid"] == [0, 50, 110, 160]
+    refined = [int(s) for s, h in how.items() if h == "refine"]
+    assert len(refined) == 4 and 70 in refined, refined  # the known turning point was found
+    assert int(frame.loc[frame["rankme"].idxmax(), "step"]) == 70
+
+
+def test_memorization_across_hub_revisions(suite, tmp_path):
+    """fastspec memorization --checkpoints with hub revisions: fetched by commit (recorded),
+    the same ρ as scoring the local directories."""
+    from transformers import AutoTokenizer
+
+    dirs, _ = suite
+    tok = AutoTokenizer.from_pretrained(dirs[0])
+    docs = [np.array(tok(t, add_special_tokens=False)["input_ids"]) for t in CORPUS]
+    index = fastspec.InfGramIndex.build(docs, tmp_path / "index", vocab_size=len(tok), progress=False)
+    items = [{"prompt": " ".join(a.split()[:4]), "output": " " + " ".join(b.split()[3:3 + k % 3 + 1])}
+             for k, (a, b) in enumerate(zip(CORPUS[::5], CORPUS[3::5]))]
+    (tmp_path / "items.jsonl").write_text("".join(json.dumps(it) + "\n" for it in items))
+    with HubServer({"org/tiny": _branches(dirs)}) as server:
+        _fastspec(["memorization", "--checkpoints", "org/tiny@step0", "org/tiny@step6", "--index", str(tmp_path / "index"),
+                   "--items", str(tmp_path / "items.jsonl"), "--out", str(tmp_path / "memo"), "--quiet"],
+                  _env(server, tmp_path / "home"), tmp_path)
+        commits = dict(server.repos["org/tiny"])
+    import pandas as pd
+
+    table = pd.read_csv(tmp_path / "memo" / "memorization.csv")
+    assert table["checkpoint"].tolist() == ["org/tiny@step0", "org/tiny@step6"] and table["step"].tolist() == [0, 6]
+    for row, d in zip(table.itertuples(), (dirs[0], dirs[2])):
+        assert row.rho == pytest.approx(fastspec.memorization(items, index, d).rho, abs=1e-9)
+    recs = [json.loads(p.read_text()) for p in sorted((tmp_path / "memo" / "memorization").glob("*.json"))]
+    assert sorted(r["commit"] for r in recs) == sorted([commits["step0"], commits["step6"]])
+
+
+def test_torchrun_with_hub_checkpoints_downloads_once_on_rank_0(suite, tmp_path):
+    """Two gloo processes: rank 0 fetches (and evicts) each revision, rank 1 waits for the
+    files; every file body is served once, and the numbers are one process's."""
+    dirs, data = suite
+    args = [*_trace_args(data, tmp_path / "two", "--revisions", "step0", "step3", "--evict"), "--max-length", "32"]
+    with HubServer({"org/tiny": _branches(dirs)}) as server:
+        env = {**_env(server, tmp_path / "home"), "OMP_NUM_THREADS": "1"}
+        p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                            "-m", "fastspec", *args], capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+        assert p.returncode == 0, p.stderr[-6000:]
+        bodies = server.downloads()
+    assert len(bodies) == len(set(bodies))  # no file downloaded twice (rank 1 read rank 0's)
+    assert json.loads((tmp_path / "two" / "config.json").read_text())["world_size"] == 2
+    two = fastspec.load_trace(tmp_path / "two")
+    one = fastspec.trace(dirs[:2], data, tmp_path / "one", layers=[0, 2], max_length=32, progress=False)
+    np.testing.assert_allclose(two["rankme"].to_numpy(), one["rankme"].to_numpy(), rtol=3e-5)
+    snapshots = tmp_path / "home" / "hub" / "models--org--tiny" / "snapshots"
+    assert not snapshots.exists() or not os.listdir(snapshots)  # evicted (the last one takes the folder with it)

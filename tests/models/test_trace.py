@@ -271,3 +271,53 @@ def test_post_training_stages_keep_their_order_and_labels_through_plot_and_repor
     with pytest.raises(ValueError, match=r"one distinct label per checkpoint, got 3 label\(s\)"):
         fastspec.trace(dirs, TEXTS, tmp_path / "bad", labels=stages[:3], **KW)
     capsys.readouterr()
+
+
+def test_a_run_killed_inside_a_checkpoint_resumes_there_with_identical_results(tmp_path):
+    """kill -9 while a checkpoint is being extracted (once its partial state is on disk),
+    resume: the message says where, every number equals an uninterrupted run's (the same
+    save_every: the saves are at the same batches), fewer tokens are read than a restart
+    would read, and no partial state is left."""
+    import signal
+    import subprocess
+    import time
+
+    from tinylm import save_model
+
+    model = save_model(str(tmp_path / "model"), "gpt_neox", layers=2, hidden=64)
+    data = tmp_path / "texts.txt"
+    data.write_text("\n".join((CORPUS * 12)[:2400]) + "\n")
+    args = [model, "--data", str(data), "--max-length", "32", "--batch-size", "4", "--fit-range", "2", "20",
+            "--save-every", "20", "--folds", "3", "--quiet"]
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    cmd = [sys.executable, "-m", "fastspec", "trace"]
+    whole = subprocess.run([*cmd, *args, "--out", str(tmp_path / "whole")], env=env, capture_output=True, text=True,
+                           timeout=600, cwd=tmp_path)
+    assert whole.returncode == 0, whole.stderr
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([*cmd, *args, "--out", str(out)], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, cwd=tmp_path)
+    deadline = time.time() + 300
+    while not list((out / "checkpoints").glob("*.partial.pt")) if (out / "checkpoints").is_dir() else True:
+        assert proc.poll() is None and time.time() < deadline, "the run ended before it saved a partial state"
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not list((out / "checkpoints").glob("*.json"))  # killed inside the checkpoint
+    resumed = subprocess.run([*cmd, *args[:-1], "--out", str(out)], env=env, capture_output=True, text=True,
+                             timeout=600, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming inside the checkpoint, from batch" in resumed.stdout
+    got, want = _results(out), _results(tmp_path / "whole")
+    for name in want:  # every number of every layer, and the spectra, exactly
+        w = dict(want[name]) if name.endswith(".json") else want[name]
+        g = dict(got[name]) if name.endswith(".json") else got[name]
+        if name.endswith(".json"):
+            for key in ("tokens_read", "resumed_from_batch"):  # how this run got there, not a result
+                w.pop(key), g.pop(key)
+        assert g == w, name
+    assert set(got) == set(want)
+    rec = next(json.loads(p.read_text()) for p in (out / "checkpoints").glob("*.json"))
+    assert rec["resumed_from_batch"] >= 20 and rec["tokens_read"] < rec["n_tokens"]
+    assert not list((out / "checkpoints").glob("*.partial*"))
+
