@@ -510,7 +510,10 @@ class CovarianceAccumulator:
         """RankMe, RankMe_sv and α of all the rows with their jackknife standard errors over
         the K folds (``CovarianceAccumulator(dim, folds=K)``): with θ₍ₖ₎ the estimate from
         every fold but k and θ̄ their mean, SE = √((K − 1)/K · Σₖ (θ₍ₖ₎ − θ̄)²) (Quenouille and
-        Tukey's delete-a-group jackknife). The estimates are those of all the rows, not
+        Tukey's delete-a-group jackknife) when the folds are of equal size; otherwise its
+        generalisation to folds of m_k rows (Busing, Meijer and van der Leeden, 1999), which
+        weighs each fold by h_k = N/m_k, so that leaving out more rows is not read as spread
+        (it matters when N/K is small). The estimates are those of all the rows, not
         bias-corrected. Costs 2(K + 1) eigensolves of d × d, or 2K when the caller passes
         ``spectra``, its :meth:`spectrum` and ``spectrum(center=False)`` of all the rows."""
         fit_range = check_fit_range(fit_range)
@@ -543,7 +546,16 @@ class CovarianceAccumulator:
         full = estimates(*spectra)
         loo = torch.tensor([estimates(acc.spectrum(), acc.spectrum(center=False))
                             for acc in map(without, range(self.folds))], dtype=torch.float64)
-        se = torch.sqrt((self.folds - 1) / self.folds * ((loo - loo.mean(0)) ** 2).sum(0)).tolist()
+        # Folds of unequal size (N not a multiple of K) leave out different numbers of rows, and
+        # a statistic that moves with N (RankMe when N < d) would count that as spread: the
+        # delete-m_k jackknife of Busing, Meijer and van der Leeden (1999) weighs each fold by
+        # h_k = N / m_k through its pseudo-value; with equal folds it is the formula above.
+        m = torch.tensor(sizes, dtype=torch.float64)[:, None]
+        h = sum(sizes) / m
+        theta = torch.tensor(full, dtype=torch.float64)[None, :]
+        pseudo = h * theta - (h - 1) * loo
+        centre = self.folds * theta[0] - ((1 - m / sum(sizes)) * loo).sum(0)  # their jackknife estimate
+        se = torch.sqrt(((pseudo - centre) ** 2 / (h - 1)).mean(0)).tolist()
         alpha_ok = not (math.isnan(full[2]) or bool(torch.isnan(loo[:, 2]).any()))
         return Jackknife(full[0], se[0], full[1], se[1], full[2] if alpha_ok else None, se[2] if alpha_ok else None,
                          self.folds, self.n_samples, fit_range)

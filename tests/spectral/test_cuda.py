@@ -836,9 +836,10 @@ def test_wiring_of_the_canary_passes_right_kernels_and_names_a_wrong_one(fake_bi
 
     def off_by_1e4(x, dtype, rows, cols, row_stride, products, y, gram, *rest):
         real(x, dtype, rows, cols, row_stride, products, y, gram, *rest)
-        if products == 1:  # a 3×TF32 product path that loses accuracy
-            g = fake_binding._array(gram, cols * cols, np.float32)
-            g *= np.float32(1 + 1e-4)
+        if products == 1:  # a 3×TF32 product path that loses accuracy (in the upper triangle it writes;
+            # the lower one is uninitialised memory, which may hold anything)
+            g = fake_binding._array(gram, cols * cols, np.float32).reshape(cols, cols)
+            g[np.triu_indices(cols)] *= np.float32(1 + 1e-4)
 
     monkeypatch.setattr(fake_binding, "centre_and_gram", off_by_1e4)
     problem = cuda_kernels.canary(torch.device("cpu"))
