@@ -121,15 +121,20 @@ def suffix_lengths(items: Iterable[Any], index: InfGramIndex | str | os.PathLike
     ``share`` columns, plus ``n_tokens``. It depends on the corpus and the items only, not
     on any model, so a trace over checkpoints has one table for all of them."""
     seqs, prompt_lens = encode_items(_item_list(items), tokenizer)
-    return _suffix_table(_as_index(index).score(seqs, threads=threads), prompt_lens)
+    return _suffix_frame(_suffix_counts(_as_index(index).score(seqs, threads=threads), prompt_lens))
 
 
-def _suffix_table(scores: Sequence[Any], prompt_lens: Sequence[int]) -> Any:
+def _suffix_counts(scores: Sequence[Any], prompt_lens: Sequence[int]) -> list[int]:
+    """Scored tokens per bin of :data:`SUFFIX_BINS`."""
+    n = np.concatenate([s.effective_n[p:] for s, p in zip(scores, prompt_lens)])
+    return [int((n <= 3).sum()), *(int((n == k).sum()) for k in range(4, 9)), int((n > 8).sum())]
+
+
+def _suffix_frame(counts: Sequence[int]) -> Any:
     import pandas as pd
 
-    n = np.concatenate([s.effective_n[p:] for s, p in zip(scores, prompt_lens)])
-    counts = [int((n <= 3).sum()), *(int((n == k).sum()) for k in range(4, 9)), int((n > 8).sum())]
-    return pd.DataFrame({"bin": list(SUFFIX_BINS), "share": np.array(counts) / len(n), "n_tokens": len(n)})
+    total = int(sum(counts))
+    return pd.DataFrame({"bin": list(SUFFIX_BINS), "share": np.array(counts) / total, "n_tokens": total})
 
 
 def memorization_trace(checkpoints: Sequence[Any], items: Any, index: InfGramIndex | str | os.PathLike,
@@ -140,7 +145,9 @@ def memorization_trace(checkpoints: Sequence[Any], items: Any, index: InfGramInd
     resumable like a trace: ``out_dir/memorization/<name>-<hash>.json`` per checkpoint
     (written last: its presence means done), ``memorization.csv`` (``checkpoint``, ``step``,
     ``rho``, ``pvalue``, ``n_items``, ``n_excluded``, ``rule``, rewritten after each),
-    ``suffix_lengths.csv`` (:func:`suffix_lengths`) and ``memorization_config.json`` (the
+    ``suffix_lengths.csv`` (:func:`suffix_lengths` per checkpoint, in the tokens its
+    tokenizer makes of the items, and ``pooled`` over all of them; a suite that shares one
+    tokenizer has the same rows for every checkpoint) and ``memorization_config.json`` (the
     index, the items' SHA-256 and the rule: a resumed run with others is refused once a
     checkpoint is done). ``items``: a ``.jsonl`` path or (prompt, output) items. Returns the
     table, in training order."""
@@ -205,14 +212,19 @@ def _score_one(i: int, ckpt: Any, commit: str | None, model: Any, tok: Any, item
                                   for x, p in zip(seqs, prompt_lens))).digest()
     if key not in infgram:
         scores = idx.score(seqs, threads=threads)
-        infgram[key] = output_scores(scores, prompt_lens, rule)
-        if not os.path.exists(os.path.join(out_dir, SUFFIX_TABLE)):  # the same for every checkpoint
-            write_csv(_suffix_table(scores, prompt_lens), os.path.join(out_dir, SUFFIX_TABLE))
-    res = _correlate(model, seqs, prompt_lens, infgram[key], rule, batch_size=batch_size, device=device)
+        infgram[key] = (output_scores(scores, prompt_lens, rule), _suffix_counts(scores, prompt_lens))
+    outputs, counts = infgram[key]
+    res = _correlate(model, seqs, prompt_lens, outputs, rule, batch_size=batch_size, device=device)
     rec = {"checkpoint": ckpt.label, "step": ckpt.step, "index": i, "identity": ckpt.identity, "commit": commit,
            "rho": res.rho, "pvalue": res.pvalue, "n_items": res.n_items, "n_excluded": res.n_excluded,
-           "rule": res.rule}
+           "rule": res.rule, "suffix_counts": counts}
     write_json(os.path.join(rec_dir, ckpt.slug + ".json"), rec)
     done[ckpt.identity] = rec
-    table = pd.DataFrame(sorted(done.values(), key=lambda r: (r["step"] is None, r["step"] or 0, r["index"])))
-    write_csv(table.drop(columns=["identity", "commit"], errors="ignore"), os.path.join(out_dir, MEMO_TABLE))
+    ordered = sorted(done.values(), key=lambda r: (r["step"] is None, r["step"] or 0, r["index"]))
+    table = pd.DataFrame(ordered).drop(columns=["identity", "commit", "suffix_counts"], errors="ignore")
+    write_csv(table, os.path.join(out_dir, MEMO_TABLE))
+    with_counts = [r for r in ordered if r.get("suffix_counts")]
+    pooled = np.sum([r["suffix_counts"] for r in with_counts], axis=0)
+    write_csv(pd.concat([_suffix_frame(r["suffix_counts"]).assign(checkpoint=r["checkpoint"]) for r in with_counts]
+                        + [_suffix_frame(pooled).assign(checkpoint="pooled")])[["checkpoint", "bin", "share", "n_tokens"]],
+              os.path.join(out_dir, SUFFIX_TABLE))

@@ -24,6 +24,7 @@ import pandas as pd
 from .._files import write_text
 from .._version import __version__
 from ..analyses.correlation import correlation_table
+from ..analyses.memorization import SUFFIX_BINS
 from ..analyses.toy import summary_table
 from ..models.phases import phases
 from ..models.trace import load_trace
@@ -122,9 +123,15 @@ def _memorization_section(root: str, blocks: list[Block], trace: pd.DataFrame | 
     suffix = _find(root, "suffix_lengths.csv")
     if suffix:
         table = pd.read_csv(suffix)
-        bars = plot_suffix_lengths(table, os.path.join(os.path.dirname(suffix), "suffix_lengths.png"))
-        blocks.append(("img", (_rel(bars, root), "Effective n of the ∞-gram over the scored tokens (the paper's Table 1)")))
-        blocks.append(("table", table.assign(share=100 * table["share"]).rename(columns={"share": "share (%)"})))
+        if "checkpoint" not in table:  # written before per-checkpoint rows: one table for all
+            table = table.assign(checkpoint="pooled")
+        pooled = table[table["checkpoint"] == "pooled"]
+        bars = plot_suffix_lengths(pooled, os.path.join(os.path.dirname(suffix), "suffix_lengths.png"))
+        blocks.append(("img", (_rel(bars, root), "Effective n of the ∞-gram over the scored tokens of every checkpoint "
+                                                "(the paper's Table 1)")))
+        wide = table.pivot_table(index="checkpoint", columns="bin", values="share", sort=False) * 100
+        blocks.append(("table", wide[[b for b in SUFFIX_BINS if b in wide]].reset_index()
+                       .rename(columns={b: f"n {b} (%)" for b in SUFFIX_BINS})))
     blocks.append(("p", f"Data: {_rel(csv, root)}"))
 
 

@@ -171,8 +171,12 @@ def test_memorization_trace_scores_every_checkpoint_resumably(traced_ckpts, tmp_
     assert len(calls) == 1 and again["step"].tolist() == [0, 3, 6]
     with pytest.raises(ValueError, match=r"other settings \(rule differ\)"):
         fastspec.memorization_trace(ckpts, items, index, tmp_path, rule="all", progress=False)
-    table = pd.read_csv(tmp_path / "suffix_lengths.csv")
+    full = pd.read_csv(tmp_path / "suffix_lengths.csv")
+    assert full["checkpoint"].unique().tolist() == [*(f"{c}" for c in again["checkpoint"]), "pooled"]
+    table = full[full["checkpoint"] == "pooled"]
     assert table["bin"].tolist() == ["<=3", "4", "5", "6", "7", "8", ">8"] and table["share"].sum() == pytest.approx(1)
+    for _, rows in full.groupby("checkpoint"):  # one tokenizer: every checkpoint's rows are the pooled ones
+        np.testing.assert_allclose(rows["share"].to_numpy(), table["share"].to_numpy(), rtol=1e-12)
     # the shares against per-token infgram_prob calls
     n = []
     for it in items:
