@@ -190,8 +190,10 @@ def trace(
             write_json(os.path.join(out_dir, CONFIG_FILE), config)
     # Done by identity, not by the name given: ck/step2/ after ck/step2 is the same checkpoint.
     done = {_record_identity(r): r for r in records}
-    if rank == 0:
-        _check_commits([c for c in ckpts if c.identity in done and c.on_hub], done, out_dir)
+    moved = _shared(_moved_commits([c for c in ckpts if c.identity in done and c.on_hub], done, out_dir)
+                    if rank == 0 else None, world)
+    if moved:  # every rank stops, not rank 0 alone
+        raise ValueError(moved)
     todo = [(i, c) for i, c in enumerate(ckpts) if c.identity not in done]
     show = progress and rank == 0
     if show and len(todo) < len(ckpts):
@@ -285,17 +287,19 @@ def _shared(value: Any, world: int) -> Any:
     return box[0]
 
 
-def _check_commits(ckpts: Sequence[Checkpoint], done: dict[str, dict[str, Any]], out_dir: str) -> None:
-    """Refuse to extend a trace whose hub checkpoints' revisions now point at other commits."""
+def _moved_commits(ckpts: Sequence[Checkpoint], done: dict[str, dict[str, Any]], out_dir: str) -> str | None:
+    """Why a trace whose hub checkpoints' revisions now point at other commits cannot be
+    extended, or None."""
     for ckpt in ckpts:
         then = done[ckpt.identity].get("commit")
         if then is None:
             continue
         now, _ = resolve(ckpt)
         if now != then:
-            raise ValueError(f"{out_dir}: checkpoint {ckpt.label} was traced at commit {then}, but its revision "
-                             f"now resolves to {now} (the branch moved); a trace does not mix the two: trace into a "
-                             f"new directory, or name the commit as the revision ({ckpt.source}@{then})")
+            return (f"{out_dir}: checkpoint {ckpt.label} was traced at commit {then}, but its revision now resolves "
+                    f"to {now} (the branch moved); a trace does not mix the two: trace into a new directory, or name "
+                    f"the commit as the revision ({ckpt.source}@{then})")
+    return None
 
 
 def _trace_one(index: int, ckpt: Checkpoint, texts: list[str], ckpt_dir: str, config: dict[str, Any], rank: int,
