@@ -1,0 +1,1 @@
+"""Drop-in replacements for other tools' spectral functions, computed by fastspec."""

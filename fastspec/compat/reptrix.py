@@ -1,0 +1,73 @@
+"""Reptrix's ``get_rankme`` and ``get_alpha`` (pip ``reptrix``: ``reptrix.rankme``,
+``reptrix.alpha``) with their signatures and return values, computed by fastspec.
+
+A Reptrix user changes one import::
+
+    from fastspec.compat.reptrix import get_alpha, get_rankme   # was: from reptrix.rankme import get_rankme …
+
+What Reptrix does, and so what these do: flatten the activations to (batch, features),
+centre them, and take the eigenspectrum of their covariance as scikit-learn's PCA
+``explained_variance_ratio_`` (each eigenvalue over the total variance), cut to the
+``max_eigenvals`` largest. RankMe is the entropy effective rank of those (p = λ/‖λ‖₁ + 1e-7);
+α is the weighted (1/rank) least-squares slope of log λ over the 0-based indices
+``fit_range`` (default ``np.arange(10, 100)``), and its goodness of fit is scored as Reptrix
+scores it (R² of the log spectrum from index ``fit_range[0] + 1``, to index 500, or to 10
+before the end of a spectrum shorter than 512, and to index 100). Where fastspec differs:
+one float64 eigensolve of the d × d covariance instead of a full SVD (the numbers agree to
+rounding; faster, ``benchmarks/``), and ``fit_range`` is not incremented in place (Reptrix adds
+1 to the caller's array).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..spectral.metrics import alpha_req, rankme
+from ..spectral.oneshot import spectrum
+
+__all__ = ["get_alpha", "get_rankme"]
+
+
+def _ratios(activations: Any, max_eigenvals: int) -> np.ndarray:
+    """PCA's ``explained_variance_ratio_`` of the flattened, centred activations."""
+    x = activations.detach() if hasattr(activations, "detach") else activations
+    x = x.reshape(x.shape[0], -1)
+    lam = spectrum(x).eigenvalues
+    return lam[: min(max_eigenvals, x.shape[0], x.shape[1])] / lam.sum()
+
+
+def get_rankme(activations: Any, max_eigenvals: int = 2048) -> float:
+    """RankMe (Garrido et al., 2023) as Reptrix computes it: the effective rank of the
+    ``max_eigenvals`` largest eigenvalues of the activations' covariance."""
+    return rankme(_ratios(activations, max_eigenvals))
+
+
+def _r2(y: np.ndarray, yhat: np.ndarray) -> float:
+    """scikit-learn's ``r2_score``."""
+    return float(1.0 - np.sum((y - yhat) ** 2) / np.sum((y - y.mean()) ** 2))
+
+
+def get_alpha(activations: Any, max_eigenvals: int = 2048, fit_range: np.ndarray | None = None) -> tuple:
+    """α-ReQ as Reptrix computes it. Returns ``(alpha, ypred, fit_R2, fit_R2_100)``: the
+    decay, the fitted power law at every rank, and the fit's R² to index 500 (or 10 before
+    the end of a shorter spectrum) and to index 100 (None where that range is empty)."""
+    eigen = _ratios(activations, max_eigenvals)
+    idx = np.arange(10, 100) if fit_range is None else np.asarray(fit_range)
+    if idx.ndim != 1 or idx.size < 2 or not np.array_equal(idx, np.arange(idx[0], idx[0] + idx.size)):
+        raise ValueError("fit_range must be a run of consecutive indices such as np.arange(10, 100), got "
+                         f"{np.asarray(fit_range)!r}")
+    start, stop = int(idx[0]), int(idx[-1]) + 1
+    if stop > eigen.size:
+        raise ValueError(f"fit_range reaches index {stop - 1}, but the spectrum has {eigen.size} eigenvalues "
+                         f"(min(batch, features, max_eigenvals={max_eigenvals}))")
+    fit = alpha_req(eigen, fit_range=(start, stop))
+    ypred = fit.predict(np.arange(1, eigen.size + 1))
+    logs, logp = np.log(np.abs(eigen)), np.log(np.abs(ypred))
+    # Reptrix scores from fit_range[0] + 1: it increments its range array before slicing.
+    first = start + 1
+    max_range = 500 if eigen.size >= 512 else eigen.size - 10
+    fit_r2 = _r2(logs[first:max_range], logp[first:max_range])
+    fit_r2_100 = _r2(logs[first:100], logp[first:100]) if min(100, eigen.size) - first >= 2 else None
+    return fit.alpha, ypred, fit_r2, fit_r2_100
