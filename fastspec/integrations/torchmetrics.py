@@ -1,0 +1,92 @@
+"""A torchmetrics ``Metric`` of representation geometry: streamed rows in, RankMe (both
+conventions) and α out, its state merged exactly across processes.
+
+>>> from fastspec.integrations.torchmetrics import SpectralMetrics
+>>> metric = SpectralMetrics(768)
+>>> for batch in loader:
+...     metric.update(model(batch).last_hidden_state[:, -1])
+>>> metric.compute()          # {"rankme": …, "rankme_sv": …, "alpha": …}
+
+The state is each process's (n, mean, M2) in float64, every batch centred on its own mean and
+merged by Chan, Golub and LeVeque's update (as :class:`fastspec.CovarianceAccumulator` does;
+not a float32 sum of squares, which loses a large-mean column entirely). Under
+torch.distributed, torchmetrics gathers every process's triple (``dist_reduce_fx="cat"``) and
+``compute`` merges them the same way, so N processes give one process's numbers to rounding.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+try:
+    from torchmetrics import Metric
+except ImportError as err:  # pragma: no cover - depends on the environment
+    raise ImportError("fastspec.integrations.torchmetrics needs torchmetrics: pip install 'fastspec[torchmetrics]'") from err
+
+from ..spectral.eigen import spectrum_of_scatter
+from ..spectral.inputs import as_matrix, nonfinite_rows
+from ..spectral.metrics import SpectrumTooShort, alpha_req, check_fit_range, rankme
+from ..spectral.moments import Moments, symmetrize_upper
+
+__all__ = ["SpectralMetrics"]
+
+
+def _moments(n: float, mean: torch.Tensor, m2: torch.Tensor) -> Moments:
+    m = Moments(mean.shape[0], mean.device)
+    if n:
+        m.n, m.mean, m.m2 = int(n), mean.clone(), m2.clone()
+    return m
+
+
+class SpectralMetrics(Metric):
+    """RankMe (``rankme``: the eigenvalues of the centred covariance; ``rankme_sv``: Garrido
+    et al.'s, the singular values of the raw rows) and α-ReQ (``alpha``, over the 0-based
+    ``fit_range``; NaN while the spectrum is shorter) of every row given to :meth:`update`.
+    ``dim``: the feature width. Rows with NaN/Inf are refused (a ValueError naming them)."""
+
+    is_differentiable = False
+    higher_is_better = None
+    full_state_update = False
+
+    def __init__(self, dim: int, *, fit_range: tuple[int, int] = (11, 100), **kwargs: Any):
+        super().__init__(**kwargs)
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+            raise ValueError(f"dim must be a positive integer, got {dim!r}")
+        self.dim, self.fit_range = dim, check_fit_range(fit_range)
+        self.add_state("n", default=torch.zeros(1, dtype=torch.float64), dist_reduce_fx="cat")
+        self.add_state("mean", default=torch.zeros(1, dim, dtype=torch.float64), dist_reduce_fx="cat")
+        self.add_state("m2", default=torch.zeros(1, dim, dim, dtype=torch.float64), dist_reduce_fx="cat")
+
+    def update(self, features: Any) -> None:
+        x = as_matrix(features, "features")
+        if x.shape[1] != self.dim:
+            raise ValueError(f"features have {x.shape[1]} columns (shape {tuple(x.shape)}), this metric was made "
+                             f"for dim={self.dim}")
+        if not x.shape[0]:
+            return
+        nonfinite_rows(x, "features", "raise")
+        batch = Moments(self.dim, self.n.device)
+        batch.add_chunk(x.detach().to(self.n.device, torch.float64))  # exact centring, float64 products
+        state = _moments(float(self.n[0]), self.mean[0], self.m2[0])
+        state.add_centred(batch.n, batch.mean, symmetrize_upper(batch.m2))
+        self.n[0], self.mean[0], self.m2[0] = float(state.n), state.mean, state.m2
+
+    def compute(self) -> dict[str, float]:
+        n = self.n.reshape(-1)
+        parts = [_moments(float(k), mu, m2) for k, mu, m2 in
+                 zip(n, self.mean.reshape(-1, self.dim), self.m2.reshape(-1, self.dim, self.dim))]
+        total = Moments.pooled(parts, self.dim, self.n.device)
+        if total.n < 2:
+            raise ValueError(f"SpectralMetrics needs at least 2 rows; it has {total.n}")
+        centred = spectrum_of_scatter(total.m2, n_samples=total.n, center=True)
+        raw = spectrum_of_scatter(total.m2 + total.n * torch.outer(total.mean, total.mean), n_samples=total.n,
+                                  center=False)
+        try:
+            alpha = alpha_req(centred, fit_range=self.fit_range).alpha
+        except SpectrumTooShort:
+            alpha = math.nan
+        return {"rankme": rankme(centred), "rankme_sv": rankme(raw, convention="sv"), "alpha": alpha,
+                "n_samples": total.n}
