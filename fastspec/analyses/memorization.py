@@ -187,7 +187,7 @@ def memorization_trace(checkpoints: Sequence[Any], items: Any, index: InfGramInd
     todo = [(i, c) for i, c in enumerate(ckpts) if c.identity not in done]
     # The ∞-gram side depends on the items' token ids only: one query pass per distinct
     # tokenisation (a suite's checkpoints share one tokenizer), for the scores and Table 1.
-    infgram: dict[bytes, np.ndarray] = {}
+    infgram: dict[bytes, tuple[np.ndarray, list[int]]] = {}  # tokenisation → (∞-gram scores, Table 1 counts)
     downloads = Downloads(prefetch=1)  # hub checkpoints: by commit, the next one fetched ahead
     try:
         for pos, (i, ckpt) in enumerate(tqdm(todo, desc="memorization", unit="ckpt", disable=not progress)):
@@ -202,7 +202,7 @@ def memorization_trace(checkpoints: Sequence[Any], items: Any, index: InfGramInd
 
 
 def _score_one(i: int, ckpt: Any, commit: str | None, model: Any, tok: Any, item_list: list[Any], idx: InfGramIndex,
-               infgram: dict[bytes, np.ndarray], done: dict[str, Any], out_dir: str, rec_dir: str, *, rule: str,
+               infgram: dict[bytes, tuple[np.ndarray, list[int]]], done: dict[str, Any], out_dir: str, rec_dir: str, *, rule: str,
                batch_size: int, device: Any, threads: int) -> None:
     """One checkpoint of :func:`memorization_trace`: its record, and the tables rewritten."""
     import pandas as pd

@@ -35,9 +35,10 @@ __all__ = ["SpectralMetrics"]
 
 
 def _moments(n: float, mean: torch.Tensor, m2: torch.Tensor) -> Moments:
+    """Moments over the given tensors, not copies: a merge into it writes them in place."""
     m = Moments(mean.shape[0], mean.device)
     if n:
-        m.n, m.mean, m.m2 = int(n), mean.clone(), m2.clone()
+        m.n, m.mean, m.m2 = int(n), mean, m2
     return m
 
 
@@ -70,9 +71,13 @@ class SpectralMetrics(Metric):
         nonfinite_rows(x, "features", "raise")
         batch = Moments(self.dim, self.n.device)
         batch.add_chunk(x.detach().to(self.n.device, torch.float64))  # exact centring, float64 products
-        state = _moments(float(self.n[0]), self.mean[0], self.m2[0])
-        state.add_centred(batch.n, batch.mean, symmetrize_upper(batch.m2))
-        self.n[0], self.mean[0], self.m2[0] = float(state.n), state.mean, state.m2
+        m2 = symmetrize_upper(batch.m2)
+        if self.n[0]:  # Chan's merge, in place into this process's state
+            _moments(float(self.n[0]), self.mean[0], self.m2[0]).add_centred(batch.n, batch.mean, m2)
+        else:
+            self.mean[0].copy_(batch.mean)
+            self.m2[0].copy_(m2)
+        self.n[0] += batch.n
 
     def compute(self) -> dict[str, float]:
         n = self.n.reshape(-1)

@@ -199,5 +199,5 @@ def extract(
                 on_batch(done, {layer: accs[layer] for layer in wanted})
         if stats is not None:
             stats.update(n_tokens=sum(len(t) for t in tokens), n_texts=len(tokens), seconds=time.perf_counter() - start,
-                         max_length=max_length, tokens_read=n_tokens, n_batches=len(batches))
+                         max_length=max_length, tokens_read=n_tokens)
     return {layer: accs[layer] for layer in wanted}

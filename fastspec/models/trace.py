@@ -200,7 +200,6 @@ def trace(
         tqdm.write(f"fastspec trace: {len(ckpts) - len(todo)} of {len(ckpts)} checkpoints already in {out_dir}, skipped")
     # rank 0 downloads (and evicts); the others wait for the files (its threads start on first use)
     downloads = Downloads(prefetch=1 if prefetch is None else prefetch, evict=evict) if rank == 0 else None
-    how = {c.identity: chosen_by for c in ckpts}
     try:
         for pos, (index, ckpt) in enumerate(tqdm(todo, desc="checkpoints", unit="ckpt", disable=not show)):
             fetched, waited = None, time.perf_counter()
@@ -209,7 +208,7 @@ def trace(
                 fetched = _shared(downloads.fetch(ckpt, upcoming) if downloads is not None else None, world)
             waited = time.perf_counter() - waited
             _trace_one(index, ckpt, texts, ckpt_dir, config, rank, world, device, trust_remote_code, show, fetched,
-                       waited, labels[index] if labels is not None else None, how[ckpt.identity])
+                       waited, labels[index] if labels is not None else None, chosen_by)
             if rank == 0:
                 write_table(out_dir)
                 if downloads is not None and downloads.release(ckpt) and show:

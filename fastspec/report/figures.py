@@ -46,6 +46,13 @@ def checkpoint_names(frame: Any) -> list[str]:
             else str(ck).rstrip("/").rsplit("/", 1)[-1] for lab, step, ck in zip(labels, frame["step"], frame["checkpoint"])]
 
 
+def _se_band(ax: Any, x: np.ndarray, y: np.ndarray, frame: Any, column: str, color: Any) -> None:
+    """± one jackknife standard error around y, where ``frame`` has them (a trace made with folds)."""
+    se = frame[column].to_numpy(dtype=np.float64) if column in frame else None
+    if se is not None and np.isfinite(se).any():
+        ax.fill_between(x, y - se, y + se, color=color, alpha=0.2, lw=0)
+
+
 def step_axis(ax: Any, x: np.ndarray) -> None:
     positive = x[x > 0]
     if len(positive) and positive.max() / positive.min() > 50:  # Pythia-style log-spaced checkpoints
@@ -76,9 +83,7 @@ def plot_trace(results: Any, out_dir: str | os.PathLike, *, phase_layer: int | s
             y = sub[metric].to_numpy(dtype=np.float64)
             color = cmap(j / max(len(layers) - 1, 1))
             ax.plot(x, y, marker="o", ms=3, lw=1.2, color=color, label=f"layer {layer}")
-            se = sub[f"{metric}_se"].to_numpy(dtype=np.float64) if f"{metric}_se" in sub else None
-            if se is not None and np.isfinite(se).any():  # a trace with folds: ± one jackknife SE
-                ax.fill_between(x, y - se, y + se, color=color, alpha=0.2, lw=0)
+            _se_band(ax, x, y, sub, f"{metric}_se", color)
         ax.set_ylabel(name)
         step_axis(ax, px)
         ax.grid(alpha=0.3)
@@ -284,10 +289,9 @@ def plot_memorization(memo: pd.DataFrame, path: str | os.PathLike, *, trace: pd.
             _shade(ax, px, labelled["phase"].tolist())
         last = trace[trace["layer"] == labelled["layer"].iloc[0]]
         y = last["rankme"].to_numpy(dtype=np.float64)
-        axes[1].plot(last["step"].to_numpy(dtype=np.float64), y, "o-", ms=3, color="C0")
-        if "rankme_se" in last and last["rankme_se"].notna().any():
-            se = last["rankme_se"].to_numpy(dtype=np.float64)
-            axes[1].fill_between(last["step"].to_numpy(dtype=np.float64), y - se, y + se, color="C0", alpha=0.2, lw=0)
+        lx = last["step"].to_numpy(dtype=np.float64)
+        axes[1].plot(lx, y, "o-", ms=3, color="C0")
+        _se_band(axes[1], lx, y, last, "rankme_se", "C0")
         axes[1].set_ylabel(f"RankMe (layer {labelled['layer'].iloc[0]})")
         present = [p for p in PHASE_COLORS if p in set(labelled["phase"])]
         from matplotlib.patches import Patch

@@ -410,8 +410,7 @@ class CovarianceAccumulator:
                     not isinstance(state.get("fold_states"), list) or len(state["fold_states"]) != self.folds:
                 got = state.get("folds", 1) if isinstance(state, dict) else None
                 raise ValueError(f"state_dict holds folds={got!r}, this accumulator has folds={self.folds}")
-            fresh = [self._like()
-                     for _ in range(self.folds)]
+            fresh = [self._like() for _ in range(self.folds)]
             for acc, fold_state in zip(fresh, state["fold_states"]):  # every fold checked before any is kept
                 acc.load_state_dict(fold_state)
             pooled = CovarianceAccumulator(self.dim, device=self.device)
