@@ -13,9 +13,9 @@ centre them, and take the eigenspectrum of their covariance as scikit-learn's PC
 ``fit_range`` (default ``np.arange(10, 100)``), and its goodness of fit is scored as Reptrix
 scores it (R² of the log spectrum from index ``fit_range[0] + 1``, to index 500, or to 10
 before the end of a spectrum shorter than 512, and to index 100). Where fastspec differs:
-one float64 eigensolve of the d × d covariance instead of a full SVD (the numbers agree to
-rounding; faster, ``benchmarks/``), and ``fit_range`` is not incremented in place (Reptrix adds
-1 to the caller's array).
+one float64 eigensolve of the d × d covariance per call instead of a full SVD (the numbers
+agree to rounding; these two functions are not benchmarked on their own yet), and
+``fit_range`` is not incremented in place (Reptrix adds 1 to the caller's array).
 """
 
 from __future__ import annotations
