@@ -70,7 +70,7 @@ def _distributed() -> tuple[int, int]:
     return 0, 1
 
 
-def _check_config(out_dir: str, config: dict[str, Any]) -> None:
+def check_config(out_dir: str, config: dict[str, Any]) -> None:
     path = os.path.join(out_dir, CONFIG_FILE)
     if not os.path.exists(path):
         return
@@ -181,7 +181,7 @@ def trace(
     # The settings bind once a checkpoint's results exist; a run that failed before that
     # (a bad max_length, say) leaves nothing to be consistent with.
     if records:
-        _check_config(out_dir, config)
+        check_config(out_dir, config)
     if rank == 0:
         os.makedirs(ckpt_dir, exist_ok=True)
         for stale in (ckpt_dir, out_dir):  # what a killed run was writing
@@ -336,26 +336,14 @@ def _trace_one(index: int, ckpt: Checkpoint, texts: list[str], ckpt_dir: str, co
             acc.all_reduce()
     t2 = time.perf_counter()
     if rank == 0:
-        records, arrays = [], {}
-        for layer, acc in accs.items():
-            centred, raw = acc.spectrum(), acc.spectrum(center=False)
-            record = {"layer": layer, **metrics_of(centred, raw, fit_range=tuple(config["fit_range"]),
-                                                   eigenvalues=False)}
-            if config["folds"] > 1:
-                jk = acc.jackknife(fit_range=tuple(config["fit_range"]), spectra=(centred, raw))
-                record.update(rankme_se=jk.rankme_se, rankme_sv_se=jk.rankme_sv_se, alpha_se=jk.alpha_se)
-            records.append(record)
-            arrays[f"centered_{layer}"], arrays[f"raw_{layer}"] = centred.eigenvalues, raw.eigenvalues
-        t3 = time.perf_counter()
-        with replacing(os.path.join(ckpt_dir, ckpt.slug + ".npz")) as tmp:
-            _save_npz(tmp, arrays)
-        write_json(os.path.join(ckpt_dir, ckpt.slug + ".json"), {
-            "checkpoint": ckpt.label, "source": ckpt.source, "revision": ckpt.revision, "step": ckpt.step,
-            "identity": ckpt.identity, "commit": commit, "label": label, "chosen_by": chosen_by,
+        layers, arrays = layer_results(accs, tuple(config["fit_range"]), config["folds"])
+        write_result(ckpt_dir, ckpt, layers, arrays, {
+            "commit": commit, "label": label, "chosen_by": chosen_by,
             "index": index, "n_tokens": n_tokens, "max_length": stats["max_length"],
             "tokens_read": stats["tokens_read"], "resumed_from_batch": start,
-            "seconds": {"download_wait": waited, "load": t1 - t0, "extract": t2 - t1, "spectra": t3 - t2},
-            "tokens_per_second": n_tokens / max(t2 - t1, 1e-9), "layers": records,
+            "seconds": {"download_wait": waited, "load": t1 - t0, "extract": t2 - t1,
+                        "spectra": time.perf_counter() - t2},
+            "tokens_per_second": n_tokens / max(t2 - t1, 1e-9),
         })
     if world > 1:
         import torch.distributed as dist
@@ -363,6 +351,36 @@ def _trace_one(index: int, ckpt: Checkpoint, texts: list[str], ckpt_dir: str, co
         dist.barrier()
     if os.path.exists(partial):  # the results are final: the partial state has served
         os.remove(partial)
+
+
+def layer_results(accs: dict[int, Any], fit_range: tuple[int, int], folds: int = 1
+                  ) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
+    """Each layer's record (:func:`~fastspec.spectral.eigen.metrics_of` of its centred and raw
+    spectra, and jackknife standard errors with ``folds`` > 1) and the spectra themselves
+    (``centered_<layer>``, ``raw_<layer>``), from its accumulator."""
+    records, arrays = [], {}
+    for layer, acc in accs.items():
+        centred, raw = acc.spectrum(), acc.spectrum(center=False)
+        rec = {"layer": layer, **metrics_of(centred, raw, fit_range=fit_range, eigenvalues=False)}
+        if folds > 1:
+            jk = acc.jackknife(fit_range=fit_range, spectra=(centred, raw))
+            rec.update(rankme_se=jk.rankme_se, rankme_sv_se=jk.rankme_sv_se, alpha_se=jk.alpha_se)
+        records.append(rec)
+        arrays[f"centered_{layer}"], arrays[f"raw_{layer}"] = centred.eigenvalues, raw.eigenvalues
+    return records, arrays
+
+
+def write_result(ckpt_dir: str, ckpt: Checkpoint, layers: list[dict[str, Any]], arrays: dict[str, np.ndarray],
+                 record: dict[str, Any]) -> None:
+    """``ckpt``'s spectra (``.npz``) and then its ``.json``: ``record``'s fields beside the
+    checkpoint's identity and the ``layers``' records of :func:`layer_results`. The JSON is
+    written last, atomically: its presence means the checkpoint is done. Shared by
+    :func:`trace` and the training callbacks (:mod:`fastspec.integrations`)."""
+    with replacing(os.path.join(ckpt_dir, ckpt.slug + ".npz")) as tmp:
+        _save_npz(tmp, arrays)
+    write_json(os.path.join(ckpt_dir, ckpt.slug + ".json"), {
+        "checkpoint": ckpt.label, "source": ckpt.source, "revision": ckpt.revision, "step": ckpt.step,
+        "identity": ckpt.identity, **record, "layers": layers})
 
 
 def _load_partial(path: str, ckpt: Checkpoint, config: dict[str, Any], device: str,
