@@ -205,6 +205,30 @@ def _chance(items: Sequence[Item]) -> float:
     return float(np.mean([1.0 / len(item.choices) for item in items]))
 
 
+def eigenbasis(model: Any, tokenizer: Any, basis: Sequence[str] | CovarianceAccumulator, layer: int, k: int, *,
+               final_norm: bool | None = None, max_length: int | None = None, batch_size: int = 16,
+               progress: bool = False) -> tuple[torch.Tensor, torch.Tensor, CovarianceAccumulator]:
+    """The mean μ (float64, d) and the top-``k`` eigenvectors U_k (float64, d×k, by
+    descending eigenvalue) of ``layer``'s covariance, with the accumulator they came from:
+    for :meth:`Projector.set`. ``basis``: texts, whose last-token representations at
+    ``layer`` (an index as :attr:`Projector.layer` holds it; ``final_norm`` as there) are
+    extracted with :func:`fastspec.extract` (``max_length`` tokens each, None: the model's
+    context), or a :class:`CovarianceAccumulator` of that layer. ``k`` may be at most
+    min(n − 1, d): a covariance of n samples has no more non-trivial eigenvectors."""
+    acc = basis if isinstance(basis, CovarianceAccumulator) else extract(
+        model, tokenizer, basis, layers=[layer], final_norm=final_norm, max_length=max_length,
+        batch_size=batch_size, progress="basis" if progress else False)[layer]
+    dim = acc.dim
+    if dim != hidden_size(model):
+        raise ValueError(f"the basis accumulator has dim {dim}, but layer {layer} of this model has "
+                         f"{hidden_size(model)} features")
+    limit = min(acc.n_samples - 1, dim)
+    if k > limit:
+        raise ValueError(f"k={k} is more than the {limit} eigenvectors the basis can give at layer {layer} "
+                         f"(n={acc.n_samples} samples, d={dim}); use more basis texts or a smaller k")
+    return acc.mean, torch.from_numpy(acc.spectrum(top_k_eigenvectors=k).eigenvectors), acc
+
+
 def ablate(model: Any, items: Any, basis: Sequence[str] | CovarianceAccumulator, tokenizer: Any = None, *,
            layer: int = -1, ks: Sequence[int] = (1, 10, 100), modes: Sequence[str] = MODES, positions: str = "all",
            final_norm: bool | None = None, prompt: str = PROMPT, choice: str = CHOICE, batch_size: int = 16,
@@ -237,20 +261,9 @@ def ablate(model: Any, items: Any, basis: Sequence[str] | CovarianceAccumulator,
         raise ValueError(f"ks must be positive integers, got {ks!r}")
     model, tokenizer, items, seqs, prompt_lens, lengths = _prepare(model, tokenizer, items, prompt, choice)
     projector = Projector(model, layer, final_norm=final_norm)
-    acc = basis if isinstance(basis, CovarianceAccumulator) else extract(
-        model, tokenizer, basis, layers=[projector.layer], final_norm=final_norm, max_length=max_length,
-        batch_size=batch_size, progress="basis" if progress else False)[projector.layer]
+    mean, vectors, acc = eigenbasis(model, tokenizer, basis, projector.layer, max(ks), final_norm=final_norm,
+                                    max_length=max_length, batch_size=batch_size, progress=progress)
     dim = acc.dim
-    if dim != hidden_size(model):
-        raise ValueError(f"the basis accumulator has dim {dim}, but layer {projector.layer} of this model has "
-                         f"{hidden_size(model)} features")
-    top = max(ks)
-    limit = min(acc.n_samples - 1, dim)
-    if top > limit:
-        raise ValueError(f"k={top} is more than the {limit} eigenvectors the basis can give at layer {projector.layer} "
-                         f"(n={acc.n_samples} samples, d={dim}); use more basis texts or a smaller k")
-    vectors = torch.from_numpy(acc.spectrum(top_k_eigenvectors=top).eigenvectors)
-    mean = acc.mean
 
     def run(desc: str) -> dict[str, float]:
         scores = continuation_logprobs(model, seqs, prompt_lens, batch_size=batch_size, progress=desc if progress else False,
