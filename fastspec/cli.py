@@ -528,6 +528,10 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("results", help="results directory (a trace, and what correlate/ablate/toy/pass-at-k wrote there)")
     rp.set_defaults(func=cmd_report)
 
+    sub.add_parser("lm-eval", add_help=False,
+                   help="lm-eval-harness's command line with the fastspec-ablate model type (top-k eigenvector "
+                        "ablation) registered: fastspec lm-eval --model fastspec-ablate --model_args "
+                        "pretrained=DIR,layer=-1,k=10,mode=retain,basis=FILE --tasks ...")
     toy = sub.add_parser("toy", help="the paper's toy model: a linear bottleneck on power-law classes, and its controls")
     toy.add_argument("--out", default="fastspec-toy", help="directory for toy.csv and toy.png")
     toy.add_argument("--steps", type=int, default=4000, help="gradient-descent steps of each of the four runs")
@@ -575,7 +579,21 @@ def _is_int(text: str) -> bool:
     return True
 
 
+def cmd_lm_eval(argv: Sequence[str]) -> int:
+    """lm-eval-harness's own command line with fastspec's ``fastspec-ablate`` model type registered."""
+    try:
+        from .integrations.lm_eval import main as lm_eval_main
+    except ImportError as err:
+        print(f"fastspec lm-eval: error: {err}", file=sys.stderr)
+        return 2
+    lm_eval_main(list(argv))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["lm-eval"]:  # every argument after it is lm-eval's, parsed by lm-eval
+        return cmd_lm_eval(argv[1:])
     args = _parse(build_parser(), argv)
     try:
         return args.func(args)

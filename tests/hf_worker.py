@@ -73,7 +73,8 @@ def main(argv: list[str] | None = None) -> None:
     if trainer.is_world_process_zero():
         geometry = [h for h in trainer.state.log_history if any(k.startswith("geometry/") for k in h)]
         with open(os.path.join(a.out_dir, "logged.json"), "w") as fh:
-            json.dump({"geometry": geometry, "phase_changes": changes}, fh)
+            json.dump({"geometry": geometry, "losses": [h for h in trainer.state.log_history if "loss" in h],
+                       "phase_changes": changes}, fh)
 
 
 if __name__ == "__main__":

@@ -92,7 +92,11 @@ class GeometryCallback(TrainerCallback):
             self.geometry.warmup_steps = args.get_warmup_steps(state.max_steps) or None
         logs = self.geometry.measure(kwargs["model"], tokenizer, step, event)
         if self.trainer is not None:
+            # Trainer.log clears control.should_log: restored, or the Trainer's own log of this
+            # step (the loss), due after on_step_end, would be skipped.
+            due = self.trainer.control.should_log
             self.trainer.log(dict(logs))
+            self.trainer.control.should_log = due
         else:
             state.log_history.append({**logs, "step": step})
 

@@ -5,14 +5,15 @@ eigenvectors of one layer's covariance retained or removed (fastspec's
 From the command line (lm-eval 0.4.13 finds third-party models only in its own registry,
 which its ``lm_eval`` command fills from a fixed table, ``lm_eval.models.MODEL_MAPPING``: it
 reads no entry points and imports no plugin, and ``--include_path`` adds tasks, not models),
-run lm-eval through this module, which registers the model and then hands the command line
-to lm-eval's own ``cli_evaluate`` unchanged::
+run lm-eval through ``fastspec lm-eval`` (or ``python -m fastspec.integrations.lm_eval``),
+which registers the model and then hands the command line to lm-eval's own ``cli_evaluate``
+unchanged::
 
-    python -m fastspec.integrations.lm_eval --model fastspec-ablate \\
+    fastspec lm-eval --model fastspec-ablate \\
         --model_args pretrained=DIR,layer=-1,k=10,mode=retain,basis=texts.txt,n_basis=1000 \\
         --tasks sciq --device cuda:0 --batch_size 16
 
-Every ``lm_eval`` option and subcommand works there as it does after ``lm_eval``; the plain
+Every ``lm_eval`` option and subcommand works after ``fastspec lm-eval`` as it does after ``lm_eval``; the plain
 ``lm_eval --model fastspec-ablate`` command does not know the name. From Python, importing
 this module registers it::
 

@@ -84,6 +84,12 @@ def test_torchrun_two_processes_trace_what_one_process_finds_in_their_checkpoint
     assert_same(tmp_path / "geo", traced_afterwards(tmp_path / "out", tmp_path, (0, 5, 10)))
 
 
+def test_every_n_steps_measures_on_schedule_and_leaves_the_trainers_own_logs_in_place(model_dir, tmp_path):
+    logged, _ = train(model_dir, tmp_path / "out", tmp_path / "geo", "--steps", 10, "--every", 5)
+    assert [h["step"] for h in logged["geometry"]] == [0, 5, 10]
+    assert [h["step"] for h in logged["losses"]] == [5, 10]  # logging_steps=5: the same steps, not displaced
+
+
 def test_a_resumed_training_run_continues_the_trace_and_replaces_what_it_measures_again(model_dir, tmp_path):
     out, geo = tmp_path / "out", tmp_path / "geo"
     train(model_dir, out, geo, "--steps", 20, "--save-steps", 10)

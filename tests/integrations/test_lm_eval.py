@@ -127,7 +127,7 @@ def setup(tmp_path_factory):
     # The command line runs beside the worker (it spends ~10 s indexing lm-eval's own tasks).
     with open(tmp / "cli.out", "w") as out_fh, open(tmp / "cli.err", "w") as err_fh:
         cli = subprocess.Popen(
-            [sys.executable, "-W", "error", "-m", "fastspec.integrations.lm_eval", "--model", NAME,
+            [sys.executable, "-W", "error", "-m", "fastspec", "lm-eval", "--model", NAME,
              "--model_args", f"pretrained={path},layer=-1,k=2,mode=remove,basis={txt}", "--tasks", TASK,
              "--include_path", str(tmp / "tasks"), "--device", "cpu", "--batch_size", "5",
              "--output_path", str(tmp / "cli")], stdout=out_fh, stderr=err_fh, text=True, cwd=tmp, env=_env(tmp))
@@ -287,8 +287,9 @@ def test_load_basis(setup):
 
 
 def test_command_line(setup):
-    """``python -m fastspec.integrations.lm_eval`` is lm-eval's command line with the model
-    type registered (started by the fixture): the issue's invocation, ``layer=-1`` included."""
+    """``fastspec lm-eval`` (here ``python -m fastspec lm-eval``) is lm-eval's command line with
+    the model type registered (started by the fixture): the issue's invocation, ``layer=-1``
+    included."""
     tmp, _, _, _, out, cli = setup
     assert cli.wait(timeout=600) == 0, (tmp / "cli.err").read_text()[-4000:]
     stdout = (tmp / "cli.out").read_text()
