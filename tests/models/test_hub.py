@@ -236,9 +236,12 @@ def test_memorization_across_hub_revisions(suite, tmp_path):
 
 def test_torchrun_with_hub_checkpoints_downloads_once_on_rank_0(suite, tmp_path):
     """Two gloo processes: rank 0 fetches (and evicts) each revision, rank 1 waits for the
-    files; every file body is served once, and the numbers are one process's."""
+    files; every file body is served once, and the numbers are one process's. With --refine
+    (the choice broadcast from rank 0) and --save-every (a partial state per rank, deleted
+    once each checkpoint is done)."""
     dirs, data = suite
-    args = [*_trace_args(data, tmp_path / "two", "--revisions", "step0", "step3", "--evict"), "--max-length", "32"]
+    args = [*_trace_args(data, tmp_path / "two", "--revisions", "all", "--grid", "2", "--evict", "--refine",
+                         "1", "--save-every", "1"), "--max-length", "32"]
     with HubServer({"org/tiny": _branches(dirs)}) as server:
         env = {**_env(server, tmp_path / "home"), "OMP_NUM_THREADS": "1"}
         p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
@@ -248,7 +251,12 @@ def test_torchrun_with_hub_checkpoints_downloads_once_on_rank_0(suite, tmp_path)
     assert len(bodies) == len(set(bodies))  # no file downloaded twice (rank 1 read rank 0's)
     assert json.loads((tmp_path / "two" / "config.json").read_text())["world_size"] == 2
     two = fastspec.load_trace(tmp_path / "two")
-    one = fastspec.trace(dirs[:2], data, tmp_path / "one", layers=[0, 2], max_length=32, progress=False)
+    # step3 bisects 0..9 (3 and 6 are equally near its middle: the earlier wins)
+    assert two.drop_duplicates("step")[["step", "chosen_by"]].values.tolist() == [[0, "grid"], [3, "refine"],
+                                                                                [9, "grid"]]
+    assert not list((tmp_path / "two" / "checkpoints").glob("*.partial*"))
+    one = fastspec.trace([dirs[0], dirs[1], dirs[3]], data, tmp_path / "one", layers=[0, 2], max_length=32,
+                         progress=False)
     np.testing.assert_allclose(two["rankme"].to_numpy(), one["rankme"].to_numpy(), rtol=3e-5)
     snapshots = tmp_path / "home" / "hub" / "models--org--tiny" / "snapshots"
     assert not snapshots.exists() or not os.listdir(snapshots)  # evicted (the last one takes the folder with it)
