@@ -71,6 +71,7 @@ class GeometryCallback(TrainerCallback):
                                        on_phase_change=on_phase_change)
         self.tokenizer, self.every_n_steps, self.at_start = tokenizer, every_n_steps, at_start
         self.trainer: Any = None
+        self._tokenizer: Any = None
         self._last_step: int | None = None
 
     def attach(self, trainer: Any) -> "GeometryCallback":
@@ -84,13 +85,7 @@ class GeometryCallback(TrainerCallback):
         if step == self._last_step:  # an evaluation and a save at one step: measured once
             return
         self._last_step = step
-        tokenizer = self.tokenizer if self.tokenizer is not None else kwargs.get("processing_class")
-        if tokenizer is None:
-            raise ValueError("GeometryCallback needs a tokenizer: pass tokenizer=..., or give the Trainer one "
-                             "(processing_class=...)")
-        if self.geometry.warmup_steps is None and state.max_steps:
-            self.geometry.warmup_steps = args.get_warmup_steps(state.max_steps) or None
-        logs = self.geometry.measure(kwargs["model"], tokenizer, step, event)
+        logs = self.geometry.measure(kwargs["model"], self._tokenizer, step, event)
         if self.trainer is not None:
             # Trainer.log clears control.should_log: restored, or the Trainer's own log of this
             # step (the loss), due after on_step_end, would be skipped.
@@ -101,6 +96,16 @@ class GeometryCallback(TrainerCallback):
             state.log_history.append({**logs, "step": step})
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        # What would fail at the first measurement fails here, before any training.
+        self._tokenizer = self.tokenizer if self.tokenizer is not None else kwargs.get("processing_class")
+        if self._tokenizer is None:
+            raise ValueError("GeometryCallback needs a tokenizer: pass tokenizer=..., or give the Trainer one "
+                             "(processing_class=...)")
+        if self.every_n_steps is None and args.save_strategy == "no" and args.eval_strategy == "no":
+            raise ValueError("GeometryCallback measures at evaluations and saves, and this Trainer does neither "
+                             "(eval_strategy and save_strategy are 'no'): pass every_n_steps=N")
+        if self.geometry.warmup_steps is None and state.max_steps:
+            self.geometry.warmup_steps = args.get_warmup_steps(state.max_steps) or None
         self.geometry.begin(kwargs["model"], int(state.global_step))
         if self.at_start and state.global_step == 0:
             self._measure(args, state, kwargs, "start")

@@ -61,6 +61,7 @@ class GeometryCallback(Callback):
                                        warmup_steps=warmup_steps, tol=tol, collapse=collapse,
                                        on_phase_change=on_phase_change)
         self.tokenizer, self.every_n_steps, self.at_start = tokenizer, every_n_steps, at_start
+        self._tokenizer: Any = None
         self._last_step: int | None = None
 
     def _measure(self, trainer: Any, module: Any, event: str) -> None:
@@ -68,15 +69,15 @@ class GeometryCallback(Callback):
         if step == self._last_step:
             return
         self._last_step = step
-        tokenizer = self.tokenizer if self.tokenizer is not None else getattr(module, "tokenizer", None)
-        if tokenizer is None:
-            raise ValueError("GeometryCallback needs a tokenizer: pass tokenizer=..., or give the LightningModule a "
-                             "tokenizer attribute")
-        logs = self.geometry.measure(_hf_model(module), tokenizer, step, event)
+        logs = self.geometry.measure(_hf_model(module), self._tokenizer, step, event)
         for logger in trainer.loggers:
             logger.log_metrics(logs, step=step)
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        self._tokenizer = self.tokenizer if self.tokenizer is not None else getattr(pl_module, "tokenizer", None)
+        if self._tokenizer is None:
+            raise ValueError("GeometryCallback needs a tokenizer: pass tokenizer=..., or give the LightningModule a "
+                             "tokenizer attribute")
         self.geometry.begin(_hf_model(pl_module), int(trainer.global_step))
         if self.at_start and trainer.global_step == 0:
             self._measure(trainer, pl_module, "start")

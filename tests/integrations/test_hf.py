@@ -139,12 +139,15 @@ def test_arguments_are_checked_before_training():
         GeometryCallback(PROBE, fit_range=(5, 2))
 
 
-def test_a_trainer_without_a_tokenizer_is_told_what_to_pass(model_dir, tmp_path):
+def test_a_trainer_the_callback_cannot_serve_is_refused_before_training(model_dir, tmp_path):
     from hf_worker import make_trainer
 
     trainer, _ = make_trainer(model_dir, str(tmp_path / "out"), steps=1, save_steps=None)
-    trainer.processing_class = None
-    trainer.callback_handler.processing_class = None
-    GeometryCallback(PROBE, fit_range=FIT_RANGE).attach(trainer)
+    cb = GeometryCallback(PROBE, fit_range=FIT_RANGE).attach(trainer)
+    with pytest.raises(ValueError, match="neither .* pass every_n_steps=N"):  # no evaluation, no save
+        trainer.train()
+    cb.every_n_steps = 1
+    trainer.processing_class = trainer.callback_handler.processing_class = None
     with pytest.raises(ValueError, match="needs a tokenizer"):
         trainer.train()
+    assert trainer.state.global_step == 0  # refused before the first step
