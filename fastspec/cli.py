@@ -327,11 +327,13 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_toy(args: argparse.Namespace) -> int:
     with tqdm(total=len(CONDITIONS) * args.steps, unit="step", desc="toy", disable=args.quiet) as bar:
+        options = {k: getattr(args, k) for k in ("init", "smoothing", "instances") if getattr(args, k) is not None}
         runs = run_conditions(steps=args.steps, seed=args.seed, width=args.width, classes=args.classes,
-                              on_step=bar.update)
+                              on_step=bar.update, **options)
     csv, png = write_conditions(runs, args.out, tol=args.tol)
-    print(f"fastspec toy: d={args.width}, C={args.classes}, {args.steps} steps, seed {args.seed}; "
-          f"compression = RankMe falls > {args.tol:.0%} from its peak while α rises")
+    attrs = next(iter(runs.values())).attrs
+    print(f"fastspec toy: d={args.width}, C={args.classes}, {args.steps} steps, seed {args.seed}, {attrs['init']} init, "
+          f"smoothing {attrs['smoothing']:g}; compression = RankMe falls > {args.tol:.0%} from its peak while α rises")
     print(summary_table(runs, tol=args.tol).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"wrote {csv}, {png}")
     return 0
@@ -539,6 +541,12 @@ def build_parser() -> argparse.ArgumentParser:
     toy.add_argument("--width", type=int, default=8, help="bottleneck width d of the main run (the d=C control uses C)")
     toy.add_argument("--classes", type=int, default=128, help="number of classes C")
     toy.add_argument("--tol", type=float, default=0.03, help="relative RankMe fall from the peak that counts as compression")
+    toy.add_argument("--init", choices=["gaussian", "balanced"], default=None,
+                     help="initial weights: i.i.d. Gaussian (default) or balanced, WWᵀ = VᵀV (Appendix B)")
+    toy.add_argument("--smoothing", type=float, default=None,
+                     help="weight s of the class prior in each context's target (default 0.2; 0: hard labels)")
+    toy.add_argument("--instances", type=int, default=None,
+                     help="fixed class sizes max(1, round(instances·c^-1)) instead of 256 contexts drawn at random")
     toy.add_argument("--quiet", action="store_true", help="no progress bar")
     toy.set_defaults(func=cmd_toy)
     return parser

@@ -10,17 +10,23 @@ Logits z_a = V h_a over ``classes`` = C classes (V is C × d), as an LLM's unemb
 
 Data. Class frequencies follow a power law p_c ∝ c^(−exponent), c = 1..C
 (``labels="powerlaw"``; the frequency of tokens in text is Zipfian, exponent ≈ 1), or are
-uniform (``labels="uniform"``). Each context a has a preferred next class k_a drawn from p,
-and its next token is k_a with probability 1 − s, otherwise a draw from p (``smoothing`` = s):
-the target distribution is T_a = s·p + (1 − s)·onehot(k_a). The loss is the exact expectation
-over that next token (no sampling noise), averaged over contexts:
+uniform (``labels="uniform"``). Each context a has a preferred next class k_a, drawn from p
+(``contexts`` = D of them, default 256) or, with ``instances`` = n, fixed: class c is the
+preferred class of max(1, round(n·c^(−exponent))) contexts (n each for uniform labels), as
+Appendix B's "number of instances belonging to class c". Its next token is k_a with
+probability 1 − s, otherwise a draw from p (``smoothing`` = s; s = 0 gives hard,
+deterministic labels): the target distribution is T_a = s·p + (1 − s)·onehot(k_a). The loss
+is the exact expectation over that next token (no sampling noise), averaged over contexts:
 
 * ``loss="ce"``:  L = −(1/D) Σ_a Σ_c T_ac log softmax(z_a)_c
 * ``loss="mse"``: L = (1/D) Σ_a ½‖z_a − T_a‖²
 
-Training: full-batch gradient descent on (W, V) in float64 from N(0, init_scale²) weights,
-with the gradients written out (G = ∂L/∂Z = (softmax(Z) − T)/D or (Z − T)/D;
-∂L/∂H = G V, ∂L/∂V = Gᵀ H, Appendix B eq. 12).
+Training: full-batch gradient descent on (W, V) in float64, with the gradients written out
+(G = ∂L/∂Z = (softmax(Z) − T)/D or (Z − T)/D; ∂L/∂H = G V, ∂L/∂V = Gᵀ H, Appendix B eq. 12),
+from ``init="gaussian"`` (i.i.d. N(0, init_scale²) weights) or ``init="balanced"``
+(Theorem B.2's condition WWᵀ = VᵀV: H = s·A·R, V = s·B·R with orthonormal-column A, B and a
+shared rotation R, so HᵀH = VᵀV = init_scale²·I; gradient flow conserves HᵀH − VᵀV, gradient
+descent up to O(lr²) a step). ``log_steps`` records on a logarithmic step axis.
 
 Measured: fastspec's own :func:`fastspec.spectrum` of H (the centred, ddof=1 covariance of
 the D context representations), :func:`fastspec.rankme` (eig convention) and
@@ -29,23 +35,35 @@ needs 100 eigenvalues and a bottleneck has d; the toy fits ranks 1..d, the whole
 the bottleneck (1..D−1 if d ≥ D), and :func:`run_conditions` uses the main run's window,
 ranks 1..d, for every condition (the top d of the d = C control) so their α are comparable.
 
-Why stochastic targets: with deterministic labels every class becomes linearly separable in
-d ≥ 2 dimensions, the logits grow without bound and the representation keeps expanding to
-≈ d (we checked: no compression at d = 4, 8, 16 with 64 classes, with or without weight
-decay). With T_a soft, cross-entropy has a finite optimum, the frequent classes fill the d
-dimensions first (primacy bias) and the rarer ones are then packed into the directions
-already learned (selection bias), so RankMe falls from its peak and α rises.
+Why stochastic targets: with deterministic labels (s = 0) every class becomes linearly
+separable in d ≥ 2 dimensions, the logits grow without bound and the representation keeps
+expanding towards d. With T_a soft, cross-entropy has a finite optimum, the frequent classes
+fill the d dimensions first (primacy bias) and the rarer ones are then packed into the
+directions already learned (selection bias), so RankMe falls from its peak and α rises.
 
-What reproduces, at the defaults (d = 8, C = 128, D = 256, s = 0.2, lr 2, 4000 steps;
-seeds 0–3): RankMe collapses from ≈7.8 to 1.0–1.4 within 200 steps, rises to a peak of
-7.8–7.9 (steps 750–1300) while α falls, then falls 6.0–7.0% to ≈7.35 while α rises by
-18–115% (0.15–0.26 → 0.31–0.33). Uniform labels and d = C rise to their end without a fall;
-MSE expands to ≈7.5 and stays (a drift of at most 0.4%). The compression is real but
-modest: RankMe is bounded by d and the peak is already near it. It also depends on d for
-C = 128 (seeds 0–2): d = 6 compresses like d = 8 (6.1–6.9%); d = 4 falls only 2.4–3.7%;
-from d = 10 RankMe still falls (d = 10: 4.7–6.7%, d = 12: 2.8–4.7%, d = 16: 1.6% on seed 0)
-but α no longer reliably rises with it; hard labels (``smoothing=0``) and a flatter power
-law (``exponent=0.5``) do not compress.
+The paper's setting as written (issue 18; docs/toy.md has the sweep, 130 runs, and its table):
+a balanced initialisation at scale 10⁻³, hard labels with fixed power-law class sizes
+(``init="balanced", smoothing=0, instances=32``), full-batch GD on cross-entropy for 2·10⁴
+steps on a log axis (``log_steps=80``). It goes through the warmup collapse (RankMe 1.01–1.07)
+and the expansion, but does not compress: RankMe rises back towards d (4.00, 7.93–7.95,
+15.0–15.9 and 26.0–31.3 at d = 4, 8, 16, 32; C = 64 and 256) and falls at most 0.4% after its
+peak, mostly not at all (the peak is the last step), with a Gaussian init too, at any init
+scale (10⁻⁵–10⁻¹), lr (0.5–8), exponent (0.5–2) or class size tried, and at 2·10⁵ steps (d = 8,
+C = 64: 7.945, still rising). So Theorems B.2–B.3's mechanism does not by itself make this
+model compress; soft targets do, with either init.
+
+What reproduces, at the defaults (Gaussian init, d = 8, C = 128, D = 256, s = 0.2, lr 2, 4000
+steps; seeds 0–3): RankMe collapses from ≈7.8 to 1.0–1.4 within 200 steps, rises to a peak of
+7.8–7.9 (steps 750–1300) while α falls, then falls 6.0–7.0% to ≈7.35 while α rises by 18–115%
+(0.15–0.26 → 0.31–0.33). Uniform labels and d = C rise to their end without a fall; MSE expands
+to ≈7.5 and stays (a drift of at most 0.4%). The compression is real but modest: RankMe is
+bounded by d and the peak is already near it; no run of the sweep reaches the issue's bar of a
+10% fall (the largest is 8.7%, at d = 8, C = 64). It also depends on d: for C = 128 (seeds 0–2)
+d = 6 compresses like d = 8 (6.1–6.9%); d = 4 falls only 2.4–3.7%; from d = 10 RankMe still
+falls (d = 10: 4.7–6.7%, d = 12: 2.8–4.7%, d = 16: 1.6% on seed 0) but α no longer reliably
+rises with it; with fixed class sizes (``instances=32``) at C = 64, d = 4 falls 3.5–4.4%, d = 8
+7.5–8.4%, d = 16 3.9–4.5% and d = 32 0–0.4%, and at C = 256 every d falls under 4%. Hard labels
+and a flatter power law (``exponent=0.5``) do not compress.
 """
 
 from __future__ import annotations
@@ -63,6 +81,8 @@ from ..spectral.metrics import check_fit_range
 
 LABELS = ("powerlaw", "uniform")
 LOSSES = ("ce", "mse")
+INITS = ("gaussian", "balanced")
+CONTEXTS = 256  # the number of contexts D when neither contexts nor instances is given
 TOL = 0.03  # the default relative fall of RankMe that counts as compression (see compression())
 
 
@@ -82,23 +102,40 @@ def _positive_float(name: str, value: Any) -> float:
     return v
 
 
-def _settings(labels: str, loss: str, width: int, classes: int, steps: int, seed: int, contexts: int,
+def _settings(labels: str, loss: str, width: int, classes: int, steps: int, seed: int, contexts: int | None,
               exponent: float, smoothing: float, lr: float, init_scale: float, record_every: int,
-              fit_range: tuple[int, int] | None) -> dict[str, Any]:
+              fit_range: tuple[int, int] | None, *, init: str = "gaussian", instances: int | None = None,
+              log_steps: int | None = None) -> dict[str, Any]:
     """The run's settings, checked, as they go into ``df.attrs``."""
     if labels not in LABELS:
         raise ValueError(f"labels must be one of {LABELS}, got {labels!r}")
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+    if init not in INITS:
+        raise ValueError(f"init must be one of {INITS}, got {init!r}")
     width = _positive_int("width", width, 2)  # α needs at least two eigenvalues
     classes = _positive_int("classes", classes, 2)
     steps = _positive_int("steps", steps)
-    contexts = _positive_int("contexts", contexts, 3)
-    record_every = _positive_int("record_every", record_every)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     if not (isinstance(exponent, (int, float)) and np.isfinite(exponent) and exponent >= 0):
         raise ValueError(f"exponent must be a finite number >= 0, got {exponent!r}")
+    if instances is None:
+        contexts = _positive_int("contexts", CONTEXTS if contexts is None else contexts, 3)
+    else:
+        instances = _positive_int("instances", instances)
+        if contexts is not None:
+            raise ValueError(f"pass contexts or instances, not both: instances={instances} sets the number of "
+                             f"contexts to the sum of the class sizes, got contexts={contexts!r} too")
+        contexts = int(_class_sizes(labels, classes, exponent, instances).sum())
+        if contexts < 3:
+            raise ValueError(f"instances={instances} gives {contexts} contexts; the spectrum needs at least 3")
+    record_every = _positive_int("record_every", record_every)
+    if log_steps is not None:
+        log_steps = _positive_int("log_steps", log_steps, 2)
+    if init == "balanced" and width > min(contexts, classes):
+        raise ValueError(f"width={width} is above min(contexts, classes) = {min(contexts, classes)}: a balanced "
+                         f"initialisation needs H (contexts × width) and V (classes × width) with orthonormal columns")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     if not (isinstance(smoothing, (int, float)) and 0 <= smoothing <= 1):
         raise ValueError(f"smoothing must be in [0, 1], got {smoothing!r}")
     lr = _positive_float("lr", lr)
@@ -112,18 +149,34 @@ def _settings(labels: str, loss: str, width: int, classes: int, steps: int, seed
                          f"min(width, contexts − 1) = {rank}")
     return {"model": "linear bottleneck, one-hot contexts, stochastic next token (fastspec.toy)",
             "labels": labels, "loss": loss, "width": width, "classes": classes, "steps": steps, "seed": int(seed),
-            "contexts": contexts, "exponent": float(exponent), "smoothing": float(smoothing), "lr": lr,
-            "init_scale": init_scale, "record_every": record_every, "fit_range": (start, stop),
+            "contexts": contexts, "instances": instances, "exponent": float(exponent), "smoothing": float(smoothing),
+            "lr": lr, "init": init, "init_scale": init_scale, "record_every": record_every, "log_steps": log_steps,
+            "fit_range": (start, stop),
             "optimizer": "full-batch gradient descent", "dtype": "float64",
             "metrics": "centred ddof=1 covariance of H (contexts × width); rankme eig; alpha_req weighted"}
+
+
+def _class_sizes(labels: str, classes: int, exponent: float, instances: int) -> np.ndarray:
+    """n_c = max(1, round(instances · c^(−exponent))), c = 1..C, for power-law labels (the most
+    frequent class has ``instances`` contexts, every class at least one); ``instances`` each
+    for uniform labels."""
+    if labels == "uniform":
+        return np.full(classes, instances, dtype=np.int64)
+    sizes = np.rint(instances * np.arange(1, classes + 1, dtype=np.float64) ** -float(exponent))
+    return np.maximum(sizes, 1).astype(np.int64)
 
 
 def _data(cfg: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
     """Class frequencies p, preferred classes k_a and targets T (D × C, rows sum to 1)."""
     c = cfg["classes"]
-    p = np.arange(1, c + 1, dtype=np.float64) ** -cfg["exponent"] if cfg["labels"] == "powerlaw" else np.ones(c)
-    p /= p.sum()
-    pref = np.random.default_rng(cfg["seed"]).choice(c, size=cfg["contexts"], p=p)
+    if cfg["instances"] is None:  # each context's class drawn from the power law
+        p = np.arange(1, c + 1, dtype=np.float64) ** -cfg["exponent"] if cfg["labels"] == "powerlaw" else np.ones(c)
+        p /= p.sum()
+        pref = np.random.default_rng(cfg["seed"]).choice(c, size=cfg["contexts"], p=p)
+    else:  # fixed class sizes n_c: class c is the preferred class of exactly n_c contexts
+        sizes = _class_sizes(cfg["labels"], c, cfg["exponent"], cfg["instances"])
+        p = sizes / sizes.sum()
+        pref = np.repeat(np.arange(c), sizes)
     s = cfg["smoothing"]
     targets = s * np.tile(p, (cfg["contexts"], 1))
     targets[np.arange(cfg["contexts"]), pref] += 1.0 - s
@@ -133,10 +186,8 @@ def _data(cfg: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
 def _trajectory(cfg: dict[str, Any], t: torch.Tensor, on_step: Callable[[int], None] | None = None):
     """Yield (step, H, V, logits, loss) at step 0 and after every update, up to cfg["steps"],
     for targets ``t`` (:func:`_data`)."""
-    gen = torch.Generator().manual_seed(cfg["seed"])
-    n, d, c = cfg["contexts"], cfg["width"], cfg["classes"]
-    h = torch.randn(n, d, generator=gen, dtype=torch.float64) * cfg["init_scale"]  # H = Wᵀ (inputs one-hot)
-    v = torch.randn(c, d, generator=gen, dtype=torch.float64) * cfg["init_scale"]
+    n = cfg["contexts"]
+    h, v = _init(cfg)
     lr, ce = cfg["lr"], cfg["loss"] == "ce"
     for step in range(cfg["steps"] + 1):
         z = h @ v.T
@@ -158,6 +209,45 @@ def _trajectory(cfg: dict[str, Any], t: torch.Tensor, on_step: Callable[[int], N
             on_step(1)
 
 
+def _orthonormal_columns(rows: int, cols: int, gen: torch.Generator) -> torch.Tensor:
+    """A Haar-random rows × cols matrix with orthonormal columns (QR of a Gaussian matrix,
+    the signs of R's diagonal moved into Q)."""
+    q, r = torch.linalg.qr(torch.randn(rows, cols, generator=gen, dtype=torch.float64))
+    return q * torch.where(torch.diagonal(r) < 0, -1.0, 1.0).to(torch.float64)
+
+
+def _init(cfg: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The initial H = Wᵀ (contexts × width; the inputs are one-hot) and V (classes × width).
+
+    ``gaussian``: i.i.d. N(0, init_scale²) entries. ``balanced`` (Theorem B.2's condition):
+    H = s·A·R and V = s·B·R with A, B Haar-random with orthonormal columns and R a Haar-random
+    d × d rotation shared by both, s = init_scale, so that HᵀH = VᵀV = s²·I_d, i.e. W Wᵀ = VᵀV
+    (the d × d Gram matrices of the two factors agree; the quantity gradient flow conserves,
+    WWᵀ − VᵀV = HᵀH − VᵀV, starts at 0). It needs d ≤ C and d ≤ D (:func:`_settings` checks);
+    the no-bottleneck control, d = C, meets both."""
+    gen = torch.Generator().manual_seed(cfg["seed"])
+    n, d, c, s = cfg["contexts"], cfg["width"], cfg["classes"], cfg["init_scale"]
+    if cfg["init"] == "gaussian":
+        h = torch.randn(n, d, generator=gen, dtype=torch.float64) * s
+        v = torch.randn(c, d, generator=gen, dtype=torch.float64) * s
+        return h, v
+    rot = _orthonormal_columns(d, d, gen)
+    return s * (_orthonormal_columns(n, d, gen) @ rot), s * (_orthonormal_columns(c, d, gen) @ rot)
+
+
+def record_steps(steps: int, record_every: int = 50, log_steps: int | None = None) -> list[int]:
+    """The steps :func:`train` measures: every ``record_every`` steps and the last; or, with
+    ``log_steps``, step 0 and the distinct integers of ``log_steps`` log-spaced points from 1 to
+    ``steps`` (both included), for a logarithmic step axis."""
+    steps = _positive_int("steps", steps)
+    if log_steps is None:
+        grid = set(range(0, steps + 1, _positive_int("record_every", record_every)))
+    else:
+        points = np.geomspace(1, steps, _positive_int("log_steps", log_steps, 2))
+        grid = {0, *np.rint(points).astype(np.int64).tolist()}
+    return sorted(grid | {steps})
+
+
 def _measure(h: torch.Tensor, fit_range: tuple[int, int]) -> dict[str, float]:
     s = spectrum(h)
     fit = alpha_req(s, fit_range=fit_range)
@@ -165,11 +255,20 @@ def _measure(h: torch.Tensor, fit_range: tuple[int, int]) -> dict[str, float]:
 
 
 def train(labels: str = "powerlaw", loss: str = "ce", width: int = 8, classes: int = 128, steps: int = 4000,
-          seed: int = 0, *, contexts: int = 256, exponent: float = 1.0, smoothing: float = 0.2, lr: float = 2.0,
-          init_scale: float = 1e-3, record_every: int = 50, fit_range: tuple[int, int] | None = None,
+          seed: int = 0, *, contexts: int | None = None, exponent: float = 1.0, smoothing: float = 0.2,
+          lr: float = 2.0, init_scale: float = 1e-3, init: str = "gaussian", instances: int | None = None,
+          record_every: int = 50, log_steps: int | None = None, fit_range: tuple[int, int] | None = None,
           on_step: Callable[[int], None] | None = None) -> Any:
     """Train the toy model (module docstring) and measure its bottleneck every ``record_every``
-    steps (and at the last step).
+    steps and at the last step, or, with ``log_steps``, at step 0 and ``log_steps`` log-spaced
+    steps (:func:`record_steps`).
+
+    ``contexts``: the number D of contexts, each with its class drawn from the power law
+    (default 256). ``instances``: instead, fixed class sizes, max(1, round(instances · c^(−exponent)))
+    contexts of class c (``instances`` each with uniform labels), D their sum; pass one of the two.
+    ``smoothing=0`` makes the labels hard (deterministic). ``init``: ``"gaussian"`` (i.i.d.
+    N(0, init_scale²)) or ``"balanced"`` (HᵀH = VᵀV = init_scale²·I, Theorem B.2's condition;
+    :func:`_init`).
 
     Returns a pandas DataFrame, one row per recorded step: ``step``, ``loss``, ``accuracy``
     (fraction of contexts whose top logit is their preferred class), ``rankme``, ``alpha``,
@@ -182,12 +281,13 @@ def train(labels: str = "powerlaw", loss: str = "ce", width: int = 8, classes: i
     import pandas as pd
 
     cfg = _settings(labels, loss, width, classes, steps, seed, contexts, exponent, smoothing, lr, init_scale,
-                    record_every, fit_range)
+                    record_every, fit_range, init=init, instances=instances, log_steps=log_steps)
     _, pref, targets = _data(cfg)
     pref_t = torch.from_numpy(pref)
+    recorded = set(record_steps(cfg["steps"], cfg["record_every"], cfg["log_steps"]))
     rows = []
     for step, h, _, z, value in _trajectory(cfg, targets, on_step):
-        if step % cfg["record_every"] == 0 or step == cfg["steps"]:
+        if step in recorded:
             acc = float((z.argmax(dim=1) == pref_t).double().mean())
             rows.append({"step": step, "loss": value, "accuracy": acc, **_measure(h, cfg["fit_range"])})
     frame = pd.DataFrame(rows)
