@@ -1,11 +1,11 @@
 """Issue 18's sweep of the toy model (:mod:`fastspec.toy`): which settings make RankMe fall
 from its peak while α rises, and do the controls stay flat?
 
-Run from outside the repository root (so the installed fastspec, with its compiled core, is
-imported)::
+It uses the installed fastspec (run as a script, its own folder, not the repository root, is
+on sys.path), one thread, and takes about 25 minutes on two shared cores::
 
-    OMP_NUM_THREADS=1 python /path/to/benchmarks/toy_sweep.py --out toy_sweep.csv [--stage all]
-    python /path/to/benchmarks/toy_sweep.py --out toy_sweep.csv --figure docs/toy-best.png --table
+    OMP_NUM_THREADS=1 python benchmarks/toy_sweep.py --out toy_sweep.csv [--stage all]
+    python benchmarks/toy_sweep.py --out toy_sweep.csv --stage none --table --figure docs/toy-best.png
 
 Stages (``--stage``; ``all`` runs them in order):
 
