@@ -147,7 +147,8 @@ def _settings(labels: str, loss: str, width: int, classes: int, steps: int, seed
     if stop > rank:
         raise ValueError(f"fit_range {(start, stop)} needs {stop} eigenvalues, but the representation has at most "
                          f"min(width, contexts − 1) = {rank}")
-    return {"model": "linear bottleneck, one-hot contexts, stochastic next token (fastspec.toy)",
+    target = "deterministic next token" if smoothing == 0 else "stochastic next token"
+    return {"model": f"linear bottleneck, one-hot contexts, {target} (fastspec.toy)",
             "labels": labels, "loss": loss, "width": width, "classes": classes, "steps": steps, "seed": int(seed),
             "contexts": contexts, "instances": instances, "exponent": float(exponent), "smoothing": float(smoothing),
             "lr": lr, "init": init, "init_scale": init_scale, "record_every": record_every, "log_steps": log_steps,
