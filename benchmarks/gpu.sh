@@ -24,6 +24,8 @@
 #             to bench.jsonl as it completes (benchmarks/conftest.py): d=4096 spectrum at
 #             N=15000 in fp32, then bf16; d=8192 streamed over 10^6 rows (bf16); d=8192 spectrum
 #             (bf16); d=2048 (fp32 and bf16); svdvals last, at d=4096 fp32 only
+#   hub-prefetch  benchmarks/_hub_bench.py --full: the 6-checkpoint loopback-Hub sweep with and
+#             without prefetch (issue 14), the trace on the GPU -> hub.json (not in dry mode)
 #   report    benchmarks/report.py --gpu-run: bench.md from versions.json, steps.jsonl,
 #             floors.jsonl and bench.jsonl (card, versions, ratios to each baseline and floor)
 # The budget: GPU_SH_BUDGET seconds (default 420) for the whole run. Before each step the
@@ -205,8 +207,16 @@ if [ "$have_fastspec" = 1 ]; then
   bench bench-8192-bf16 45 150 "spectrum:$n:$d8192:bf16" -gpu_torch_svdvals
   bench bench-2048 15 60 "spectrum:$n:$d2048:fp32,spectrum:$n:$d2048:bf16" -gpu_torch_svdvals
   bench bench-svdvals 15 60 "spectrum:$n:$d4096:fp32" gpu_torch_svdvals
+  # Issue 14's prefetch goal, where the trace runs on the GPU and the download on a core of its
+  # own (on the 2-core CPU machine they compete): the loopback-Hub sweep, last, if time is left.
+  if [ "$dry" = 1 ]; then
+    record hub-prefetch skipped 0 0 "dry mode: the hub sweep runs on the device only"
+  else
+    step hub-prefetch 45 150 "$py" -P benchmarks/_hub_bench.py "$out/hub.json" --full || status=1
+  fi
 else
-  for s in tests bench-4096-fp32 bench-4096-bf16 bench-stream-8192-bf16 bench-8192-bf16 bench-2048 bench-svdvals; do
+  for s in tests bench-4096-fp32 bench-4096-bf16 bench-stream-8192-bf16 bench-8192-bf16 bench-2048 bench-svdvals \
+      hub-prefetch; do
     record "$s" skipped 0 0 "no fastspec build to test"
   done
 fi
