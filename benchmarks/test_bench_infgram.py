@@ -36,8 +36,6 @@ import pytest
 pytest.importorskip("pytest_benchmark", reason="pytest-benchmark is not installed (pip install '.[test]')")
 pytest.importorskip("tokenizers", reason="the benchmark corpus is tokenised with the tokenizers library")
 
-import fastspec  # noqa: E402
-
 
 def _load() -> Any:
     name = "fastspec_infgram_bench"
