@@ -19,6 +19,7 @@ import warnings
 from typing import Any, Callable, Sequence
 
 import numpy as np
+import pandas as pd
 import torch
 from tqdm import tqdm
 
@@ -30,6 +31,7 @@ from ..models.extract import DEFAULT_MAX_LENGTH, extract
 from ..models.layout import model_layout
 from ..models.phases import COMPRESSION, ENTROPY, WARMUP, phases
 from ..models.trace import CKPT_DIR, CONFIG_FILE, check_config, layer_results, load_trace, write_result, write_table
+from ..models.trace import _shared as _broadcast  # rank 0's value on every rank
 from ..spectral.metrics import check_fit_range
 
 #: The number logged as ``geometry/phase/layer_{l}`` (loggers take numbers, not names).
@@ -50,16 +52,6 @@ def _world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
-
-
-def _broadcast(value: Any, world: int) -> Any:
-    if world == 1:
-        return value
-    import torch.distributed as dist
-
-    box = [value]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
 
 
 class OnlineGeometry:
@@ -203,22 +195,20 @@ class OnlineGeometry:
         logs: dict[str, float] = {}
         for rec in _broadcast(layers, world):
             layer = int(rec["layer"])
-            self.record({"step": int(step), "layer": layer, **{k: rec[k] for k in METRICS}}, notify=True, rank=rank)
+            self.record({"step": int(step), "layer": layer, **{k: rec[k] for k in METRICS}})
             for k in METRICS:
                 logs[f"geometry/{k}/layer_{layer}"] = float(rec[k]) if rec[k] is not None else float("nan")
             logs[f"geometry/phase/layer_{layer}"] = float(PHASE_CODES[self.phase[layer]])
         return logs
 
-    def record(self, row: dict[str, Any], *, notify: bool = True, rank: int = 0) -> str:
+    def record(self, row: dict[str, Any], *, notify: bool = True) -> str:
         """Add one point (``step``, ``layer``, ``rankme``, ``rankme_sv``, ``alpha``) to the layer's
         trajectory, replacing an earlier point of that step, and return the layer's phase now:
         :func:`fastspec.phases`' label of the last point of the trajectory so far. With
-        ``notify``, warn on a collapse (on ``rank`` 0) and call ``on_phase_change``."""
+        ``notify``, warn on a collapse (on rank 0) and call ``on_phase_change`` (on every rank)."""
         step, layer = row["step"], row["layer"]
         self.history = [r for r in self.history if not (r["step"] == step and r["layer"] == layer)] + [row]
         mine = sorted((r for r in self.history if r["layer"] == layer), key=lambda r: r["step"])
-        import pandas as pd
-
         frame = pd.DataFrame([{**r, "checkpoint": f"step{r['step']}"} for r in mine])
         warmup = self.warmup_steps if self.warmup_steps else None
         new = phases(frame, layer=layer, warmup_steps=warmup, tol=self.tol)["phase"].iloc[-1]
@@ -230,7 +220,7 @@ class OnlineGeometry:
         if not notify:
             return new
         if self.collapse is not None and rank_now <= self.collapse * ref:
-            if rank == 0:
+            if _world()[0] == 0:
                 warnings.warn(f"fastspec: layer {layer}'s RankMe collapsed to {rank_now:.2f} at step {step}, from "
                               f"{ref:.2f} (at most {self.collapse:g} of its highest since the last warning); phase "
                               f"{new}", RankCollapseWarning, stacklevel=3)
