@@ -226,7 +226,7 @@ def plot_ablation(frame: pd.DataFrame, path: str | os.PathLike, *, title: str | 
 def plot_conditions(runs: dict[str, Any], path: str | os.PathLike, *, tol: float = TOL) -> str:
     """RankMe (top) and α (bottom) against step, one column per condition, the phases of
     :func:`compression` shaded (warmup, entropy-seeking, compression-seeking). Writes a PNG
-    to ``path`` and returns it."""
+    to ``path`` and returns it. Runs recorded with ``log_steps`` get a logarithmic step axis."""
     plt = _pyplot()
     from matplotlib.patches import Patch
     from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
@@ -250,6 +250,8 @@ def plot_conditions(runs: dict[str, Any], path: str | os.PathLike, *, tol: float
                 ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
                 ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
                 ax.yaxis.set_minor_formatter(NullFormatter())
+            if frame.attrs.get("log_steps"):  # recorded on a log step axis (step 0 included): drawn on one
+                ax.set_xscale("symlog", linthresh=1)
             ax.grid(alpha=0.3, which="both")
             if j == 0:
                 ax.set_ylabel(label)

@@ -24,3 +24,23 @@ def test_the_report_s_phase_ranges_never_overlap():
 
     labelled = pd.DataFrame({"phase": ["warmup", "flat", "flat", "entropy-seeking"], "step": [0, 100, 200, 400]})
     assert _phase_runs(labelled) == "warmup: step 0; flat: steps 100–200; entropy-seeking: step 400"
+
+
+def test_toy_runs_recorded_on_a_log_step_axis_are_drawn_on_one(tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    from fastspec import toy
+    from fastspec.report.figures import plot_conditions
+
+    scales = []
+    real = Figure.savefig
+
+    def spy(self, *args, **kwargs):
+        scales.append([ax.get_xscale() for ax in self.axes])
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", spy)
+    runs = {"log": toy.train(width=4, classes=16, steps=200, log_steps=20),
+            "linear": toy.train(width=4, classes=16, steps=200)}
+    assert plot_conditions(runs, tmp_path / "toy.png") == str(tmp_path / "toy.png")
+    assert scales == [["symlog", "linear", "symlog", "linear"]]  # (RankMe, α) rows × (log, linear) columns
