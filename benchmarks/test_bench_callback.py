@@ -24,6 +24,8 @@ import torch
 pytest.importorskip("pytest_benchmark", reason="pytest-benchmark is not installed (pip install '.[test]')")
 pytest.importorskip("accelerate", reason="transformers.Trainer needs accelerate (pip install '.[test]')")
 
+from hf_worker import Blocks  # noqa: E402  (tests/hf_worker.py: the Trainer tests' dataset)
+
 from fastspec.integrations.hf import GeometryCallback  # noqa: E402
 from fastspec.models.data import stdlib_docstrings  # noqa: E402
 from fastspec.models.tiny import model_config, train_tokenizer  # noqa: E402
@@ -31,18 +33,6 @@ from fastspec.models.tiny import model_config, train_tokenizer  # noqa: E402
 FULL = os.environ.get("FASTSPEC_BENCH_FULL", "") == "1"
 STEPS, EVERY, PROBE, BATCH, ROUNDS = (500, 50, 512, 16, 2) if FULL else (20, 10, 32, 4, 1)
 SEQ = 128
-
-
-class Blocks(torch.utils.data.Dataset):
-    def __init__(self, ids: list[int]):
-        self.blocks = [ids[i:i + SEQ] for i in range(0, len(ids) - SEQ + 1, SEQ)]
-
-    def __len__(self) -> int:
-        return len(self.blocks)
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        x = torch.tensor(self.blocks[i])
-        return {"input_ids": x, "attention_mask": torch.ones_like(x), "labels": x}
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +49,7 @@ def setup(tmp_path_factory):
     path = tmp_path_factory.mktemp("bench_callback") / "init"
     AutoModelForCausalLM.from_config(cfg).save_pretrained(path)
     tok.save_pretrained(path)
-    return str(path), tok, Blocks(ids), probe
+    return str(path), tok, Blocks(ids, SEQ), probe
 
 
 def run(setup, out: str, callback: bool) -> tuple[float, list[float]]:

@@ -22,11 +22,10 @@ SEQ = 16
 
 
 class Blocks(torch.utils.data.Dataset):
-    """The corpus, tokenised and cut into blocks of SEQ tokens (inputs are their own labels)."""
+    """Token ids cut into blocks of ``seq`` tokens (inputs are their own labels)."""
 
-    def __init__(self, tokenizer, copies: int = 8):
-        ids = [t for text in CORPUS * copies for t in tokenizer(text + tokenizer.eos_token)["input_ids"]]
-        self.blocks = [ids[i:i + SEQ] for i in range(0, len(ids) - SEQ + 1, SEQ)]
+    def __init__(self, ids: list[int], seq: int = SEQ):
+        self.blocks = [ids[i:i + seq] for i in range(0, len(ids) - seq + 1, seq)]
 
     def __len__(self) -> int:
         return len(self.blocks)
@@ -34,6 +33,11 @@ class Blocks(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         x = torch.tensor(self.blocks[i])
         return {"input_ids": x, "attention_mask": torch.ones_like(x), "labels": x}
+
+
+def corpus_blocks(tokenizer, copies: int = 8) -> Blocks:
+    """The test corpus, ``copies`` times over, each text ended by EOS, tokenised and cut into blocks."""
+    return Blocks([t for text in CORPUS * copies for t in tokenizer(text + tokenizer.eos_token)["input_ids"]])
 
 
 def make_trainer(model_dir: str, out_dir: str, *, steps: int, save_steps: int | None, seed: int = 0):
@@ -46,7 +50,7 @@ def make_trainer(model_dir: str, out_dir: str, *, steps: int, save_steps: int | 
         save_strategy="steps" if save_steps else "no", save_steps=save_steps or 500, logging_steps=5,
         report_to="none", use_cpu=True, seed=seed, data_seed=seed, disable_tqdm=True, dataloader_num_workers=0,
         ddp_backend="gloo" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None)
-    return Trainer(model=model, args=args, train_dataset=Blocks(tok), processing_class=tok), tok
+    return Trainer(model=model, args=args, train_dataset=corpus_blocks(tok), processing_class=tok), tok
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -228,3 +228,40 @@ class OnlineGeometry:
         if new != old and self.on_phase_change is not None:
             self.on_phase_change(int(step), layer, old, new)
         return new
+
+
+class CallbackCore:
+    """What the Hugging Face and Lightning callbacks share: their arguments, checked (those of
+    :class:`fastspec.integrations.hf.GeometryCallback`), the :class:`OnlineGeometry` they
+    feed, the tokenizer resolved at the start of training, and the step measured last (an
+    evaluation and a save at one step are measured once)."""
+
+    def __init__(self, texts: Sequence[str], *, tokenizer: Any = None, layers: str | int | Sequence[int] = "all",
+                 pooling: str | int = "last", max_length: int = DEFAULT_MAX_LENGTH, batch_size: int = 16,
+                 every_n_steps: int | None = None, out_dir: str | os.PathLike | None = None, at_start: bool = True,
+                 fit_range: tuple[int, int] = (11, 100), warmup_steps: int | None = None, tol: float = 0.1,
+                 collapse: float | None = 0.5, on_phase_change: PhaseChange | None = None):
+        if every_n_steps is not None and (isinstance(every_n_steps, bool) or not isinstance(every_n_steps, int)
+                                          or every_n_steps < 1):
+            raise ValueError(f"every_n_steps must be a positive number of steps or None, got {every_n_steps!r}")
+        self.geometry = OnlineGeometry(texts, layers=layers, pooling=pooling, max_length=max_length,
+                                       batch_size=batch_size, out_dir=out_dir, fit_range=fit_range,
+                                       warmup_steps=warmup_steps, tol=tol, collapse=collapse,
+                                       on_phase_change=on_phase_change)
+        self.tokenizer, self.every_n_steps, self.at_start = tokenizer, every_n_steps, at_start
+        self._tokenizer: Any = None
+        self._last_step: int | None = None
+
+    def _use_tokenizer(self, fallback: Any, hint: str) -> None:
+        """The tokenizer given, else ``fallback`` (the training framework's); an error naming
+        ``hint`` (where else one could come from) when there is neither."""
+        self._tokenizer = self.tokenizer if self.tokenizer is not None else fallback
+        if self._tokenizer is None:
+            raise ValueError(f"GeometryCallback needs a tokenizer: pass tokenizer=..., or {hint}")
+
+    def _new_step(self, step: int) -> bool:
+        """Whether ``step`` is not measured yet (and from now on it is)."""
+        if step == self._last_step:
+            return False
+        self._last_step = step
+        return True

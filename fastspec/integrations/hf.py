@@ -27,21 +27,19 @@ reporting integrations log on rank 0 only).
 
 from __future__ import annotations
 
-import os
-from typing import Any, Sequence
+from typing import Any
 
 try:
     from transformers import TrainerCallback
 except ImportError as err:  # pragma: no cover - transformers is a dependency of fastspec
     raise ImportError("fastspec.integrations.hf needs transformers") from err
 
-from ..models.extract import DEFAULT_MAX_LENGTH
-from ._online import OnlineGeometry, PhaseChange, RankCollapseWarning
+from ._online import CallbackCore, RankCollapseWarning
 
 __all__ = ["GeometryCallback", "RankCollapseWarning"]
 
 
-class GeometryCallback(TrainerCallback):
+class GeometryCallback(CallbackCore, TrainerCallback):
     """RankMe (both conventions), α and the phase of every layer of the model a ``Trainer``
     trains, on fixed probe ``texts`` (see the module docstring).
 
@@ -57,22 +55,7 @@ class GeometryCallback(TrainerCallback):
     ``on_phase_change(step, layer, old, new)``: called when a layer's phase changes.
     """
 
-    def __init__(self, texts: Sequence[str], *, tokenizer: Any = None, layers: str | int | Sequence[int] = "all",
-                 pooling: str | int = "last", max_length: int = DEFAULT_MAX_LENGTH, batch_size: int = 16,
-                 every_n_steps: int | None = None, out_dir: str | os.PathLike | None = None, at_start: bool = True,
-                 fit_range: tuple[int, int] = (11, 100), warmup_steps: int | None = None, tol: float = 0.1,
-                 collapse: float | None = 0.5, on_phase_change: PhaseChange | None = None):
-        if every_n_steps is not None and (isinstance(every_n_steps, bool) or not isinstance(every_n_steps, int)
-                                          or every_n_steps < 1):
-            raise ValueError(f"every_n_steps must be a positive number of steps or None, got {every_n_steps!r}")
-        self.geometry = OnlineGeometry(texts, layers=layers, pooling=pooling, max_length=max_length,
-                                       batch_size=batch_size, out_dir=out_dir, fit_range=fit_range,
-                                       warmup_steps=warmup_steps, tol=tol, collapse=collapse,
-                                       on_phase_change=on_phase_change)
-        self.tokenizer, self.every_n_steps, self.at_start = tokenizer, every_n_steps, at_start
-        self.trainer: Any = None
-        self._tokenizer: Any = None
-        self._last_step: int | None = None
+    trainer: Any = None  # set by attach
 
     def attach(self, trainer: Any) -> "GeometryCallback":
         """Register with ``trainer`` and log through its ``Trainer.log`` (see the module docstring)."""
@@ -82,9 +65,8 @@ class GeometryCallback(TrainerCallback):
 
     def _measure(self, args: Any, state: Any, kwargs: dict[str, Any], event: str) -> None:
         step = int(state.global_step)
-        if step == self._last_step:  # an evaluation and a save at one step: measured once
+        if not self._new_step(step):
             return
-        self._last_step = step
         logs = self.geometry.measure(kwargs["model"], self._tokenizer, step, event)
         if self.trainer is not None:
             # Trainer.log clears control.should_log: restored, or the Trainer's own log of this
@@ -97,10 +79,7 @@ class GeometryCallback(TrainerCallback):
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         # What would fail at the first measurement fails here, before any training.
-        self._tokenizer = self.tokenizer if self.tokenizer is not None else kwargs.get("processing_class")
-        if self._tokenizer is None:
-            raise ValueError("GeometryCallback needs a tokenizer: pass tokenizer=..., or give the Trainer one "
-                             "(processing_class=...)")
+        self._use_tokenizer(kwargs.get("processing_class"), "give the Trainer one (processing_class=...)")
         if self.every_n_steps is None and args.save_strategy == "no" and args.eval_strategy == "no":
             raise ValueError("GeometryCallback measures at evaluations and saves, and this Trainer does neither "
                              "(eval_strategy and save_strategy are 'no'): pass every_n_steps=N")

@@ -17,16 +17,14 @@ are all-reduced.
 
 from __future__ import annotations
 
-import os
-from typing import Any, Sequence
+from typing import Any
 
 try:
     from lightning.pytorch import Callback
 except ImportError as err:  # pragma: no cover - depends on the environment
     raise ImportError("fastspec.integrations.lightning needs lightning: pip install 'fastspec[lightning]'") from err
 
-from ..models.extract import DEFAULT_MAX_LENGTH
-from ._online import OnlineGeometry, PhaseChange, RankCollapseWarning
+from ._online import CallbackCore, RankCollapseWarning
 
 __all__ = ["GeometryCallback", "RankCollapseWarning"]
 
@@ -41,43 +39,23 @@ def _hf_model(module: Any) -> Any:
                     "holds none (no transformers.PreTrainedModel among its modules)")
 
 
-class GeometryCallback(Callback):
+class GeometryCallback(CallbackCore, Callback):
     """RankMe (both conventions), α and the phase of every layer of the Hugging Face model a
     Lightning ``Trainer`` trains, on fixed probe ``texts``: the arguments of
     :class:`fastspec.integrations.hf.GeometryCallback` (``tokenizer`` defaults to the
     LightningModule's ``tokenizer`` attribute; ``warmup_steps`` None: the phase rule's first
     fall)."""
 
-    def __init__(self, texts: Sequence[str], *, tokenizer: Any = None, layers: str | int | Sequence[int] = "all",
-                 pooling: str | int = "last", max_length: int = DEFAULT_MAX_LENGTH, batch_size: int = 16,
-                 every_n_steps: int | None = None, out_dir: str | os.PathLike | None = None, at_start: bool = True,
-                 fit_range: tuple[int, int] = (11, 100), warmup_steps: int | None = None, tol: float = 0.1,
-                 collapse: float | None = 0.5, on_phase_change: PhaseChange | None = None):
-        if every_n_steps is not None and (isinstance(every_n_steps, bool) or not isinstance(every_n_steps, int)
-                                          or every_n_steps < 1):
-            raise ValueError(f"every_n_steps must be a positive number of steps or None, got {every_n_steps!r}")
-        self.geometry = OnlineGeometry(texts, layers=layers, pooling=pooling, max_length=max_length,
-                                       batch_size=batch_size, out_dir=out_dir, fit_range=fit_range,
-                                       warmup_steps=warmup_steps, tol=tol, collapse=collapse,
-                                       on_phase_change=on_phase_change)
-        self.tokenizer, self.every_n_steps, self.at_start = tokenizer, every_n_steps, at_start
-        self._tokenizer: Any = None
-        self._last_step: int | None = None
-
     def _measure(self, trainer: Any, module: Any, event: str) -> None:
         step = int(trainer.global_step)
-        if step == self._last_step:
+        if not self._new_step(step):
             return
-        self._last_step = step
         logs = self.geometry.measure(_hf_model(module), self._tokenizer, step, event)
         for logger in trainer.loggers:
             logger.log_metrics(logs, step=step)
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
-        self._tokenizer = self.tokenizer if self.tokenizer is not None else getattr(pl_module, "tokenizer", None)
-        if self._tokenizer is None:
-            raise ValueError("GeometryCallback needs a tokenizer: pass tokenizer=..., or give the LightningModule a "
-                             "tokenizer attribute")
+        self._use_tokenizer(getattr(pl_module, "tokenizer", None), "give the LightningModule a tokenizer attribute")
         self.geometry.begin(_hf_model(pl_module), int(trainer.global_step))
         if self.at_start and trainer.global_step == 0:
             self._measure(trainer, pl_module, "start")

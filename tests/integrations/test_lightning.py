@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from hf_worker import FIT_RANGE, PROBE, Blocks
+from hf_worker import FIT_RANGE, PROBE, corpus_blocks
 from tinylm import save_model
 
 import fastspec
@@ -47,7 +47,7 @@ def model_dir(tmp_path_factory):
 
 
 def fit(module, tmp_path, callback, **trainer_kwargs):
-    loader = torch.utils.data.DataLoader(Blocks(module.tokenizer, copies=2), batch_size=8, shuffle=False)
+    loader = torch.utils.data.DataLoader(corpus_blocks(module.tokenizer, copies=2), batch_size=8, shuffle=False)
     trainer = L.Trainer(max_steps=8, accelerator="cpu", devices=1, logger=L.loggers.CSVLogger(tmp_path / "logs"),
                         enable_progress_bar=False, enable_model_summary=False,
                         default_root_dir=tmp_path, **{"enable_checkpointing": False, "callbacks": [callback],
