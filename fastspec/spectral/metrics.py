@@ -12,6 +12,9 @@ from typing import Any
 import numpy as np
 
 RANKME_CONVENTIONS = ("eig", "sv")
+#: α-ReQ's default fit range: 0-based indices [11, 100), ranks 12..100, the seed paper's
+#: scripts' (Reptrix uses (10, 100)). Every default in fastspec refers to this one.
+DEFAULT_FIT_RANGE = (11, 100)
 
 
 class SpectrumTooShort(ValueError):
