@@ -12,27 +12,24 @@ read. It imports no training framework.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 import warnings
 from typing import Any, Callable, Sequence
 
-import numpy as np
 import pandas as pd
 import torch
 from tqdm import tqdm
 
-from .._files import remove_stale, write_json
-from .._version import __version__
+from .._settings import positive_int
 from ..models.checkpoints import Checkpoint
-from ..models.data import texts_digest
-from ..models.extract import DEFAULT_MAX_LENGTH, extract
+from ..models.extract import extract
 from ..models.layout import model_layout
 from ..models.phases import COMPRESSION, ENTROPY, WARMUP, phases
-from ..models.trace import CKPT_DIR, CONFIG_FILE, check_config, layer_results, load_trace, write_result, write_table
-from ..models.trace import _shared as _broadcast  # rank 0's value on every rank
-from ..spectral.metrics import check_fit_range
+from ..models.runs import ResultsDir, broadcast, process_rank
+from ..models.settings import DEFAULT_MAX_LENGTH, TraceSettings
+from ..models.trace import RESULT_SETTINGS, layer_results, load_trace, run_config, write_table
+from ..spectral.metrics import DEFAULT_FIT_RANGE
 
 #: The number logged as ``geometry/phase/layer_{l}`` (loggers take numbers, not names).
 PHASE_CODES = {WARMUP: 0, ENTROPY: 1, COMPRESSION: 2, "flat": 3}
@@ -44,14 +41,6 @@ class RankCollapseWarning(UserWarning):
 
 
 PhaseChange = Callable[[int, int, "str | None", str], Any]
-
-
-def _world() -> tuple[int, int]:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 class OnlineGeometry:
@@ -66,31 +55,31 @@ class OnlineGeometry:
 
     def __init__(self, texts: Sequence[str], *, layers: str | int | Sequence[int] = "all", pooling: str | int = "last",
                  max_length: int = DEFAULT_MAX_LENGTH, batch_size: int = 16, out_dir: str | os.PathLike | None = None,
-                 fit_range: tuple[int, int] = (11, 100), warmup_steps: int | None = None, tol: float = 0.1,
+                 fit_range: tuple[int, int] = DEFAULT_FIT_RANGE, warmup_steps: int | None = None, tol: float = 0.1,
                  collapse: float | None = 0.5, on_phase_change: PhaseChange | None = None):
         if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
             raise TypeError("texts: a sequence of probe strings")
         self.texts = list(texts)
         if not self.texts:
             raise ValueError("texts: no probe texts to measure the model on")
-        if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
-            raise ValueError(f"max_length must be a positive integer, got {max_length!r}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        # The settings' own checks (a SettingError names the one at fault); max_length is a
+        # number here, cut to the model's context when measuring.
+        self.settings = TraceSettings(layers=layers, pooling=pooling, max_length=positive_int(max_length, "max_length"),
+                                      batch_size=batch_size, fit_range=fit_range, save_every=None)
         if not 0 < tol < 1:
             raise ValueError(f"tol must be in (0, 1), got {tol!r}")
         if collapse is not None and not 0 < collapse < 1:
             raise ValueError(f"collapse must be in (0, 1) or None, got {collapse!r}")
         if on_phase_change is not None and not callable(on_phase_change):
             raise TypeError("on_phase_change must be callable(step, layer, old, new)")
-        self.layers, self.pooling, self.max_length, self.batch_size = layers, pooling, max_length, batch_size
         self.out_dir = None if out_dir is None else os.fspath(out_dir)
-        self.fit_range = check_fit_range(fit_range)
+        self.fit_range = self.settings.fit_range
         self.warmup_steps, self.tol, self.collapse, self.on_phase_change = warmup_steps, tol, collapse, on_phase_change
         self.history: list[dict[str, Any]] = []  # one row per (step, layer), as load_trace's
         self.phase: dict[int, str] = {}
         self._reference: dict[int, float] = {}  # the highest RankMe since the layer's last warning
         self._config: dict[str, Any] | None = None
+        self._results: ResultsDir | None = None
 
     def begin(self, model: torch.nn.Module, step: int) -> None:
         """Start (or, from a checkpoint at ``step``, resume) measuring ``model``: the settings,
@@ -99,83 +88,58 @@ class OnlineGeometry:
         again). Every rank must call it; :meth:`measure` does on its first call."""
         if self._config is not None:
             return
-        rank, world = _world()
+        rank, world = process_rank()
         context = model_layout(model).context
         first = next(model.parameters(), None)
-        self._config = {
-            "data": "<probe texts>", "data_sha256": texts_digest(self.texts), "n_texts": len(self.texts), "n": None,
-            "seed": None, "layers": self.layers if isinstance(self.layers, str) else list(np.atleast_1d(self.layers).tolist()),
-            "pooling": self.pooling, "max_length": min(self.max_length, context or self.max_length),
-            "batch_size": self.batch_size, "final_norm": None, "padding_side": None,
-            "dtype": str(first.dtype).removeprefix("torch.") if first is not None else "float32",
-            "fit_range": list(self.fit_range), "device": str(first.device) if first is not None else "cpu",
-            "world_size": world, "folds": 1, "save_every": None, "during_training": True,
-            "fastspec": __version__, "torch": torch.__version__,
-        }
+        max_length = min(self.settings.max_length, context or self.settings.max_length)
+        self.settings = TraceSettings.build(self.settings, max_length=max_length)
+        self._config = run_config(
+            self.settings, self.texts, "<probe texts>", device=first.device if first is not None else "cpu",
+            world=world, n=None, seed=None, during_training=True,
+            dtype=str(first.dtype).removeprefix("torch.") if first is not None else "float32")
         if self.out_dir is None:
             return
+        self._results = ResultsDir(self.out_dir, self._config, RESULT_SETTINGS, rank=rank)
         earlier, refused = None, None
         if rank == 0:
             try:
-                earlier = self._open(step)
+                earlier = self._open(self._results, step)
             except ValueError as err:  # every rank stops, not rank 0 alone
                 refused = str(err)
-        earlier, refused = _broadcast((earlier, refused), world)
+        earlier, refused = broadcast((earlier, refused), world)
         if refused:
             self._config = None
             raise ValueError(refused)
         for row in earlier:
             self.record({k: row[k] for k in ("step", "layer", *METRICS)}, notify=False)
 
-    def _open(self, step: int) -> list[dict[str, Any]]:
+    def _open(self, results: ResultsDir, step: int) -> list[dict[str, Any]]:
         """Rank 0: make ``out_dir``, or check an existing one's settings and return its points
-        up to ``step`` (deleting those after it)."""
-        ckpt_dir = os.path.join(self.out_dir, CKPT_DIR)
-        earlier = []
-        if os.path.isdir(ckpt_dir) and any(n.endswith(".json") for n in os.listdir(ckpt_dir)):
-            check_config(self.out_dir, self._config)
-            frame = load_trace(self.out_dir)
-            earlier = frame[frame["step"] <= step].to_dict("records")
-            self._drop_later(ckpt_dir, step)
-        os.makedirs(ckpt_dir, exist_ok=True)
-        for stale in (ckpt_dir, self.out_dir):
-            remove_stale(stale)
-        if not os.path.exists(os.path.join(self.out_dir, CONFIG_FILE)):
-            write_json(os.path.join(self.out_dir, CONFIG_FILE), self._config)
-        return earlier
-
-    def _drop_later(self, ckpt_dir: str, step: int) -> None:
-        """A run resumed at ``step`` supersedes the points an earlier run measured after it."""
-        gone = []
-        for name in sorted(os.listdir(ckpt_dir)):
-            if name.endswith(".json"):
-                path = os.path.join(ckpt_dir, name)
-                with open(path) as fh:
-                    later = (json.load(fh).get("step") or -1) > step
-                if later:
-                    os.remove(path)
-                    if os.path.exists(path[:-5] + ".npz"):
-                        os.remove(path[:-5] + ".npz")
-                    gone.append(name[:-5])
+        up to ``step``, deleting those after it (this run measures them again)."""
+        done = results.open()
+        if not done:
+            return []
+        frame = load_trace(self.out_dir)
+        gone = results.drop_after(step)
         if gone:
             tqdm.write(f"fastspec: {self.out_dir}: training resumed at step {step}; the {len(gone)} point(s) an "
                        f"earlier run measured after it are replaced as this run reaches them ({', '.join(gone)})")
+        return frame[frame["step"] <= step].to_dict("records")
 
     def measure(self, model: torch.nn.Module, tokenizer: Any, step: int, event: str) -> dict[str, float]:
         """Measure ``model`` at training ``step`` (``event``: what triggered it, recorded as
         ``chosen_by = "callback:<event>"``) and return the metrics to log:
         ``geometry/{rankme,rankme_sv,alpha,phase}/layer_{l}``. Every rank must call it."""
         self.begin(model, step)
-        rank, world = _world()
-        cfg = self._config
+        rank, world = process_rank()
+        s = self.settings
         was_training = model.training
         model.eval()
         t0 = time.perf_counter()
         stats: dict[str, Any] = {}
         try:
-            accs = extract(model, tokenizer, self.texts, layers=cfg["layers"], pooling=self.pooling,
-                           max_length=cfg["max_length"], batch_size=self.batch_size,
-                           shard=(rank, world) if world > 1 else None, progress=False, stats=stats)
+            accs = extract(model, tokenizer, self.texts, layers=s.layers, pooling=s.pooling, max_length=s.max_length,
+                           batch_size=s.batch_size, shard=(rank, world) if world > 1 else None, progress=False, stats=stats)
         finally:
             model.train(was_training)
         if world > 1:
@@ -185,15 +149,15 @@ class OnlineGeometry:
         layers = None
         if rank == 0:
             layers, arrays = layer_results(accs, self.fit_range)
-            if self.out_dir is not None:
-                write_result(os.path.join(self.out_dir, CKPT_DIR), Checkpoint(f"step{step}"), layers, arrays, {
+            if self._results is not None:
+                self._results.write(Checkpoint(f"step{step}"), {
                     "label": None, "chosen_by": f"callback:{event}", "index": int(step), "n_tokens": stats["n_tokens"],
                     "max_length": stats["max_length"], "tokens_read": stats["tokens_read"],
                     "seconds": {"extract": t1 - t0, "spectra": time.perf_counter() - t1},
-                    "tokens_per_second": stats["n_tokens"] / max(t1 - t0, 1e-9)})
+                    "tokens_per_second": stats["n_tokens"] / max(t1 - t0, 1e-9), "layers": layers}, arrays)
                 write_table(self.out_dir)
         logs: dict[str, float] = {}
-        for rec in _broadcast(layers, world):
+        for rec in broadcast(layers, world):
             layer = int(rec["layer"])
             self.record({"step": int(step), "layer": layer, **{k: rec[k] for k in METRICS}})
             for k in METRICS:
@@ -220,7 +184,7 @@ class OnlineGeometry:
         if not notify:
             return new
         if self.collapse is not None and rank_now <= self.collapse * ref:
-            if _world()[0] == 0:
+            if process_rank()[0] == 0:
                 warnings.warn(f"fastspec: layer {layer}'s RankMe collapsed to {rank_now:.2f} at step {step}, from "
                               f"{ref:.2f} (at most {self.collapse:g} of its highest since the last warning); phase "
                               f"{new}", RankCollapseWarning, stacklevel=3)
@@ -239,7 +203,7 @@ class CallbackCore:
     def __init__(self, texts: Sequence[str], *, tokenizer: Any = None, layers: str | int | Sequence[int] = "all",
                  pooling: str | int = "last", max_length: int = DEFAULT_MAX_LENGTH, batch_size: int = 16,
                  every_n_steps: int | None = None, out_dir: str | os.PathLike | None = None, at_start: bool = True,
-                 fit_range: tuple[int, int] = (11, 100), warmup_steps: int | None = None, tol: float = 0.1,
+                 fit_range: tuple[int, int] = DEFAULT_FIT_RANGE, warmup_steps: int | None = None, tol: float = 0.1,
                  collapse: float | None = 0.5, on_phase_change: PhaseChange | None = None):
         if every_n_steps is not None and (isinstance(every_n_steps, bool) or not isinstance(every_n_steps, int)
                                           or every_n_steps < 1):

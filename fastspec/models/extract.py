@@ -21,23 +21,14 @@ from typing import Any, Callable, Sequence
 import torch
 from tqdm import tqdm
 
+from .._settings import SettingError
 from ..spectral import CovarianceAccumulator
 from .batching import iter_batches, pad_batch, position_ids, tokenize
+from .settings import DEFAULT_MAX_LENGTH, ExtractSettings
 from .layout import ModelLayout, hidden_size, model_layout, register_layer_hook, resolve_final_norm, resolve_layers
-
-POOLINGS = ("last", "mean", "cls")
-#: Tokens kept per text by default (``max_length="auto"``), or the model's context if shorter.
-DEFAULT_MAX_LENGTH = 512
-
 
 class _StopForward(Exception):
     """Raised by the hook of the last needed module, so the rest of the model never runs."""
-
-
-def _check_pooling(pooling: str | int) -> str | int:
-    if isinstance(pooling, bool) or not (pooling in POOLINGS or isinstance(pooling, int)):
-        raise ValueError(f"pooling must be one of {POOLINGS} or a token position (int), got {pooling!r}")
-    return pooling
 
 
 def pooled_positions(mask: torch.Tensor, pooling: str | int) -> torch.Tensor | None:
@@ -111,58 +102,78 @@ def extract(
     tokenizer: Any,
     texts: Sequence[str],
     *,
-    layers: str | int | Sequence[int] = "all",
-    pooling: str | int = "last",
-    max_length: int | str | None = "auto",
-    batch_size: int = 16,
-    final_norm: bool | None = None,
-    padding_side: str | None = None,
+    settings: ExtractSettings | None = None,
     accumulators: dict[int, CovarianceAccumulator] | None = None,
     shard: tuple[int, int] | None = None,
     progress: bool | str = True,
     stats: dict[str, Any] | None = None,
     precision: str = "float64",
-    folds: int = 1,
     start_batch: int = 0,
     on_batch: Callable[[int, dict[int, CovarianceAccumulator]], None] | None = None,
+    **options: Any,
 ) -> dict[int, CovarianceAccumulator]:
     """Feed the pooled representation of every text at every requested layer into one
     :class:`CovarianceAccumulator` per layer, and return them keyed by layer.
 
-    ``model``: any Hugging Face model (``AutoModelForCausalLM``/``AutoModel``), on the device
-    and in the dtype it should run in (fp32 or bf16, CPU or CUDA); the LM head never runs.
-    ``pooling``: ``"last"`` (last real token, the paper's choice), ``"mean"`` (over real
-    tokens), ``"cls"`` (first token, for encoders) or an int position among the real tokens.
-    ``max_length``: tokens kept per text; ``"auto"`` (default) is 512 or the model's context
-    if shorter (the length used is reported in ``stats``), None the model's context, and a
-    number longer than the context is an error. ``padding_side``:
-    defaults to the tokenizer's; both sides give the same rows. ``accumulators``: existing
-    ones to add to; ``shard=(rank, world)`` processes only that rank's batches (the caller
-    all-reduces). ``stats``: a dict that receives ``n_tokens`` (of all texts, every shard's),
-    ``n_texts`` and ``seconds``. ``folds``: of the new accumulators (``CovarianceAccumulator(
-    dim, folds=K)``, for :meth:`~fastspec.CovarianceAccumulator.jackknife`; each text's row
-    goes to fold i mod K by its position in the length-sorted order of this process's batches).
-    ``precision``: of the new accumulators' products; float64 by
-    default, as the forward pass costs far more than the d×d products and the raw spectrum's
-    tail (``rankme_sv``) needs it. ``start_batch``: skip this process's first batches (their
-    rows are already in ``accumulators``: a resumed run); ``on_batch(done, accumulators)`` is
-    called after each batch with the number of this process's batches done so far (a caller
-    saves state there). ``stats["tokens_read"]``: the tokens this call ran through the model.
+    Parameters
+    ----------
+    model
+        Any Hugging Face model (``AutoModelForCausalLM``/``AutoModel``), on the device and in
+        the dtype it should run in (fp32 or bf16, CPU or CUDA); the LM head never runs.
+    tokenizer, texts
+        The model's tokenizer, and the texts.
+    settings
+        An :class:`~fastspec.models.settings.ExtractSettings`; ``options`` (its fields as
+        keywords: ``layers``, ``pooling`` (``"last"``, the paper's choice; ``"mean"``,
+        ``"cls"`` or an int position among the real tokens), ``max_length`` (``"auto"``: 512
+        or the model's context if shorter, reported in ``stats``; None: the model's context;
+        longer than the context is an error), ``batch_size``, ``final_norm``,
+        ``padding_side`` (default: the tokenizer's; both sides give the same rows), ``folds``
+        (of the new accumulators, for :meth:`~fastspec.CovarianceAccumulator.jackknife`:
+        each text's row goes to fold i mod K by its position in the length-sorted order of
+        this process's batches)) apply over it.
+    accumulators
+        Existing ones to add to.
+    shard
+        ``(rank, world)``: process only that rank's batches (the caller all-reduces).
+    progress
+        A progress bar (a string: its label).
+    stats
+        A dict that receives ``n_tokens`` (of all texts, every shard's), ``n_texts``,
+        ``seconds``, ``max_length`` (the one used) and ``tokens_read`` (the tokens this call
+        ran through the model).
+    precision
+        Of the new accumulators' products; float64 by default, as the forward pass costs far
+        more than the d×d products and the raw spectrum's tail (``rankme_sv``) needs it.
+    start_batch
+        Skip this process's first batches (their rows are already in ``accumulators``: a
+        resumed run).
+    on_batch
+        Called as ``on_batch(done, accumulators)`` after each batch with the number of this
+        process's batches done so far (a caller saves state there).
+
+    Returns
+    -------
+    dict
+        Layer → :class:`CovarianceAccumulator`.
+
     Runs under ``torch.inference_mode``.
     """
+    s = ExtractSettings.build(settings, caller="extract", **options)
+    layers, pooling, max_length, batch_size, folds = s.layers, s.pooling, s.max_length, s.batch_size, s.folds
     layout = model_layout(model)
     wanted = resolve_layers(layers, layout.n_layers)
-    pooling = _check_pooling(pooling)
     if max_length == "auto":
         max_length = min(DEFAULT_MAX_LENGTH, layout.context or DEFAULT_MAX_LENGTH)
     elif max_length is None:
         max_length = layout.context
-    if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 1:
-        raise ValueError(f"max_length must be a positive integer, got {max_length!r}")
+        if max_length is None:
+            raise SettingError("{max_length}: this model states no context length; give a number of tokens",
+                               max_length=None)
     if layout.context is not None and max_length > layout.context:
-        raise ValueError(f"max_length={max_length} is longer than the model's context of {layout.context} "
-                         f"positions; pass max_length<={layout.context}")
-    side = padding_side or getattr(tokenizer, "padding_side", "right")
+        raise SettingError("{max_length} is longer than the model's context of %d positions; at most %d"
+                           % (layout.context, layout.context), max_length=max_length)
+    side = s.padding_side or getattr(tokenizer, "padding_side", "right")
     pad_id = next((v for v in (getattr(tokenizer, "pad_token_id", None), getattr(tokenizer, "eos_token_id", None)) if v is not None), 0)
     tokens = tokenize(tokenizer, texts, max_length)
     first = next(model.parameters(), None)
@@ -178,7 +189,7 @@ def extract(
         raise ValueError(f"start_batch must be an integer in [0, {len(batches)}], got {start_batch!r}")
     n_tokens = sum(len(tokens[i]) for b in batches[start_batch:] for i in b)
     desc = progress if isinstance(progress, str) else "extract"
-    with _Pooler(layout, wanted, accs, pooling, resolve_final_norm(layout, final_norm)) as pooler, torch.inference_mode(), \
+    with _Pooler(layout, wanted, accs, pooling, resolve_final_norm(layout, s.final_norm)) as pooler, torch.inference_mode(), \
             tqdm(total=n_tokens, unit="tok", unit_scale=True, desc=desc, disable=not progress, leave=False) as bar:
         start = time.perf_counter()
         for done, batch in enumerate(batches[start_batch:], start=start_batch + 1):

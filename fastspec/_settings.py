@@ -1,0 +1,207 @@
+"""Settings written once: a dataclass field carries its default, its help text, its check,
+whether it changes results, and its command-line spelling (in the spirit of Hugging Face's
+``TrainingArguments`` and ``HfArgumentParser``); and errors that name a setting in the words
+of whoever set it: the keyword in Python, the flag on the command line.
+
+The settings themselves live with what they configure (``fastspec.models.settings``); this
+module is the machinery under them, at the bottom of the layers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from typing import Any, Callable, Iterable, Mapping, TypeVar
+
+S = TypeVar("S", bound="Settings")
+#: A value for :class:`SettingError` that names the setting alone (``max_length``, ``--max-length``).
+NAME_ONLY = ...
+
+
+class SettingError(ValueError):
+    """A fault in a setting, or advice that names one. The message is a ``template`` whose
+    ``{name}`` fields are settings: ``str(err)`` spells them as Python keywords
+    (``nan_policy='omit'``), :meth:`render` with a parser's flags as options
+    (``--nan-policy omit``), so neither side rewrites the other's words.
+
+    >>> str(SettingError("{batch_size} must be positive", batch_size=0))
+    'batch_size=0 must be positive'
+    >>> SettingError("{batch_size} must be positive", batch_size=0).render({"batch_size": "--batch-size"})
+    '--batch-size 0 must be positive'
+    """
+
+    def __init__(self, template: str, /, **named: Any):
+        self.template, self.named = template, named
+        super().__init__(self.render())
+
+    def render(self, flags: Mapping[str, str] | None = None) -> str:
+        """The message, settings spelled as keywords (``flags`` None) or as the flags given
+        (keyword → option string; a keyword not there is ``--`` + its kebab-case)."""
+        words = {}
+        for name, value in self.named.items():
+            if flags is None:
+                words[name] = name if value is NAME_ONLY else f"{name}={value!r}"
+            else:
+                words[name] = _cli_words(flags.get(name, "--" + name.replace("_", "-")), value)
+        return self.template.format(**words)
+
+    def prefixed(self, prefix: str) -> "SettingError":
+        """The same error with ``prefix`` (a file name, a layer) before its message."""
+        return SettingError(prefix.replace("{", "{{").replace("}", "}}") + self.template, **self.named)
+
+
+def _cli_words(flag: str, value: Any) -> str:
+    if value is NAME_ONLY or value is True or value is None:
+        return flag
+    if value is False:
+        return flag.replace("--", "--no-", 1)
+    if isinstance(value, (list, tuple)):
+        return " ".join([flag, *map(str, value)])
+    return f"{flag} {value}"
+
+
+def setting(default: Any, help: str, *, affects: bool = False, check: Callable[[Any, str], Any] | None = None,
+            flag: str | None = None, cli: dict[str, Any] | None = None) -> Any:
+    """A settings field: its ``default``, ``help`` text (also the command line's), whether it
+    ``affects`` results (bound in a results directory's ``config.json``, refused on a resume
+    that differs) or is operational, a ``check(value, name)`` returning the value to keep or
+    raising :class:`SettingError`, and the command line's ``flag`` (default: ``--`` and the
+    name in kebab-case) with extra argparse keywords ``cli`` (``type``, ``choices``, ``nargs``,
+    ``metavar``, ``action``); ``cli=None`` with ``flag="-"`` keeps it off the command line."""
+    return dataclasses.field(default=default, metadata={
+        "help": help, "affects": affects, "check": check, "flag": flag, "cli": dict(cli or {})})
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Base of the settings dataclasses: every field is checked when made, and a bad value is
+    a :class:`SettingError` naming it."""
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            check = f.metadata.get("check")
+            if check is not None:
+                object.__setattr__(self, f.name, check(getattr(self, f.name), f.name))
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def build(cls: type[S], base: "Settings | None" = None, /, *, caller: str = "", **options: Any) -> S:
+        """Settings of this class: ``base``'s fields it has (default: the defaults), with
+        ``options`` (keywords, as a function taking them is called) over them. An unknown
+        keyword is a TypeError, as Python's own for ``caller``."""
+        unknown = [k for k in options if k not in cls.names()]
+        if unknown:
+            raise TypeError(f"{caller or cls.__name__}() got an unexpected keyword argument {unknown[0]!r}")
+        values = {k: getattr(base, k) for k in cls.names() if base is not None and hasattr(base, k)}
+        return cls(**{**values, **options})
+
+    def affecting(self) -> dict[str, Any]:
+        """The fields that change results, as JSON values (what ``config.json`` binds)."""
+        return {f.name: jsonable(getattr(self, f.name)) for f in dataclasses.fields(self) if f.metadata.get("affects")}
+
+    def to_config(self) -> dict[str, Any]:
+        """Every field, as JSON values."""
+        return {f.name: jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def affecting_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls) if f.metadata.get("affects"))
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser, *, exclude: Iterable[str] = ()) -> None:
+        """One option per field (not in ``exclude``), with the field's help and its default
+        named; an option not given leaves the field's default (argparse.SUPPRESS), so the
+        default is written once, in the field."""
+        skip = set(exclude)
+        for f in dataclasses.fields(cls):
+            if f.name in skip or f.metadata.get("flag") == "-":
+                continue
+            cli = dict(f.metadata["cli"])
+            shown = f.default if f.default is not None else cli.pop("shown", None)
+            cli.pop("shown", None)
+            help_text = f.metadata["help"] + (f" (default {_shown(shown)})" if shown is not None else "")
+            if f.default is False and "action" not in cli:
+                cli["action"] = "store_true"
+            parser.add_argument(option_string(f), dest=f.name, default=argparse.SUPPRESS, help=help_text, **cli)
+
+    @classmethod
+    def from_args(cls: type[S], args: argparse.Namespace, **options: Any) -> S:
+        """The settings a command line gave (fields it did not give keep their defaults), with
+        ``options`` over them."""
+        given = {k: getattr(args, k) for k in cls.names() if hasattr(args, k)}
+        return cls(**{**given, **options})
+
+
+def option_string(f: dataclasses.Field) -> str:
+    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return " ".join(map(str, value))
+    return str(value)
+
+
+def flags_of(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """Keyword → option string of every option of ``parser`` and its subcommands: how
+    :meth:`SettingError.render` spells a setting on that command line."""
+    out: dict[str, str] = {}
+    for action in parser._actions:  # argparse has no public accessor for its options
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                out.update({k: v for k, v in flags_of(sub).items() if k not in out})
+        elif action.option_strings and action.dest not in out:
+            out[action.dest] = max(action.option_strings, key=len)
+    return out
+
+
+def jsonable(value: Any) -> Any:
+    """Tuples as lists (JSON has no tuple), everything else as it is."""
+    if isinstance(value, tuple):
+        return [jsonable(v) for v in value]
+    return value
+
+
+# -- checks: each returns the value to keep, or raises SettingError naming the setting --------
+
+def fault(name: str, what: str, value: Any) -> SettingError:
+    """``name`` ``what``, got ``value``: the error of a setting that failed its check."""
+    return SettingError("{%s} %s, got %s" % (name, what, repr(value).replace("{", "{{").replace("}", "}}")),
+                        **{name: NAME_ONLY})
+
+
+def positive_int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise fault(name, "must be a positive integer", value)
+    return value
+
+
+def non_negative_int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise fault(name, "must be a non-negative integer", value)
+    return value
+
+
+def optional(check: Callable[[Any, str], Any]) -> Callable[[Any, str], Any]:
+    """``check``, with None allowed."""
+    def checked(value: Any, name: str) -> Any:
+        return None if value is None else check(value, name)
+    return checked
+
+
+def one_of(*choices: Any) -> Callable[[Any, str], Any]:
+    def checked(value: Any, name: str) -> Any:
+        if value not in choices:
+            words = " or ".join(map(repr, choices)) if len(choices) == 2 else "one of " + ", ".join(map(repr, choices))
+            raise fault(name, "must be " + words, value)
+        return value
+    return checked
+
+
+def boolean(value: Any, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise fault(name, "must be True or False", value)
+    return value

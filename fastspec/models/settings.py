@@ -1,0 +1,198 @@
+"""The settings of extraction, tracing and memorization scoring, each written once: its default,
+its help text (the command line's too), its check, and whether it changes results (bound in a
+results directory's ``config.json``: a resumed run with another value is refused) or is
+operational (prefetch, eviction, how often state is saved). ``fastspec.extract``,
+``fastspec.trace``, the training callbacks, ``fastspec.memorization_trace`` and the ``fastspec``
+command line all take these fields by name; the command line's options are generated from them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from typing import Any, Sequence
+
+from .._settings import (
+    SettingError,
+    Settings,
+    fault,
+    non_negative_int,
+    one_of,
+    optional,
+    positive_int,
+    setting,
+    boolean,
+)
+from ..spectral.metrics import DEFAULT_FIT_RANGE, check_fit_range
+
+POOLINGS = ("last", "mean", "cls")
+#: Tokens kept per text by default (``max_length="auto"``), or the model's context if shorter.
+DEFAULT_MAX_LENGTH = 512
+#: Every this many batches, a checkpoint's partial state is saved (a few minutes of work on a
+#: GPU: 8000 texts at the default batch size).
+DEFAULT_SAVE_EVERY = 500
+#: The dtypes a checkpoint can be loaded in (names as torch spells them).
+DTYPE_NAMES = ("float32", "bfloat16", "float16")
+
+
+# -- checks and command-line parsers of the fields below ------------------------------------
+
+def _layers(value: Any, name: str) -> str | tuple[int, ...]:
+    if isinstance(value, str):
+        if value != "all":
+            raise fault(name, "must be 'all' or a list of layer indices", value)
+        return value
+    items = (value,) if isinstance(value, int) else tuple(value)
+    if not items:
+        raise SettingError("{layers} is empty", layers=...)
+    for item in items:
+        if isinstance(item, bool) or not isinstance(item, int):
+            raise fault(name, "must hold integer layer indices", item)
+    return items
+
+
+def _pooling(value: Any, name: str) -> str | int:
+    if isinstance(value, bool) or not (value in POOLINGS or isinstance(value, int)):
+        raise fault(name, f"must be one of {POOLINGS} or a token position (int)", value)
+    return value
+
+
+def _max_length(value: Any, name: str) -> str | int | None:
+    if value is None or value == "auto":
+        return value
+    return positive_int(value, name)
+
+
+def _fit_range(value: Any, name: str) -> tuple[int, int]:
+    try:
+        return check_fit_range(value)
+    except ValueError as err:
+        text = str(err).replace("{", "{{").replace("}", "}}")
+        raise SettingError(text.replace("fit_range", "{fit_range}", 1), fit_range=...) from None
+
+
+def _labels(value: Any, name: str) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        raise fault(name, "must be a list, one label per checkpoint", value)
+    return tuple(str(v) for v in value)
+
+
+def _integer(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise fault(name, "must be an integer", value)
+    return value
+
+
+def _parse_layers(text: str) -> str | list[int]:
+    if text == "all":
+        return "all"
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'all' or comma-separated integers, got {text!r}") from None
+
+
+def _parse_max_length(text: str) -> str | int:
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'auto' or a number of tokens, got {text!r}") from None
+
+
+def _parse_pooling(text: str) -> str | int:
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
+def _parse_save_every(text: str) -> int | None:
+    value = int(text)
+    return None if value == 0 else value
+
+
+# -- the settings -----------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class ExtractSettings(Settings):
+    """How :func:`fastspec.extract` turns a model and texts into one covariance accumulator per
+    layer. Every field changes the numbers."""
+
+    layers: str | int | Sequence[int] = setting(
+        "all", "'all' or layer indices (0 = the embedding output, l = the output of block l, negative from the end)",
+        affects=True, check=_layers, cli={"type": _parse_layers, "metavar": "all|0,2,..."})
+    pooling: str | int = setting(
+        "last", "last (the last real token, the paper's) | mean | cls | a token position among the real tokens",
+        affects=True, check=_pooling, cli={"type": _parse_pooling})
+    max_length: int | str | None = setting(
+        "auto", "tokens kept per text: auto is 512, or the model's context if shorter",
+        affects=True, check=_max_length, cli={"type": _parse_max_length})
+    batch_size: int = setting(16, "texts per forward pass", affects=True, check=positive_int, cli={"type": int})
+    final_norm: bool | None = setting(
+        None, "the last layer after the model's final norm (default where it has one: Hugging Face's "
+        "hidden_states[-1], the paper's code); --no-final-norm: the last block's own output",
+        affects=True, check=optional(boolean), cli={"action": argparse.BooleanOptionalAction})
+    padding_side: str | None = setting(
+        None, "right | left (default: the tokenizer's; both give the same rows)",
+        affects=True, check=optional(one_of("right", "left")), cli={"choices": ("right", "left")})
+    folds: int = setting(
+        1, "K disjoint folds of the texts per layer, for jackknife standard errors of RankMe, RankMe_sv and alpha "
+        "(K·d² memory; 1: none)", affects=True, check=positive_int, cli={"type": int})
+
+
+@dataclasses.dataclass(frozen=True)
+class TraceSettings(ExtractSettings):
+    """The settings of :func:`fastspec.trace`: extraction's, how checkpoints are loaded and
+    measured, which texts, and how the sweep runs. The sample of texts is bound by its SHA-256
+    (``data_sha256`` in ``config.json``), so ``n``, ``seed`` and ``text_field`` bind through it."""
+
+    dtype: str = setting("float32", "the dtype the checkpoints are loaded in", affects=True,
+                         check=one_of(*DTYPE_NAMES), cli={"choices": DTYPE_NAMES})
+    fit_range: tuple[int, int] = setting(
+        DEFAULT_FIT_RANGE, "0-based [start, stop) of the alpha fit (the paper's; Reptrix: 10 100)", affects=True,
+        check=_fit_range, cli={"type": int, "nargs": 2, "metavar": ("START", "STOP")})
+    # Not "--n": torchrun reads every option on its line and refuses one that abbreviates
+    # several of its own (--nnodes, --nproc-per-node, --node-rank, --no-python).
+    n: int | None = setting(None, "documents sampled from the data (default: all)", check=optional(positive_int),
+                            flag="--n-texts", cli={"type": int})
+    seed: int = setting(0, "seed of the sample", check=_integer, cli={"type": int})
+    text_field: str = setting("text", "field/column of the text in .jsonl/.parquet")
+    device: str | None = setting(None, "cpu, cuda, cuda:1 … (default: cuda if there is one)")
+    trust_remote_code: bool = setting(False, "let transformers run the checkpoints' own model code",
+                                      check=boolean)
+    prefetch: int | None = setting(None, "hub checkpoints downloaded ahead of the one being traced",
+                                   check=optional(non_negative_int), cli={"type": int, "metavar": "K", "shown": 1})
+    evict: bool = setting(
+        False, "delete each hub checkpoint's downloaded files from the Hugging Face cache once its results are "
+        "written (never files the cache held before the run): disk stays near K + 1 checkpoints", check=boolean)
+    labels: Sequence[str] | None = setting(
+        None, "one name per checkpoint, in order (e.g. base sft dpo rlvr for post-training stages, which have no "
+        "training step): kept in the results and on the plots' axes", check=_labels, cli={"nargs": "+"})
+    save_every: int | None = setting(
+        DEFAULT_SAVE_EVERY, "save the layers' accumulator states every N batches, so that a run killed inside a "
+        "checkpoint resumes there (0 on the command line, None in Python: never)",
+        check=optional(positive_int), cli={"type": _parse_save_every, "metavar": "N"})
+    refine: int = setting(
+        0, "after the checkpoints given, up to M more of the candidates, one at a time, each bisecting the interval "
+        "where the last traced layer's RankMe or alpha is least resolved (a turn first, then the largest change)",
+        check=non_negative_int, cli={"type": int, "metavar": "M"})
+
+    def extract_options(self) -> dict[str, Any]:
+        """The fields :func:`fastspec.extract` takes."""
+        return {k: getattr(self, k) for k in ExtractSettings.names()}
+
+
+@dataclasses.dataclass(frozen=True)
+class MemorizationSettings(Settings):
+    """The settings of :func:`fastspec.memorization` and :func:`fastspec.memorization_trace`."""
+
+    rule: str = setting(
+        "wang", "wang: the paper's (zero ∞-gram probabilities dropped, items whose every one is zero left out); "
+        "all: no dropping", affects=True, check=one_of("wang", "all"), cli={"choices": ("wang", "all")})
+    batch_size: int = setting(8, "items per forward pass", check=positive_int, cli={"type": int})
+    device: str | None = setting(None, "torch device for the model (default: where it loads)")
+    threads: int = setting(1, "threads of the ∞-gram queries", check=positive_int, cli={"type": int})
