@@ -47,7 +47,12 @@ class SettingError(ValueError):
 
     def prefixed(self, prefix: str) -> "SettingError":
         """The same error with ``prefix`` (a file name, a layer) before its message."""
-        return SettingError(prefix.replace("{", "{{").replace("}", "}}") + self.template, **self.named)
+        return SettingError(literal(prefix) + self.template, **self.named)
+
+
+def literal(text: str) -> str:
+    """``text`` as a :class:`SettingError` template part that names no setting (braces kept)."""
+    return text.replace("{", "{{").replace("}", "}}")
 
 
 def _cli_words(flag: str, value: Any) -> str:
@@ -120,7 +125,7 @@ class Settings:
             if f.name in skip or f.metadata.get("flag") == "-":
                 continue
             cli = dict(f.metadata["cli"])
-            shown = f.default if f.default is not None else cli.pop("shown", None)
+            shown = f.default if f.default not in (None, False) else cli.get("shown")
             cli.pop("shown", None)
             help_text = f.metadata["help"] + (f" (default {_shown(shown)})" if shown is not None else "")
             if f.default is False and "action" not in cli:
@@ -169,8 +174,7 @@ def jsonable(value: Any) -> Any:
 
 def fault(name: str, what: str, value: Any) -> SettingError:
     """``name`` ``what``, got ``value``: the error of a setting that failed its check."""
-    return SettingError("{%s} %s, got %s" % (name, what, repr(value).replace("{", "{{").replace("}", "}}")),
-                        **{name: NAME_ONLY})
+    return SettingError("{%s} %s, got %s" % (name, literal(what), literal(repr(value))), **{name: NAME_ONLY})
 
 
 def positive_int(value: Any, name: str) -> int:

@@ -7,13 +7,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 from typing import Any, Sequence
 
 from tqdm import tqdm
 
 from ._files import existing_file, json_text, write_csv, write_text
+from ._settings import SettingError, flags_of
+from ._version import __version__
 from .analyses.ablation import ablate
 from .analyses.correlation import correlate, correlation_table
 from .analyses.memorization import memorization, memorization_trace
@@ -34,7 +35,8 @@ from .models.data import iter_jsonl, load_texts
 from .models.hub import grid, is_pattern, list_revisions
 from .models.phases import phases
 from .models.scoring import load_causal_lm
-from .models.trace import DEFAULT_SAVE_EVERY, trace
+from .models.settings import MemorizationSettings, TraceSettings
+from .models.trace import trace
 from .ngram.index import InfGramIndex, load_tokenizer
 from .report import (
     plot_ablation,
@@ -47,11 +49,8 @@ from .report import (
 )
 from .spectral import CovarianceAccumulator, open_activations, spectrum, summarize
 from .spectral.eigen import metrics_of
+from .spectral.metrics import DEFAULT_FIT_RANGE
 from .spectral.moments import chunk_rows
-
-
-def _fit_range(values: Sequence[int]) -> tuple[int, int]:
-    return (int(values[0]), int(values[1]))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -69,38 +68,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _synthetic_demo(args: argparse.Namespace) -> int:
-    cfg = DemoConfig(n=args.n, dim=args.dim, alpha=args.alpha, seed=args.seed, fit_range=_fit_range(args.fit_range))
+    cfg = DemoConfig(n=args.n, dim=args.dim, alpha=args.alpha, seed=args.seed, fit_range=tuple(args.fit_range))
     print(f"fastspec demo: {cfg.n} synthetic activations of dimension {cfg.dim}, power law alpha={cfg.alpha}, "
           f"{cfg.massive_columns} massive-mean columns (seed {cfg.seed})")
     result = run_demo(cfg, args.out)
     print(format_table(result))
     print(f"wrote {os.path.join(args.out, 'metrics.json')} and {result['plot']}")
     return 0
-
-
-def _layers(text: str) -> str | list[int]:
-    if text == "all":
-        return "all"
-    try:
-        return [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"layers must be 'all' or comma-separated integers, got {text!r}") from None
-
-
-def _max_length(text: str) -> str | int:
-    if text == "auto":
-        return text
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"max-length must be 'auto' or a number of tokens, got {text!r}") from None
-
-
-def _pooling(text: str) -> str | int:
-    try:
-        return int(text)
-    except ValueError:
-        return text
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
@@ -117,18 +91,12 @@ def cmd_trace(args: argparse.Namespace) -> int:
         if int(os.environ.get("RANK", "0")) == 0:
             print(f"fastspec trace: {len(revisions)} revisions of {checkpoints[0]}: {' '.join(revisions)}", flush=True)
         checkpoints = [(checkpoints[0], r) for r in revisions]
-    elif args.grid or args.refine:
+    elif args.grid or getattr(args, "refine", 0):
         raise ValueError("--grid and --refine pick among revisions: give one hub id with --revisions all (or a glob)")
     else:
         candidates = None
-    frame = trace(checkpoints, args.data, args.out, n=args.n_texts, seed=args.seed, text_field=args.text_field,
-                  layers=args.layers, pooling=args.pooling, max_length=args.max_length, batch_size=args.batch_size,
-                  final_norm=args.final_norm, padding_side=args.padding_side, dtype=args.dtype, device=args.device,
-                  folds=args.folds, prefetch=args.prefetch, evict=args.evict, labels=args.labels,
-                  save_every=args.save_every or None, refine=args.refine or 0, candidates=candidates,
-                  chosen_by="grid" if args.grid else "given",
-                  fit_range=_fit_range(args.fit_range), trust_remote_code=args.trust_remote_code,
-                  progress=not args.quiet)
+    frame = trace(checkpoints, args.data, args.out, settings=TraceSettings.from_args(args), candidates=candidates,
+                  chosen_by="grid" if args.grid else "given", progress=not args.quiet)
     if int(os.environ.get("RANK", "0")) == 0:
         print(frame.drop(columns=["index", "alpha_error"]).to_string(index=False))
         for _, row in frame[frame["alpha_error"].notna()].iterrows():
@@ -179,7 +147,7 @@ def _source_metrics(src: Any, fit_range: tuple[int, int], nan_policy: str, progr
 
 
 def cmd_spectrum(args: argparse.Namespace) -> int:
-    fit_range = _fit_range(args.fit_range or (11, 100))
+    fit_range = tuple(args.fit_range or DEFAULT_FIT_RANGE)
     out = file_metrics(args.file, key=args.key, fit_range=fit_range, nan_policy=args.nan_policy, progress=not args.quiet)
     if args.fit_range and out["alpha"] is None:  # asked for explicitly: not a result but an error
         raise ValueError(f"{args.file}: {out['alpha_error']}")
@@ -265,16 +233,16 @@ def cmd_memorization(args: argparse.Namespace) -> int:
     items = [record for _, record in iter_jsonl(existing_file(args.items, "items file (.jsonl)"))]
     if not items:
         raise ValueError(f"{args.items}: no items (one JSON object per line)")
+    settings = MemorizationSettings.from_args(args)
     if args.checkpoints:
         if not args.out:
             raise ValueError("--checkpoints needs --out RESULTS_DIR (memorization.csv and the per-checkpoint files)")
-        frame = memorization_trace(args.checkpoints, items, args.index, args.out, rule=args.rule,
-                                   batch_size=args.batch_size, device=args.device, progress=not args.quiet)
+        frame = memorization_trace(args.checkpoints, items, args.index, args.out, settings=settings,
+                                   progress=not args.quiet)
         print(frame.to_string(index=False))
         print(f"wrote {os.path.join(args.out, 'memorization.csv')}, {os.path.join(args.out, 'suffix_lengths.csv')}")
         return 0
-    res = memorization(items, args.index, args.model, args.tokenizer, rule=args.rule, batch_size=args.batch_size,
-                       device=args.device)
+    res = memorization(items, args.index, args.model, args.tokenizer, **settings.to_config())
     text = json_text(res.to_dict())  # strict JSON: a −∞ score (rule "all") is null
     if args.out:
         write_text(args.out, text)
@@ -339,10 +307,8 @@ def cmd_toy(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fastspec", description="Eigenspectra, RankMe and alpha of representations.")
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def _add_demo(sub: Any) -> None:
+    """The subcommands of the demo."""
     demo = sub.add_parser("demo", help="train a tiny LM here, trace its checkpoints, label the phases and plot")
     demo.add_argument("--out", default="fastspec-demo", help="directory for the model, the trace and the figures")
     demo.add_argument("--steps", type=int, default=1000, help="training steps of the tiny LM")
@@ -354,54 +320,23 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--n", type=int, default=15000, help="--synthetic: number of samples (rows)")
     demo.add_argument("--dim", type=int, default=1024, help="--synthetic: feature dimension")
     demo.add_argument("--alpha", type=float, default=1.0, help="--synthetic: power-law exponent of the construction")
-    demo.add_argument("--fit-range", type=int, nargs=2, default=(11, 100), metavar=("START", "STOP"))
+    demo.add_argument("--fit-range", type=int, nargs=2, default=DEFAULT_FIT_RANGE, metavar=("START", "STOP"))
     demo.set_defaults(func=cmd_demo)
 
+
+def _add_trace(sub: Any) -> None:
+    """The subcommands of trace and plot."""
     tr = sub.add_parser("trace", help="RankMe and alpha of every layer of every checkpoint (Hugging Face models)")
     tr.add_argument("checkpoints", nargs="+", help="local directories or hub ids (id@revision), in training order")
     tr.add_argument("--revisions", nargs="+",
                     help="revisions of the one model given (e.g. step1000 step2000); 'all' lists the hub "
                          "repository's branches that name a step, ordered by it; a glob ('step*000') filters them")
     tr.add_argument("--grid", type=int, metavar="N",
-                    help="of the revisions listed, keep N evenly spaced in step (first and last included)")
-    tr.add_argument("--refine", type=int, metavar="M",
-                    help="after the revisions given, up to M more of those listed, one at a time, each bisecting the "
-                         "interval where the last traced layer's RankMe or alpha is least resolved (a turn first, "
-                         "then the largest change)")
-    tr.add_argument("--prefetch", type=int, metavar="K",
-                    help="hub checkpoints downloaded ahead of the one being traced (default 1)")
-    tr.add_argument("--save-every", type=int, default=DEFAULT_SAVE_EVERY, metavar="N",
-                    help="save the layers' accumulator states every N batches, so that a run killed inside a "
-                         f"checkpoint resumes there (default {DEFAULT_SAVE_EVERY}; 0: never)")
-    tr.add_argument("--labels", nargs="+",
-                    help="one name per checkpoint, in order (e.g. base sft dpo rlvr for post-training stages, which "
-                         "have no training step): kept in the results and on the plots' axes")
-    tr.add_argument("--evict", action="store_true",
-                    help="delete each hub checkpoint's downloaded files from the Hugging Face cache once its results "
-                         "are written (never files the cache held before the run): disk stays near K + 1 checkpoints")
+                    help="of the revisions listed, keep N evenly spaced in step (first and last included); with "
+                         "--refine M, refinements pick among all of those listed")
     tr.add_argument("--data", required=True, help=".txt (one document per line), .jsonl or .parquet")
     tr.add_argument("--out", required=True, help="results directory (an interrupted run resumes there)")
-    # Not "--n": torchrun reads every option on its line and refuses one that abbreviates
-    # several of its own (--nnodes, --nproc-per-node, --node-rank, --no-python).
-    tr.add_argument("--n-texts", type=int, help="documents sampled from the data (default: all)")
-    tr.add_argument("--seed", type=int, default=0, help="seed of the sample")
-    tr.add_argument("--text-field", default="text", help="field/column of the text in .jsonl/.parquet")
-    tr.add_argument("--layers", type=_layers, default="all", help="'all' or comma-separated indices (0 = embeddings)")
-    tr.add_argument("--pooling", type=_pooling, default="last", help="last | mean | cls | a token position")
-    tr.add_argument("--max-length", type=_max_length, default="auto",
-                    help="tokens kept per document (default auto: 512, or the model's context if shorter)")
-    tr.add_argument("--batch-size", type=int, default=16)
-    tr.add_argument("--final-norm", action=argparse.BooleanOptionalAction, default=None,
-                    help="the last layer after the model's final norm (default where it has one: Hugging Face's "
-                         "hidden_states[-1], the paper's code); --no-final-norm: the last block's own output")
-    tr.add_argument("--folds", type=int, default=1,
-                    help="K disjoint folds of the texts per layer, for jackknife standard errors of RankMe, "
-                         "RankMe_sv and alpha (K·d² memory; default 1: none)")
-    tr.add_argument("--padding-side", choices=("right", "left"))
-    tr.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32")
-    tr.add_argument("--device", help="cpu, cuda, cuda:1 … (default: cuda if there is one)")
-    tr.add_argument("--fit-range", type=int, nargs=2, default=(11, 100), metavar=("START", "STOP"))
-    tr.add_argument("--trust-remote-code", action="store_true")
+    TraceSettings.add_arguments(tr)
     tr.add_argument("--quiet", action="store_true", help="no progress bars")
     tr.set_defaults(func=cmd_trace)
 
@@ -415,6 +350,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="a new phase also needs a move beyond this many jackknife SEs (a trace made with --folds)")
     pl.set_defaults(func=cmd_plot)
 
+
+def _add_spectrum(sub: Any) -> None:
+    """The subcommands of spectrum and backends."""
     spec = sub.add_parser("spectrum", help="metrics of activations stored in a .npy, .pt or .safetensors file")
     spec.add_argument("file")
     spec.add_argument("--key", help="tensor name, when the file holds several")
@@ -430,6 +368,9 @@ def build_parser() -> argparse.ArgumentParser:
     be = sub.add_parser("backends", help="what this install can do, and why not where it cannot")
     be.set_defaults(func=cmd_backends)
 
+
+def _add_index(sub: Any) -> None:
+    """The subcommands of the ∞-gram index."""
     index = sub.add_parser("index", help="∞-gram suffix-array index: build one, count n-grams, n-gram and ∞-gram probabilities")
     isub = index.add_subparsers(dest="index_command", required=True)
     ib = isub.add_parser("build", help="index a corpus: .npy token ids, or text files with --tokenizer")
@@ -468,6 +409,9 @@ def build_parser() -> argparse.ArgumentParser:
             q.add_argument("--token", type=int, required=True, help="the next token's id")
             q.set_defaults(func=cmd_index_prob)
 
+
+def _add_memorization(sub: Any) -> None:
+    """The subcommands of memorization and ablation."""
     mem = sub.add_parser("memorization", help="distributional memorization (Wang et al.): Spearman of ∞-gram vs model scores")
     mem.add_argument("--index", required=True, help="∞-gram index directory of the pretraining corpus")
     who = mem.add_mutually_exclusive_group(required=True)
@@ -476,10 +420,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                        "--out is then a results directory, resumable")
     mem.add_argument("--tokenizer", help="tokenizer directory (default: the model's)")
     mem.add_argument("--items", required=True, help='.jsonl of {"prompt": ..., "output": ...}')
-    mem.add_argument("--rule", choices=("wang", "all"), default="wang",
-                     help="wang: the paper's (zero ∞-gram probs dropped, all-zero items left out); all: no dropping")
-    mem.add_argument("--batch-size", type=int, default=8)
-    mem.add_argument("--device", help="torch device for the model (default: where it loads)")
+    MemorizationSettings.add_arguments(mem)
     mem.add_argument("--out", help="also write the JSON to this file (--checkpoints: the results directory)")
     mem.add_argument("--quiet", action="store_true", help="no progress bar")
     mem.set_defaults(func=cmd_memorization)
@@ -508,6 +449,9 @@ def build_parser() -> argparse.ArgumentParser:
     ab.add_argument("--quiet", action="store_true", help="no progress bars")
     ab.set_defaults(func=cmd_ablate)
 
+
+def _add_analyses(sub: Any) -> None:
+    """The subcommands of the other analyses."""
     co = sub.add_parser("correlate", help="Pearson/Spearman (with p-values) of RankMe/alpha with per-checkpoint scores")
     co.add_argument("geometry", help="trace results directory, or a CSV with a step column")
     co.add_argument("scores", help="CSV with a step column and one column per score")
@@ -534,6 +478,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="lm-eval-harness's command line with the fastspec-ablate model type (top-k eigenvector "
                         "ablation) registered: fastspec lm-eval --model fastspec-ablate --model_args "
                         "pretrained=DIR,layer=-1,k=10,mode=retain,basis=FILE --tasks ...")
+
     toy = sub.add_parser("toy", help="the paper's toy model: a linear bottleneck on power-law classes, and its controls")
     toy.add_argument("--out", default="fastspec-toy", help="directory for toy.csv and toy.png")
     toy.add_argument("--steps", type=int, default=4000, help="gradient-descent steps of each of the four runs")
@@ -549,23 +494,17 @@ def build_parser() -> argparse.ArgumentParser:
                      help="fixed class sizes max(1, round(instances·c^-1)) instead of 256 contexts drawn at random")
     toy.add_argument("--quiet", action="store_true", help="no progress bar")
     toy.set_defaults(func=cmd_toy)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``fastspec`` command line; trace's and memorization's options are generated from
+    their settings (:mod:`fastspec.models.settings`)."""
+    parser = argparse.ArgumentParser(prog="fastspec", description="Eigenspectra, RankMe and alpha of representations.")
+    parser.add_argument("--version", action="version", version=f"fastspec {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_demo, _add_trace, _add_spectrum, _add_index, _add_memorization, _add_analyses):
+        add(sub)
     return parser
-
-
-# What an API message calls by its keyword, the command line calls by its flag.
-_FLAGS = [(re.compile(r"\bpass nan_policy='omit'"), "pass --nan-policy omit"),
-          (re.compile(r"\bnan_policy='(\w+)'"), r"--nan-policy \1"),
-          (re.compile(r"\bpass overwrite=True"), "pass --overwrite"),
-          (re.compile(r"\b(text_field|max_length|fit_range|batch_size|memory_budget|vocab_size|token_width|"
-                      r"doc_lengths|text_split|warmup_steps|final_norm|n_texts)= ?"),
-           lambda m: "--" + m.group(1).replace("_", "-") + " ")]
-
-
-def cli_words(message: str) -> str:
-    """``message`` with API keywords (``nan_policy='omit'``, ``text_field=``) as CLI flags."""
-    for pattern, flag in _FLAGS:
-        message = pattern.sub(flag, message)
-    return message
 
 
 def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
@@ -602,12 +541,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["lm-eval"]:  # every argument after it is lm-eval's, parsed by lm-eval
         return cmd_lm_eval(argv[1:])
-    args = _parse(build_parser(), argv)
+    parser = build_parser()
+    args = _parse(parser, argv)
     try:
         return args.func(args)
     except (ValueError, TypeError, KeyError, OSError, OverflowError, NotImplementedError) as err:
-        msg = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"fastspec {args.command}: error: {cli_words(str(msg))}", file=sys.stderr)
+        # A fault in a setting names its flag (SettingError); others say what they say.
+        msg = err.render(flags_of(parser)) if isinstance(err, SettingError) else \
+            err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"fastspec {args.command}: error: {msg}", file=sys.stderr)
         return 2
     except MemoryError as err:
         print(f"fastspec {args.command}: error: out of memory{': ' + str(err) if str(err) else ''} "

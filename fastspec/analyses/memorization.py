@@ -17,10 +17,11 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 from scipy import stats
 
-from .._files import existing_file, remove_stale, write_csv, write_json
-from ..models.checkpoints import as_checkpoint, load_checkpoint
-from ..models.hub import Downloads
+from .._files import existing_file, write_csv
+from ..models.checkpoints import Checkpoint, as_checkpoint, load_checkpoint
 from ..models.data import iter_jsonl
+from ..models.runs import ResultsDir, Sweep, check_distinct
+from ..models.settings import MemorizationSettings
 from ..models.scoring import context_limit, continuation_logprobs, load_causal_lm
 from ..ngram import InfGramIndex
 from ..ngram.memorization import check_rule, encode_items, output_scores
@@ -138,93 +139,96 @@ def _suffix_frame(counts: Sequence[int]) -> Any:
 
 
 def memorization_trace(checkpoints: Sequence[Any], items: Any, index: InfGramIndex | str | os.PathLike,
-                       out_dir: str | os.PathLike, *, rule: str = "wang", batch_size: int = 8, device: Any = None,
-                       threads: int = 1, progress: bool = True) -> Any:
-    """:func:`memorization` at every checkpoint (local directories, ``"hub/id@revision"`` or
-    (id, revision) pairs, as :func:`fastspec.trace` takes them), written as it goes and
-    resumable like a trace: ``out_dir/memorization/<name>-<hash>.json`` per checkpoint
-    (written last: its presence means done), ``memorization.csv`` (``checkpoint``, ``step``,
-    ``rho``, ``pvalue``, ``n_items``, ``n_excluded``, ``rule``, rewritten after each),
-    ``suffix_lengths.csv`` (:func:`suffix_lengths` per checkpoint, in the tokens its
-    tokenizer makes of the items, and ``pooled`` over all of them; a suite that shares one
-    tokenizer has the same rows for every checkpoint) and ``memorization_config.json`` (the
-    index, the items' SHA-256 and the rule: a resumed run with others is refused once a
-    checkpoint is done). ``items``: a ``.jsonl`` path or (prompt, output) items. Returns the
-    table, in training order."""
-    import pandas as pd
-    from tqdm import tqdm
+                       out_dir: str | os.PathLike, *, settings: MemorizationSettings | None = None,
+                       progress: bool = True, **options: Any) -> Any:
+    """:func:`memorization` at every checkpoint, written as it goes and resumable like a trace
+    (the same results-directory loop, :mod:`fastspec.models.runs`).
 
-    check_rule(rule)
+    Parameters
+    ----------
+    checkpoints
+        Local directories, ``"hub/id@revision"`` or (id, revision) pairs, as
+        :func:`fastspec.trace` takes them.
+    items
+        A ``.jsonl`` path or (prompt, output) items.
+    index
+        The ∞-gram index of the pretraining corpus, or its directory.
+    out_dir
+        The results directory: ``memorization/<name>-<hash>.json`` per checkpoint (written
+        last: its presence means done), ``memorization.csv`` (``checkpoint``, ``step``,
+        ``rho``, ``pvalue``, ``n_items``, ``n_excluded``, ``rule``, rewritten after each),
+        ``suffix_lengths.csv`` (:func:`suffix_lengths` per checkpoint, in the tokens its
+        tokenizer makes of the items, and ``pooled`` over all of them; a suite that shares one
+        tokenizer has the same rows for every checkpoint) and ``memorization_config.json``
+        (the index, the items' SHA-256 and the rule: a resumed run with others is refused once
+        a checkpoint is done).
+    settings
+        A :class:`~fastspec.models.settings.MemorizationSettings`; ``options`` (``rule``,
+        ``batch_size``, ``device``, ``threads``) apply over it.
+    progress
+        A progress bar.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The table, in training order.
+    """
+    import pandas as pd
+
+    s = MemorizationSettings.build(settings, caller="memorization_trace", **options)
     ckpts = [as_checkpoint(c) for c in checkpoints]
     if not ckpts:
         raise ValueError("no checkpoints to score")
-    if len({c.identity for c in ckpts}) != len(ckpts):
-        raise ValueError("a checkpoint is listed twice")
+    check_distinct(ckpts)
     item_list = _item_list(items)
     idx = _as_index(index)
     out_dir = os.fspath(out_dir)
-    rec_dir = os.path.join(out_dir, MEMO_DIR)
-    config = {"index": os.path.realpath(idx.path), "n_items": len(item_list), "rule": rule,
+    config = {"index": os.path.realpath(idx.path), "n_items": len(item_list), "rule": s.rule,
               "items_sha256": hashlib.sha256(json.dumps(item_list, sort_keys=True, default=str).encode()).hexdigest()}
-    done = {}
-    if os.path.isdir(rec_dir):
-        remove_stale(rec_dir)
-        for name in sorted(os.listdir(rec_dir)):
-            if name.endswith(".json"):
-                with open(os.path.join(rec_dir, name)) as fh:
-                    rec = json.load(fh)
-                done[rec["identity"]] = rec
-    config_path = os.path.join(out_dir, MEMO_CONFIG)
-    if done and os.path.exists(config_path):
-        with open(config_path) as fh:
-            old = json.load(fh)
-        diff = [k for k in config if old.get(k) != config[k]]
-        if diff:
-            raise ValueError(f"{out_dir} holds memorization scores made with other settings ({', '.join(diff)} "
-                             "differ); use the same index, items and rule, or a new directory")
-    elif not done:
-        write_json(config_path, config)
-    todo = [(i, c) for i, c in enumerate(ckpts) if c.identity not in done]
-    # The ∞-gram side depends on the items' token ids only: one query pass per distinct
-    # tokenisation (a suite's checkpoints share one tokenizer), for the scores and Table 1.
-    infgram: dict[bytes, tuple[np.ndarray, list[int]]] = {}  # tokenisation → (∞-gram scores, Table 1 counts)
-    downloads = Downloads(prefetch=1)  # hub checkpoints: by commit, the next one fetched ahead
-    try:
-        for pos, (i, ckpt) in enumerate(tqdm(todo, desc="memorization", unit="ckpt", disable=not progress)):
-            path, commit = downloads.fetch(ckpt, [c for _, c in todo[pos + 1:] if c.on_hub]) if ckpt.on_hub \
-                else (None, None)
-            model, tok = load_checkpoint(ckpt, device=device or "cpu", causal_lm=True, path=path)
-            _score_one(i, ckpt, commit, model, tok, item_list, idx, infgram, done, out_dir, rec_dir, rule=rule,
-                       batch_size=batch_size, device=device, threads=threads)
-    finally:
-        downloads.close()
+    results = ResultsDir(out_dir, config, tuple(config), record_dir=MEMO_DIR, config_file=MEMO_CONFIG,
+                         what="memorization scores")
+    scorer = _Scorer(results, s, item_list, idx)
+    # Hub checkpoints: by commit, the next one fetched ahead.
+    with Sweep(results, prefetch=1, progress=progress, desc="memorization", after_each=scorer.write_tables) as sweep:
+        sweep.run(sweep.pending(ckpts), scorer.score)
     return pd.read_csv(os.path.join(out_dir, MEMO_TABLE))
 
 
-def _score_one(i: int, ckpt: Any, commit: str | None, model: Any, tok: Any, item_list: list[Any], idx: InfGramIndex,
-               infgram: dict[bytes, tuple[np.ndarray, list[int]]], done: dict[str, Any], out_dir: str, rec_dir: str, *, rule: str,
-               batch_size: int, device: Any, threads: int) -> None:
-    """One checkpoint of :func:`memorization_trace`: its record, and the tables rewritten."""
-    import pandas as pd
+class _Scorer:
+    """One checkpoint of :func:`memorization_trace` at a time: its record, then the tables.
+    The ∞-gram side depends on the items' token ids only: one query pass per distinct
+    tokenisation (a suite's checkpoints share one tokenizer), for the scores and Table 1."""
 
-    seqs, prompt_lens = _encoded(item_list, tok, model)
-    key = hashlib.sha256(b"".join(np.asarray([len(x), p], np.int64).tobytes() + x.tobytes()
-                                  for x, p in zip(seqs, prompt_lens))).digest()
-    if key not in infgram:
-        scores = idx.score(seqs, threads=threads)
-        infgram[key] = (output_scores(scores, prompt_lens, rule), _suffix_counts(scores, prompt_lens))
-    outputs, counts = infgram[key]
-    res = _correlate(model, seqs, prompt_lens, outputs, rule, batch_size=batch_size, device=device)
-    rec = {"checkpoint": ckpt.label, "step": ckpt.step, "index": i, "identity": ckpt.identity, "commit": commit,
-           "rho": res.rho, "pvalue": res.pvalue, "n_items": res.n_items, "n_excluded": res.n_excluded,
-           "rule": res.rule, "suffix_counts": counts}
-    write_json(os.path.join(rec_dir, ckpt.slug + ".json"), rec)
-    done[ckpt.identity] = rec
-    ordered = sorted(done.values(), key=lambda r: (r["step"] is None, r["step"] or 0, r["index"]))
-    table = pd.DataFrame(ordered).drop(columns=["identity", "commit", "suffix_counts"], errors="ignore")
-    write_csv(table, os.path.join(out_dir, MEMO_TABLE))
-    with_counts = [r for r in ordered if r.get("suffix_counts")]
-    pooled = np.sum([r["suffix_counts"] for r in with_counts], axis=0)
-    write_csv(pd.concat([_suffix_frame(r["suffix_counts"]).assign(checkpoint=r["checkpoint"]) for r in with_counts]
-                        + [_suffix_frame(pooled).assign(checkpoint="pooled")])[["checkpoint", "bin", "share", "n_tokens"]],
-              os.path.join(out_dir, SUFFIX_TABLE))
+    def __init__(self, results: ResultsDir, s: MemorizationSettings, item_list: list[Any], idx: InfGramIndex):
+        self.results, self.s, self.item_list, self.idx = results, s, item_list, idx
+        self.infgram: dict[bytes, tuple[np.ndarray, list[int]]] = {}  # tokenisation → (scores, Table 1 counts)
+
+    def score(self, i: int, ckpt: Checkpoint, fetched: tuple[str, str] | None, waited: float) -> None:
+        path, commit = fetched if fetched is not None else (None, None)
+        s = self.s
+        model, tok = load_checkpoint(ckpt, device=s.device or "cpu", causal_lm=True, path=path)
+        seqs, prompt_lens = _encoded(self.item_list, tok, model)
+        key = hashlib.sha256(b"".join(np.asarray([len(x), p], np.int64).tobytes() + x.tobytes()
+                                      for x, p in zip(seqs, prompt_lens))).digest()
+        if key not in self.infgram:
+            scores = self.idx.score(seqs, threads=s.threads)
+            self.infgram[key] = (output_scores(scores, prompt_lens, s.rule), _suffix_counts(scores, prompt_lens))
+        outputs, counts = self.infgram[key]
+        res = _correlate(model, seqs, prompt_lens, outputs, s.rule, batch_size=s.batch_size, device=s.device)
+        self.results.write(ckpt, {"index": i, "commit": commit, "rho": res.rho, "pvalue": res.pvalue,
+                                  "n_items": res.n_items, "n_excluded": res.n_excluded, "rule": res.rule,
+                                  "suffix_counts": counts})
+
+    def write_tables(self) -> None:
+        """``memorization.csv`` and ``suffix_lengths.csv`` of every record so far."""
+        import pandas as pd
+
+        out_dir = self.results.path
+        ordered = sorted(self.results.records(), key=lambda r: (r["step"] is None, r["step"] or 0, r["index"]))
+        table = pd.DataFrame(ordered)[["checkpoint", "step", "index", "rho", "pvalue", "n_items", "n_excluded", "rule"]]
+        write_csv(table, os.path.join(out_dir, MEMO_TABLE))
+        with_counts = [r for r in ordered if r.get("suffix_counts")]
+        pooled = np.sum([r["suffix_counts"] for r in with_counts], axis=0)
+        write_csv(pd.concat([_suffix_frame(r["suffix_counts"]).assign(checkpoint=r["checkpoint"]) for r in with_counts]
+                            + [_suffix_frame(pooled).assign(checkpoint="pooled")])[["checkpoint", "bin", "share", "n_tokens"]],
+                  os.path.join(out_dir, SUFFIX_TABLE))

@@ -15,6 +15,8 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from .._settings import SettingError, literal
+
 TEXT_SUFFIXES = (".txt", ".jsonl", ".parquet")
 
 
@@ -68,7 +70,8 @@ def _read_jsonl(path: str, text_field: str) -> list[str]:
     texts = []
     for where, record in iter_jsonl(path):
         if not isinstance(record, dict) or text_field not in record:
-            raise ValueError(f"{where}: no field {text_field!r} (use text_field= to name the text field)")
+            raise SettingError(literal(f"{where}: no field {text_field!r}") + " (use {text_field} to name the text field)",
+                               text_field=...)
         if not isinstance(record[text_field], str):
             raise ValueError(f"{where}: field {text_field!r} is {type(record[text_field]).__name__}, not text")
         if record[text_field].strip():

@@ -16,6 +16,7 @@ from .._settings import (
     SettingError,
     Settings,
     fault,
+    literal,
     non_negative_int,
     one_of,
     optional,
@@ -67,8 +68,7 @@ def _fit_range(value: Any, name: str) -> tuple[int, int]:
     try:
         return check_fit_range(value)
     except ValueError as err:
-        text = str(err).replace("{", "{{").replace("}", "}}")
-        raise SettingError(text.replace("fit_range", "{fit_range}", 1), fit_range=...) from None
+        raise SettingError(literal(str(err)).replace("fit_range", "{fit_range}", 1), fit_range=...) from None
 
 
 def _labels(value: Any, name: str) -> tuple[str, ...] | None:

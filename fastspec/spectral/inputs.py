@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._settings import SettingError, literal
+
 FLOAT_DTYPES = (torch.bfloat16, torch.float16, torch.float32, torch.float64)
 NAN_POLICIES = ("raise", "omit")
 
@@ -88,8 +90,6 @@ def nonfinite_rows(x: torch.Tensor, name: str, nan_policy: str, *, stream_offset
     r, c = (int(v) for v in bad.nonzero()[0])
     value = float(x[r, c])
     where = f"row {r}, column {c}" + (f" (row {stream_offset + r} of the rows streamed so far)" if stream_offset else "")
-    raise ValueError(
-        f"{name}: {count} non-finite value(s) (NaN or Inf) in {rows} row(s); the first is "
-        f"{value} at {where}. Fix the input, or pass nan_policy='omit' to drop rows that "
-        f"contain them."
-    )
+    raise SettingError(literal(f"{name}: {count} non-finite value(s) (NaN or Inf) in {rows} row(s); the first is "
+                               f"{value} at {where}.") + " Fix the input, or pass {nan_policy} to drop rows that "
+                       "contain them.", nan_policy="omit")

@@ -169,7 +169,7 @@ def test_memorization_trace_scores_every_checkpoint_resumably(traced_ckpts, tmp_
     monkeypatch.setattr(mod, "_correlate", lambda *a, **k: calls.append(1) or real(*a, **k))
     again = fastspec.memorization_trace(ckpts, items, index, tmp_path, progress=False)  # resumes: one new
     assert len(calls) == 1 and again["step"].tolist() == [0, 3, 6]
-    with pytest.raises(ValueError, match=r"other settings \(rule differ\)"):
+    with pytest.raises(ValueError, match=r"other settings \(rule: .wang. there, .all. now\)"):
         fastspec.memorization_trace(ckpts, items, index, tmp_path, rule="all", progress=False)
     full = pd.read_csv(tmp_path / "suffix_lengths.csv")
     assert full["checkpoint"].unique().tolist() == [*(f"{c}" for c in again["checkpoint"]), "pooled"]
