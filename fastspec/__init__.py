@@ -28,7 +28,18 @@ import sys as _sys
 from ._version import __version__
 from .analyses import MemorizationResult, ablate, correlate, memorization, memorization_trace, pass_at_k, toy
 from .backends import backends
-from .models import CheckpointError, extract, load_texts, load_trace, phases, trace
+from ._settings import SettingError
+from .models import (
+    CheckpointError,
+    ExtractSettings,
+    MemorizationSettings,
+    TraceSettings,
+    extract,
+    load_texts,
+    load_trace,
+    phases,
+    trace,
+)
 from .ngram import InfGramIndex
 from .spectral import AlphaFit, CovarianceAccumulator, Spectrum, alpha_req, rankme, spectrum
 
@@ -40,9 +51,13 @@ __all__ = [
     "AlphaFit",
     "CheckpointError",
     "CovarianceAccumulator",
+    "ExtractSettings",
     "InfGramIndex",
     "MemorizationResult",
+    "MemorizationSettings",
+    "SettingError",
     "Spectrum",
+    "TraceSettings",
     "__version__",
     "ablate",
     "alpha_req",

@@ -43,6 +43,7 @@ from .report import (
     write_table,
 )
 from .spectral import CovarianceAccumulator, alpha_req, rankme, summarize
+from .spectral.metrics import DEFAULT_FIT_RANGE
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,7 @@ class DemoConfig:
     massive_columns: int = 3
     massive_mean: float = 1000.0
     seed: int = 0
-    fit_range: tuple[int, int] = (11, 100)
+    fit_range: tuple[int, int] = DEFAULT_FIT_RANGE
 
 
 def synthetic_activations(cfg: DemoConfig) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:

@@ -22,7 +22,8 @@ def test_backends_say_why_when_something_is_missing():
 
 def test_public_surface():
     assert set(fastspec.__all__) == {"AlphaFit", "CheckpointError", "CovarianceAccumulator", "InfGramIndex",
-                                     "MemorizationResult", "Spectrum", "__version__", "ablate", "alpha_req", "backends", "correlate",
+                                     "MemorizationResult", "Spectrum", "ExtractSettings", "TraceSettings",
+                                     "MemorizationSettings", "SettingError", "__version__", "ablate", "alpha_req", "backends", "correlate",
                                      "extract", "load_texts", "load_trace", "memorization", "memorization_trace", "pass_at_k", "phases", "rankme",
                                      "spectrum", "toy", "trace"}
     for name in fastspec.__all__:

@@ -78,6 +78,18 @@ class _Pooler:
             h.remove()
         self.handles.clear()
 
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor, device: torch.device) -> None:
+        """Run one padded batch through the model up to the last requested layer."""
+        self.mask, self.positions = mask, pooled_positions(mask, self.pooling)
+        kwargs: dict[str, Any] = {"input_ids": ids.to(device), "attention_mask": mask.to(device), "use_cache": False}
+        if self.layout.takes_position_ids:
+            kwargs["position_ids"] = position_ids(mask).to(device)
+        try:
+            self.layout.base(**kwargs)
+        except _StopForward:
+            return
+        raise RuntimeError("extraction hooks never fired: the model's forward does not run its blocks")
+
     def _take(self, layer: int, hidden: torch.Tensor, stop: bool) -> None:
         mask = self.mask
         assert mask is not None
@@ -95,6 +107,23 @@ class _Pooler:
             self.accs[layer]._update(rows, f"layer {layer}")
         if stop:
             raise _StopForward
+
+
+def tokens_kept(layout: ModelLayout, max_length: int | str | None) -> int:
+    """The tokens kept per text for ``max_length`` (``"auto"``: 512 or the context if shorter;
+    None: the context), refused when longer than the model's context."""
+    if max_length == "auto":
+        return min(DEFAULT_MAX_LENGTH, layout.context or DEFAULT_MAX_LENGTH)
+    if max_length is None:
+        if layout.context is None:
+            raise SettingError("{max_length}: this model states no context length; give a number of tokens",
+                               max_length=None)
+        return layout.context
+    assert isinstance(max_length, int)
+    if layout.context is not None and max_length > layout.context:
+        raise SettingError("{max_length} is longer than the model's context of %d positions; at most %d"
+                           % (layout.context, layout.context), max_length=max_length)
+    return max_length
 
 
 def extract(
@@ -160,19 +189,9 @@ def extract(
     Runs under ``torch.inference_mode``.
     """
     s = ExtractSettings.build(settings, caller="extract", **options)
-    layers, pooling, max_length, batch_size, folds = s.layers, s.pooling, s.max_length, s.batch_size, s.folds
     layout = model_layout(model)
-    wanted = resolve_layers(layers, layout.n_layers)
-    if max_length == "auto":
-        max_length = min(DEFAULT_MAX_LENGTH, layout.context or DEFAULT_MAX_LENGTH)
-    elif max_length is None:
-        max_length = layout.context
-        if max_length is None:
-            raise SettingError("{max_length}: this model states no context length; give a number of tokens",
-                               max_length=None)
-    if layout.context is not None and max_length > layout.context:
-        raise SettingError("{max_length} is longer than the model's context of %d positions; at most %d"
-                           % (layout.context, layout.context), max_length=max_length)
+    wanted = resolve_layers(s.layers, layout.n_layers)
+    max_length = tokens_kept(layout, s.max_length)
     side = s.padding_side or getattr(tokenizer, "padding_side", "right")
     pad_id = next((v for v in (getattr(tokenizer, "pad_token_id", None), getattr(tokenizer, "eos_token_id", None)) if v is not None), 0)
     tokens = tokenize(tokenizer, texts, max_length)
@@ -181,29 +200,20 @@ def extract(
     dim = hidden_size(model)
     accs = accumulators if accumulators is not None else {}
     for layer in wanted:
-        accs.setdefault(layer, CovarianceAccumulator(dim, device=device, precision=precision, folds=folds))
+        accs.setdefault(layer, CovarianceAccumulator(dim, device=device, precision=precision, folds=s.folds))
         if accs[layer].dim != dim:
             raise ValueError(f"layer {layer}: accumulator has dim {accs[layer].dim}, the model's hidden size is {dim}")
-    batches = list(iter_batches(tokens, batch_size, shard))
+    batches = list(iter_batches(tokens, s.batch_size, shard))
     if isinstance(start_batch, bool) or not isinstance(start_batch, int) or not 0 <= start_batch <= len(batches):
         raise ValueError(f"start_batch must be an integer in [0, {len(batches)}], got {start_batch!r}")
     n_tokens = sum(len(tokens[i]) for b in batches[start_batch:] for i in b)
     desc = progress if isinstance(progress, str) else "extract"
-    with _Pooler(layout, wanted, accs, pooling, resolve_final_norm(layout, s.final_norm)) as pooler, torch.inference_mode(), \
+    with _Pooler(layout, wanted, accs, s.pooling, resolve_final_norm(layout, s.final_norm)) as pooler, torch.inference_mode(), \
             tqdm(total=n_tokens, unit="tok", unit_scale=True, desc=desc, disable=not progress, leave=False) as bar:
         start = time.perf_counter()
         for done, batch in enumerate(batches[start_batch:], start=start_batch + 1):
             ids, mask = pad_batch([tokens[i] for i in batch], pad_id, side)
-            pooler.mask, pooler.positions = mask, pooled_positions(mask, pooling)
-            kwargs: dict[str, Any] = {"input_ids": ids.to(device), "attention_mask": mask.to(device), "use_cache": False}
-            if layout.takes_position_ids:
-                kwargs["position_ids"] = position_ids(mask).to(device)
-            try:
-                layout.base(**kwargs)
-            except _StopForward:
-                pass
-            else:
-                raise RuntimeError("extraction hooks never fired: the model's forward does not run its blocks")
+            pooler.forward(ids, mask, device)
             bar.update(int(mask.sum()))
             bar.set_postfix_str(f"{bar.n / max(time.perf_counter() - start, 1e-9):,.0f} tok/s", refresh=False)
             if on_batch is not None:
