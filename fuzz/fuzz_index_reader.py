@@ -28,7 +28,8 @@ from pathlib import Path
 import atheris
 import numpy as np
 
-with atheris.instrument_imports(include=["fastspec.ngram.index"]):
+with atheris.instrument_imports(include=["fastspec.ngram.index", "fastspec.ngram.ingest", "fastspec.ngram.build",
+                                        "fastspec.ngram.integrity"]):
     import fastspec.ngram.index as infgram
 
 ROOT = Path(tempfile.mkdtemp(prefix="fastspec-fuzz-"))

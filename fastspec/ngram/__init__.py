@@ -3,7 +3,11 @@ C++ engine in ``fastspec._C``), and the corpus side of distributional memorizati
 
 Above the spectral core, beside models and tracing (neither imports the other). Modules:
 
-- ``index``: :class:`InfGramIndex`, building, opening (infini-gram's layout too), queries.
+- ``index``: :class:`InfGramIndex`: opening (infini-gram's layout too), the queries, verify,
+  and ``InfGramIndex.build``, which runs the three below.
+- ``ingest``: a corpus (token arrays, ``.npy``, text files and a tokenizer) as documents.
+- ``build``: documents into shards, each shard's suffix array, the directory put in place.
+- ``integrity``: the build-time checksums and their check.
 - ``memorization``: task items as token ids and the ∞-gram score of each output.
 """
 

@@ -1,0 +1,95 @@
+"""The integrity of an ∞-gram index directory: the build-time checksums of a fastspec index
+(``checksums.json``: the size and BLAKE2b of every data file) and checking the files against
+them. infini-gram's indexer writes none: its directories get the structural check alone
+(:meth:`InfGramIndex.verify <fastspec.ngram.index.InfGramIndex.verify>`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from .._files import write_json
+
+__all__ = ["CHECKSUMS", "data_files", "digest", "verify_checksums", "write_checksums"]
+
+#: Written at build time beside the data files: the size and BLAKE2b of each, for verify().
+CHECKSUMS = "checksums.json"
+
+
+def data_files(directory: str | os.PathLike) -> list[Path]:
+    """The data files of a fastspec index in ``directory`` (``tokens.*``, ``suffix_array.*``)."""
+    directory = Path(directory)
+    return sorted(directory.glob("tokens.*")) + sorted(directory.glob("suffix_array.*"))
+
+
+def digest(path: str | os.PathLike) -> str:
+    """BLAKE2b (32-byte digest, hex) of a file, read in 8 MiB blocks (hashlib releases the GIL
+    on them)."""
+    h = hashlib.blake2b(digest_size=32)
+    with open(path, "rb") as fh:
+        while block := fh.read(8 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_checksums(directory: str | os.PathLike) -> None:
+    """Write ``checksums.json`` for the data files in ``directory`` (a pass over them)."""
+    write_json(Path(directory) / CHECKSUMS, {"algorithm": "blake2b", "files": {
+        f.name: {"size": f.stat().st_size, "blake2b": digest(f)} for f in data_files(directory)}})
+
+
+def _read_checksums(directory: str) -> dict[str, Any] | None:
+    """The parsed ``checksums.json`` of ``directory``, or None when there is none."""
+    manifest = os.path.join(directory, CHECKSUMS)
+    try:
+        with open(manifest) as fh:
+            content = json.load(fh)
+        files = content["files"]
+        if not isinstance(files, dict) or not all(isinstance(v, dict) for v in files.values()):
+            raise TypeError("'files' is not a mapping of file name to {size, blake2b}")
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{manifest}: unreadable checksums ({err})") from err
+    return content
+
+
+def verify_checksums(directory: str | os.PathLike) -> int | None:
+    """Check every file listed in ``directory``'s ``checksums.json`` (size, then BLAKE2b).
+
+    Parameters
+    ----------
+    directory
+        The index directory.
+
+    Returns
+    -------
+    int or None
+        The number of files checked; None when there are no checksums (infini-gram, or a
+        fastspec index built before they were written).
+
+    Raises
+    ------
+    ValueError
+        Naming the damaged or missing file, or an unreadable ``checksums.json``.
+    """
+    directory = os.fspath(directory)
+    content = _read_checksums(directory)
+    if content is None:
+        return None
+    files = content["files"]
+    for name, want in sorted(files.items()):
+        path = os.path.join(directory, name)
+        if not os.path.isfile(path):
+            raise ValueError(f"{path}: missing (listed in {CHECKSUMS})")
+        size = os.path.getsize(path)
+        if size != want.get("size"):
+            raise ValueError(f"{path}: damaged: {size} bytes, {want.get('size')} when it was built")
+        if digest(path) != want.get("blake2b"):
+            raise ValueError(f"{path}: damaged: its BLAKE2b checksum differs from the one written when "
+                             "it was built; rebuild the index")
+    return len(files)
