@@ -7,7 +7,7 @@ Above the spectral core, beside models and tracing (neither imports the other). 
   and ``InfGramIndex.build``, which runs the three below.
 - ``ingest``: a corpus (token arrays, ``.npy``, text files and a tokenizer) as documents.
 - ``build``: documents into shards, each shard's suffix array, the directory put in place.
-- ``integrity``: the build-time checksums and their check.
+- ``integrity``: the formats a directory holds, the build-time checksums and their check.
 - ``memorization``: task items as token ids and the ∞-gram score of each output.
 """
 

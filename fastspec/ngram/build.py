@@ -22,7 +22,7 @@ from tqdm import tqdm
 from .. import _C
 from .._files import remove_stale, temporary_name
 from .ingest import Corpus, checked_document
-from .integrity import CHECKSUMS, data_files, write_checksums
+from .integrity import CHECKSUMS, FORMATS, data_files, write_checksums
 
 __all__ = ["SEPARATORS", "TOKEN_DTYPES", "ShardPlan", "check_shard_options", "plan_shards", "resolve_vocab_size", "write_index"]
 
@@ -126,6 +126,10 @@ def plan_shards(vocab_size: int, token_width: int | None, memory_budget: int | s
 def _check_out_dir(out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"index directory {str(out)!r} exists and is not a directory")
+    if out.is_dir() and os.path.isfile(out / FORMATS["infini-gram"]):
+        # a fastspec index beside it would make the directory ambiguous (which one is queried?)
+        raise FileExistsError(f"{str(out)!r} holds an infini-gram index ({FORMATS['infini-gram']}); "
+                              "build the fastspec index into another directory")
     old = data_files(out) if out.is_dir() else []
     if old and not overwrite:
         raise FileExistsError(f"{str(out)!r} already holds an index ({old[0].name}); pass overwrite=True to replace it")
@@ -228,7 +232,7 @@ def write_index(corpus: Corpus, out_dir: str | os.PathLike, plan: ShardPlan, *, 
     Raises
     ------
     FileExistsError
-        ``out_dir`` holds an index and ``overwrite`` is False.
+        ``out_dir`` holds an index and ``overwrite`` is False, or holds an infini-gram index.
     ValueError, TypeError
         A bad document (named with its position), an empty or one-token corpus, a document
         longer than a shard.

@@ -38,7 +38,7 @@ import numpy as np
 from .. import _C
 from .build import TOKEN_DTYPES, check_shard_options, plan_shards, resolve_vocab_size, write_index
 from .ingest import corpus_documents, load_tokenizer
-from .integrity import CHECKSUMS, verify_checksums
+from .integrity import CHECKSUMS, FORMATS, formats_present, verify_checksums
 
 # load_tokenizer and CHECKSUMS are re-exported: they were defined here before the split, and
 # the CLI and users import them from this module.
@@ -124,9 +124,10 @@ class InfGramIndex:
     ``InfGramIndex(path)`` opens a directory written by :meth:`build` (format read from the
     file headers) or by infini-gram's indexer (``tokenized.<s>``, ``table.<s>``,
     ``offset.<s>``; its token width is inferred from the file sizes unless given, and its
-    vocabulary is every id below the separator unless ``vocab_size`` is given). Errors name
-    the file: ``ValueError`` for a corrupt or truncated file or a width mismatch, ``OSError``
-    for a missing or unreadable one.
+    vocabulary is every id below the separator unless ``vocab_size`` is given). A directory
+    holding both formats is refused as ambiguous unless ``format`` names one. Errors name the
+    file: ``ValueError`` for a corrupt or truncated file or a width mismatch, ``OSError`` for
+    a missing or unreadable one.
     """
 
     def __init__(self, path: str | os.PathLike, *, format: str = "auto", token_width: int | None = None,
@@ -134,6 +135,11 @@ class InfGramIndex:
         self._path = os.fspath(path)
         if token_width not in (None, 2, 4, 1):
             raise ValueError(f"token_width must be 2 or 4 bytes, got {token_width!r}")
+        if format == "auto" and len(formats_present(self._path)) > 1:
+            # the engine would pick one silently; counts and verify() must not guess
+            raise ValueError(f"{self._path}: ambiguous: the directory holds both a fastspec index "
+                             f"({FORMATS['fastspec']}) and an infini-gram one ({FORMATS['infini-gram']}); "
+                             "keep one per directory, or pass format='fastspec' or 'infini-gram'")
         self._engine = _C.infgram_open(self._path, format, int(token_width or 0), int(vocab_size or 0))
         self._engine.count_separators(bool(count_separators))
         self._info = self._engine.info()
@@ -262,13 +268,28 @@ class InfGramIndex:
 
     def verify(self) -> dict[str, Any]:
         """Check the whole index: every data file against the checksum written when it was
-        built (``checksums.json``: BLAKE2b and size of each file; infini-gram's indexes have
-        none), then every shard's structure (suffix array a sorted permutation, token values
-        valid). Raises ``ValueError`` naming the damaged file. Costs a pass over the index.
-        Opening an index checks only what is cheap: headers, sizes, counts.
+        built, then every shard's structure (suffix array a sorted permutation, token values
+        valid). Costs a pass over the index; opening one checks only what is cheap (headers,
+        sizes, counts).
 
-        Returns what was checked: ``{"checksums": files checked or None, "structure": True}``."""
-        checked = verify_checksums(self._path)
+        A fastspec index must have its ``checksums.json`` (BLAKE2b and size of each file,
+        written with every index): without it, damage inside the data could not be found, so
+        its absence is an error. infini-gram's indexes have none and get the structural check
+        alone.
+
+        Returns
+        -------
+        dict
+            ``{"checksums": number of files checked, or None for an infini-gram index,
+            "structure": True}``.
+
+        Raises
+        ------
+        ValueError
+            Naming the damaged or missing file, or the directory of a fastspec index whose
+            ``checksums.json`` is missing.
+        """
+        checked = verify_checksums(self._path, self._info["format"])
         self._engine.verify()
         return {"checksums": checked, "structure": True}
 

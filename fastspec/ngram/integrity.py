@@ -1,7 +1,10 @@
-"""The integrity of an ∞-gram index directory: the build-time checksums of a fastspec index
-(``checksums.json``: the size and BLAKE2b of every data file) and checking the files against
-them. infini-gram's indexer writes none: its directories get the structural check alone
-(:meth:`InfGramIndex.verify <fastspec.ngram.index.InfGramIndex.verify>`).
+"""The integrity of an ∞-gram index directory: which format it holds, the build-time
+checksums of a fastspec index (``checksums.json``: the size and BLAKE2b of every data file)
+and checking the files against them.
+
+A fastspec index is written with its checksums, so one without them is damaged (it cannot be
+told apart from one whose data changed). infini-gram's indexer writes none: its directories
+get the structural check alone (:meth:`InfGramIndex.verify <fastspec.ngram.index.InfGramIndex.verify>`).
 """
 
 from __future__ import annotations
@@ -14,10 +17,18 @@ from typing import Any
 
 from .._files import write_json
 
-__all__ = ["CHECKSUMS", "data_files", "digest", "verify_checksums", "write_checksums"]
+__all__ = ["CHECKSUMS", "FORMATS", "data_files", "digest", "formats_present", "verify_checksums",
+           "write_checksums"]
 
 #: Written at build time beside the data files: the size and BLAKE2b of each, for verify().
 CHECKSUMS = "checksums.json"
+#: The file whose presence marks each format (shard 0's token file).
+FORMATS = {"fastspec": "tokens.0", "infini-gram": "tokenized.0"}
+
+
+def formats_present(directory: str | os.PathLike) -> list[str]:
+    """The index formats whose shard-0 token file is in ``directory`` (none, one, or both)."""
+    return [name for name, marker in FORMATS.items() if os.path.isfile(os.path.join(directory, marker))]
 
 
 def data_files(directory: str | os.PathLike) -> list[Path]:
@@ -42,6 +53,12 @@ def write_checksums(directory: str | os.PathLike) -> None:
         f.name: {"size": f.stat().st_size, "blake2b": digest(f)} for f in data_files(directory)}})
 
 
+def _missing_checksums(directory: str) -> ValueError:
+    return ValueError(f"{directory}: a fastspec-format index without its checksums: "
+                      f"{os.path.join(directory, CHECKSUMS)} is missing (fastspec writes it with every index), so "
+                      "damage inside the data files cannot be found; rebuild the index")
+
+
 def _read_checksums(directory: str) -> dict[str, Any] | None:
     """The parsed ``checksums.json`` of ``directory``, or None when there is none."""
     manifest = os.path.join(directory, CHECKSUMS)
@@ -58,28 +75,33 @@ def _read_checksums(directory: str) -> dict[str, Any] | None:
     return content
 
 
-def verify_checksums(directory: str | os.PathLike) -> int | None:
+def verify_checksums(directory: str | os.PathLike, format: str) -> int | None:
     """Check every file listed in ``directory``'s ``checksums.json`` (size, then BLAKE2b).
 
     Parameters
     ----------
     directory
         The index directory.
+    format
+        The format the index was opened as: ``"fastspec"`` indexes must have their
+        checksums; ``"infini-gram"`` ones have none (a ``checksums.json`` there is checked).
 
     Returns
     -------
     int or None
-        The number of files checked; None when there are no checksums (infini-gram, or a
-        fastspec index built before they were written).
+        The number of files checked; None when there are no checksums (infini-gram).
 
     Raises
     ------
     ValueError
-        Naming the damaged or missing file, or an unreadable ``checksums.json``.
+        Naming the damaged or missing file, an unreadable ``checksums.json``, or the
+        directory of a fastspec index whose ``checksums.json`` is missing.
     """
     directory = os.fspath(directory)
     content = _read_checksums(directory)
     if content is None:
+        if format == "fastspec":
+            raise _missing_checksums(directory)
         return None
     files = content["files"]
     for name, want in sorted(files.items()):
