@@ -3,11 +3,12 @@ C++ engine in ``fastspec._C``), and the corpus side of distributional memorizati
 
 Above the spectral core, beside models and tracing (neither imports the other). Modules:
 
-- ``index``: :class:`InfGramIndex`: opening (infini-gram's layout too), the queries, verify,
-  and ``InfGramIndex.build``, which runs the three below.
+- ``index``: :class:`InfGramIndex`: opening (infini-gram's layout too), the queries, verify
+  and fingerprint, and ``InfGramIndex.build``, which runs the three below.
 - ``ingest``: a corpus (token arrays, ``.npy``, text files and a tokenizer) as documents.
 - ``build``: documents into shards, each shard's suffix array, the directory put in place.
-- ``integrity``: the formats a directory holds, the build-time checksums and their check.
+- ``integrity``: the formats a directory holds, the build-time checksums and their check,
+  the fingerprint of the corpus an index holds.
 - ``memorization``: task items as token ids and the ∞-gram score of each output.
 """
 

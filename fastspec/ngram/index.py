@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Iterator
 
 import numpy as np
@@ -38,7 +39,7 @@ import numpy as np
 from .. import _C
 from .build import TOKEN_DTYPES, check_shard_options, plan_shards, resolve_vocab_size, write_index
 from .ingest import corpus_documents, load_tokenizer
-from .integrity import CHECKSUMS, FORMATS, formats_present, verify_checksums
+from .integrity import CHECKSUMS, FORMATS, fingerprint, formats_present, verify_checksums
 
 # load_tokenizer and CHECKSUMS are re-exported: they were defined here before the split, and
 # the CLI and users import them from this module.
@@ -136,7 +137,7 @@ class InfGramIndex:
         if token_width not in (None, 2, 4, 1):
             raise ValueError(f"token_width must be 2 or 4 bytes, got {token_width!r}")
         if format == "auto" and len(formats_present(self._path)) > 1:
-            # the engine would pick one silently; counts and verify() must not guess
+            # the engine would pick one silently; counts, verify() and fingerprint must not guess
             raise ValueError(f"{self._path}: ambiguous: the directory holds both a fastspec index "
                              f"({FORMATS['fastspec']}) and an infini-gram one ({FORMATS['infini-gram']}); "
                              "keep one per directory, or pass format='fastspec' or 'infini-gram'")
@@ -292,6 +293,26 @@ class InfGramIndex:
         checked = verify_checksums(self._path, self._info["format"])
         self._engine.verify()
         return {"checksums": checked, "structure": True}
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """A SHA-256 (hex) identifying the corpus this index holds, cheap to compute, for
+        telling whether two runs used the same index (e.g. a resumed run after a rebuild).
+
+        fastspec format: over the content of ``checksums.json`` (each data file's name, size
+        and BLAKE2b from the build), so it reads one small file. infini-gram format (no
+        checksums): over the data files' names and sizes and a hash of each file's first and
+        last MiB, a sample. The same directory gives the same value in every process; the
+        same corpus rebuilt with the same settings too (the build is deterministic); another
+        corpus, token width or sharding another. Computed on first access and kept; it does
+        not check the files (:meth:`verify` does).
+
+        Raises
+        ------
+        ValueError
+            A fastspec index without (or with an unreadable) ``checksums.json``.
+        """
+        return fingerprint(self._path, self._info["format"], self.n_shards)
 
     # -- raw arrays (fastspec format) -------------------------------------------------
 

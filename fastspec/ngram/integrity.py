@@ -1,10 +1,11 @@
-"""The integrity of an ∞-gram index directory: which format it holds, the build-time
-checksums of a fastspec index (``checksums.json``: the size and BLAKE2b of every data file)
-and checking the files against them.
+"""The integrity and identity of an ∞-gram index directory: which format it holds, the
+build-time checksums of a fastspec index (``checksums.json``: the size and BLAKE2b of every
+data file), checking the files against them, and a cheap fingerprint of the corpus indexed.
 
 A fastspec index is written with its checksums, so one without them is damaged (it cannot be
 told apart from one whose data changed). infini-gram's indexer writes none: its directories
-get the structural check alone (:meth:`InfGramIndex.verify <fastspec.ngram.index.InfGramIndex.verify>`).
+get the structural check alone (:meth:`InfGramIndex.verify <fastspec.ngram.index.InfGramIndex.verify>`)
+and a sampled fingerprint.
 """
 
 from __future__ import annotations
@@ -17,13 +18,15 @@ from typing import Any
 
 from .._files import write_json
 
-__all__ = ["CHECKSUMS", "FORMATS", "data_files", "digest", "formats_present", "verify_checksums",
+__all__ = ["CHECKSUMS", "FORMATS", "data_files", "digest", "fingerprint", "formats_present", "verify_checksums",
            "write_checksums"]
 
 #: Written at build time beside the data files: the size and BLAKE2b of each, for verify().
 CHECKSUMS = "checksums.json"
 #: The file whose presence marks each format (shard 0's token file).
 FORMATS = {"fastspec": "tokens.0", "infini-gram": "tokenized.0"}
+# The fingerprint of an infini-gram directory reads this much of each end of every file.
+_SAMPLE = 1 << 20
 
 
 def formats_present(directory: str | os.PathLike) -> list[str]:
@@ -115,3 +118,55 @@ def verify_checksums(directory: str | os.PathLike, format: str) -> int | None:
             raise ValueError(f"{path}: damaged: its BLAKE2b checksum differs from the one written when "
                              "it was built; rebuild the index")
     return len(files)
+
+
+def _ends_digest(path: str, size: int) -> str:
+    """SHA-256 of a file's first and last MiB (the whole file when it is at most 2 MiB)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        h.update(fh.read(_SAMPLE))
+        if size > _SAMPLE:
+            fh.seek(max(_SAMPLE, size - _SAMPLE))
+            h.update(fh.read(_SAMPLE))
+    return h.hexdigest()
+
+
+def fingerprint(directory: str | os.PathLike, format: str, n_shards: int) -> str:
+    """A SHA-256 (hex) identifying the corpus an index holds, cheap to compute.
+
+    - fastspec format: over the content of ``checksums.json`` (each data file's name, size
+      and BLAKE2b, written at build time), canonicalised (sorted keys, no whitespace), so it
+      reads one small file. It names the index as built; :func:`verify_checksums` checks that
+      the files still match it.
+    - infini-gram format (no checksums): over the names and sizes of ``tokenized.<s>``,
+      ``table.<s>`` and ``offset.<s>`` of every shard and a SHA-256 of each file's first and
+      last MiB. A sample: two corpora of equal sizes that differ only away from the ends of
+      every file would share it.
+
+    The same corpus built again with the same settings gives the same value (the build is
+    deterministic: SA-IS, shards numbered in corpus order, no time stamp in the headers); built
+    with another token width or cut into other shards (``memory_budget``, ``threads``) it gives
+    another, since the files differ.
+
+    Raises
+    ------
+    ValueError
+        A fastspec index without ``checksums.json``, or with an unreadable one.
+    OSError
+        An infini-gram data file that cannot be read.
+    """
+    directory = os.fspath(directory)
+    if format == "fastspec":
+        content = _read_checksums(directory)
+        if content is None:
+            raise _missing_checksums(directory)
+        canonical = {"algorithm": content.get("algorithm"), "files": content["files"]}
+        text = json.dumps(canonical, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(("fastspec\n" + text).encode()).hexdigest()
+    parts = []
+    for s in range(n_shards):
+        for stem in ("tokenized", "table", "offset"):
+            path = os.path.join(directory, f"{stem}.{s}")
+            size = os.path.getsize(path)
+            parts.append([f"{stem}.{s}", size, _ends_digest(path, size)])
+    return hashlib.sha256(("infini-gram\n" + json.dumps(parts, separators=(",", ":"))).encode()).hexdigest()

@@ -1,17 +1,20 @@
-"""An index's integrity (fastspec/ngram/integrity.py): verify() refuses a fastspec index
-without its checksums, still checks an infini-gram one's structure, refuses a directory
-holding both formats."""
+"""An index's integrity and identity (fastspec/ngram/integrity.py): verify() refuses a
+fastspec index without its checksums, still checks an infini-gram one's structure, refuses a
+directory holding both formats; the fingerprint tells corpora apart and is stable."""
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from fastspec import InfGramIndex
 from fastspec.cli import main
-from fastspec.ngram.integrity import CHECKSUMS
+from fastspec.ngram.integrity import CHECKSUMS, fingerprint
 from infgram_layout import write_infini_gram_layout
 
 DOCS = [np.array([0, 1, 2, 1, 2]), np.array([2, 2, 0])]
@@ -51,6 +54,8 @@ def test_an_undamaged_fastspec_index_without_checksums_fails_too(tmp_path):
     (d / CHECKSUMS).unlink()
     with pytest.raises(ValueError, match="is missing"):
         InfGramIndex(d).verify()
+    with pytest.raises(ValueError, match="is missing"):
+        InfGramIndex(d).fingerprint
 
 
 def test_an_infini_gram_index_gets_the_structural_check(tmp_path, capsys):
@@ -86,3 +91,99 @@ def test_building_into_an_infini_gram_directory_is_refused(tmp_path):
         with pytest.raises(FileExistsError, match="infini-gram index"):
             InfGramIndex.build(DOCS, d, progress=False, overwrite=overwrite)
     assert sorted(os.listdir(d)) == ["offset.0", "table.0", "tokenized.0"]
+
+
+# ---------------------------------------------------------------------------------------
+# fingerprint
+# ---------------------------------------------------------------------------------------
+
+
+def _corpus(seed: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 40, size=rng.integers(5, 60)) for _ in range(30)]
+
+
+def test_fingerprints_tell_corpora_apart_and_survive_a_rebuild(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    fa = InfGramIndex.build(_corpus(0), a, vocab_size=40, progress=False).fingerprint
+    fb = InfGramIndex.build(_corpus(1), b, vocab_size=40, progress=False).fingerprint
+    assert len(fa) == 64 and int(fa, 16) >= 0 and fa != fb
+    # one corpus differing in a single token
+    changed = _corpus(0)
+    changed[7][3] = (changed[7][3] + 1) % 40
+    assert InfGramIndex.build(changed, tmp_path / "c", vocab_size=40, progress=False).fingerprint != fa
+    # the build is deterministic: the same corpus rebuilt in place gives the same identity,
+    # another corpus rebuilt in place another
+    assert InfGramIndex.build(_corpus(0), a, vocab_size=40, progress=False, overwrite=True).fingerprint == fa
+    assert InfGramIndex.build(_corpus(1), a, vocab_size=40, progress=False, overwrite=True).fingerprint == fb
+
+
+def test_a_sharded_build_is_deterministic_too(tmp_path):
+    """Several shards built on two threads (in whichever order they finish): same files."""
+    kw = dict(vocab_size=40, memory_budget=200 * 22, threads=2, progress=False)
+    first = InfGramIndex.build(_corpus(2), tmp_path / "x", **kw)
+    assert first.n_shards > 2
+    again = InfGramIndex.build(_corpus(2), tmp_path / "y", **kw)
+    assert again.fingerprint == first.fingerprint
+    assert (tmp_path / "x" / CHECKSUMS).read_text() == (tmp_path / "y" / CHECKSUMS).read_text()
+    # the same corpus cut into other shards is other files, so another identity (documented)
+    assert InfGramIndex.build(_corpus(2), tmp_path / "z", vocab_size=40, progress=False).fingerprint != first.fingerprint
+
+
+def test_the_fastspec_fingerprint_follows_the_checksums(tmp_path):
+    d = tmp_path / "idx"
+    before = InfGramIndex.build(DOCS, d, progress=False).fingerprint
+    manifest = d / CHECKSUMS
+    content = json.loads(manifest.read_text())
+    manifest.write_text(json.dumps(content, indent=4, sort_keys=True))  # formatting alone: same identity
+    assert InfGramIndex(d).fingerprint == before
+    content["files"]["tokens.0"]["blake2b"] = "0" * 64
+    manifest.write_text(json.dumps(content))
+    assert InfGramIndex(d).fingerprint != before
+    manifest.write_text("{not json")
+    with pytest.raises(ValueError, match=f"{CHECKSUMS}: unreadable checksums"):
+        InfGramIndex(d).fingerprint
+
+
+def test_fingerprints_agree_across_processes(tmp_path):
+    fs, ig, ig2 = tmp_path / "fs", tmp_path / "ig", tmp_path / "ig2"
+    InfGramIndex.build(_corpus(3), fs, vocab_size=40, progress=False)
+    write_infini_gram_layout(_corpus(3), ig, 2)
+    write_infini_gram_layout(_corpus(4), ig2, 2)
+    here = [InfGramIndex(p).fingerprint for p in (fs, ig, ig2)]
+    assert len(set(here)) == 3
+    code = ("import sys; from fastspec import InfGramIndex\n"
+            "for p in sys.argv[1:]: print(InfGramIndex(p).fingerprint)")
+    out = subprocess.run([sys.executable, "-c", code, str(fs), str(ig), str(ig2)], capture_output=True, text=True,
+                         timeout=300, check=True).stdout.split()
+    assert out == here
+
+
+def test_the_infini_gram_fingerprint_samples_each_file_s_ends(tmp_path):
+    """Over names, sizes and the first and last MiB of each file: a change there or in a size
+    shows; one in the middle of a large file does not (the price of reading 2 MiB a file)."""
+    rng = np.random.default_rng(0)
+    size = 3 << 20
+    for name, n in (("tokenized.0", size), ("table.0", size), ("offset.0", 800)):
+        (tmp_path / name).write_bytes(rng.integers(0, 256, n, dtype=np.uint8).tobytes())
+    base = fingerprint(tmp_path, "infini-gram", 1)
+    assert fingerprint(tmp_path, "infini-gram", 1) == base
+
+    def flipped(name: str, at: int) -> str:
+        path = tmp_path / name
+        clean = path.read_bytes()
+        damaged = bytearray(clean)
+        damaged[at] ^= 0xFF
+        path.write_bytes(bytes(damaged))
+        try:
+            return fingerprint(tmp_path, "infini-gram", 1)
+        finally:
+            path.write_bytes(clean)
+
+    assert flipped("tokenized.0", 10) != base
+    assert flipped("table.0", size - 1) != base
+    assert flipped("offset.0", 400) != base
+    assert flipped("tokenized.0", size // 2) == base
+    with open(tmp_path / "offset.0", "ab") as fh:
+        fh.write(b"\0" * 8)
+    assert fingerprint(tmp_path, "infini-gram", 1) != base
