@@ -28,10 +28,14 @@ from ``init="gaussian"`` (i.i.d. N(0, init_scale²) weights) or ``init="balanced
 shared rotation R, so HᵀH = VᵀV = init_scale²·I; gradient flow conserves HᵀH − VᵀV, gradient
 descent up to O(lr²) a step). ``log_steps`` records on a logarithmic step axis.
 
+Settings: :class:`ToySettings`, one frozen dataclass whose fields carry each setting's default
+and help text; :func:`train` and :func:`representation` take them as arguments.
+
 Measured: fastspec's own :func:`fastspec.spectrum` of H (the centred, ddof=1 covariance of
 the D context representations), :func:`fastspec.rankme` (eig convention) and
-:func:`fastspec.alpha_req` (weighted fit) over ``fit_range``. The default range (11, 100)
-needs 100 eigenvalues and a bottleneck has d; the toy fits ranks 1..d, the whole spectrum of
+:func:`fastspec.alpha_req` (weighted fit) over ``fit_range``. fastspec's default range
+(:data:`fastspec.spectral.metrics.DEFAULT_FIT_RANGE`, ranks 12..100) needs 100 eigenvalues
+and a bottleneck has d; the toy fits ranks 1..d, the whole spectrum of
 the bottleneck (1..D−1 if d ≥ D), and :func:`run_conditions` uses the main run's window,
 ranks 1..d, for every condition (the top d of the d = C control) so their α are comparable.
 
@@ -68,8 +72,7 @@ and a flatter power law (``exponent=0.5``) do not compress.
 
 from __future__ import annotations
 
-import inspect
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Callable
 
 import numpy as np
@@ -84,6 +87,8 @@ LOSSES = ("ce", "mse")
 INITS = ("gaussian", "balanced")
 CONTEXTS = 256  # the number of contexts D when neither contexts nor instances is given
 TOL = 0.03  # the default relative fall of RankMe that counts as compression (see compression())
+# The settings train() and representation() take positionally; the others are keywords.
+_POSITIONAL = ("labels", "loss", "width", "classes", "steps", "seed")
 
 
 def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
@@ -102,59 +107,96 @@ def _positive_float(name: str, value: Any) -> float:
     return v
 
 
-def _settings(labels: str, loss: str, width: int, classes: int, steps: int, seed: int, contexts: int | None,
-              exponent: float, smoothing: float, lr: float, init_scale: float, record_every: int,
-              fit_range: tuple[int, int] | None, *, init: str = "gaussian", instances: int | None = None,
-              log_steps: int | None = None) -> dict[str, Any]:
-    """The run's settings, checked, as they go into ``df.attrs``."""
-    if labels not in LABELS:
-        raise ValueError(f"labels must be one of {LABELS}, got {labels!r}")
-    if loss not in LOSSES:
-        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
-    if init not in INITS:
-        raise ValueError(f"init must be one of {INITS}, got {init!r}")
-    width = _positive_int("width", width, 2)  # α needs at least two eigenvalues
-    classes = _positive_int("classes", classes, 2)
-    steps = _positive_int("steps", steps)
-    if not (isinstance(exponent, (int, float)) and np.isfinite(exponent) and exponent >= 0):
-        raise ValueError(f"exponent must be a finite number >= 0, got {exponent!r}")
-    if instances is None:
-        contexts = _positive_int("contexts", CONTEXTS if contexts is None else contexts, 3)
-    else:
-        instances = _positive_int("instances", instances)
-        if contexts is not None:
-            raise ValueError(f"pass contexts or instances, not both: instances={instances} sets the number of "
-                             f"contexts to the sum of the class sizes, got contexts={contexts!r} too")
-        contexts = int(_class_sizes(labels, classes, exponent, instances).sum())
-        if contexts < 3:
-            raise ValueError(f"instances={instances} gives {contexts} contexts; the spectrum needs at least 3")
-    record_every = _positive_int("record_every", record_every)
-    if log_steps is not None:
-        log_steps = _positive_int("log_steps", log_steps, 2)
-    if init == "balanced" and width > min(contexts, classes):
-        raise ValueError(f"width={width} is above min(contexts, classes) = {min(contexts, classes)}: a balanced "
-                         f"initialisation needs H (contexts × width) and V (classes × width) with orthonormal columns")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    if not (isinstance(smoothing, (int, float)) and 0 <= smoothing <= 1):
-        raise ValueError(f"smoothing must be in [0, 1], got {smoothing!r}")
-    lr = _positive_float("lr", lr)
-    init_scale = _positive_float("init_scale", init_scale)
-    rank = min(width, contexts - 1)  # a centred spectrum of D rows has rank <= D − 1
-    if fit_range is None:
-        fit_range = (0, rank)
-    start, stop = check_fit_range(fit_range)
-    if stop > rank:
-        raise ValueError(f"fit_range {(start, stop)} needs {stop} eigenvalues, but the representation has at most "
-                         f"min(width, contexts − 1) = {rank}")
-    target = "deterministic next token" if smoothing == 0 else "stochastic next token"
-    return {"model": f"linear bottleneck, one-hot contexts, {target} (fastspec.toy)",
-            "labels": labels, "loss": loss, "width": width, "classes": classes, "steps": steps, "seed": int(seed),
-            "contexts": contexts, "instances": instances, "exponent": float(exponent), "smoothing": float(smoothing),
-            "lr": lr, "init": init, "init_scale": init_scale, "record_every": record_every, "log_steps": log_steps,
-            "fit_range": (start, stop),
-            "optimizer": "full-batch gradient descent", "dtype": "float64",
-            "metrics": "centred ddof=1 covariance of H (contexts × width); rankme eig; alpha_req weighted"}
+def _setting(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class ToySettings:
+    """The settings of one toy run (module docstring), each field with its default and a help
+    text (``dataclasses.fields(ToySettings)[i].metadata["help"]``). :func:`train` and
+    :func:`representation` take them as arguments; :meth:`resolved` checks them."""
+
+    labels: str = _setting("powerlaw", "class frequencies: 'powerlaw' (p_c ∝ c^(−exponent)) or 'uniform'")
+    loss: str = _setting("ce", "'ce' (expected cross-entropy) or 'mse' (squared error to the targets)")
+    width: int = _setting(8, "bottleneck width d (at least 2, for α)")
+    classes: int = _setting(128, "number of classes C")
+    steps: int = _setting(4000, "full-batch gradient-descent steps")
+    seed: int = _setting(0, "seed of the data (NumPy) and of the weights (torch)")
+    contexts: int | None = _setting(None, f"number of contexts D, each with its class drawn from p (default {CONTEXTS})")
+    exponent: float = _setting(1.0, "power-law exponent of the class frequencies")
+    smoothing: float = _setting(0.2, "s: a context's next token is its class with probability 1 − s (0: hard labels)")
+    lr: float = _setting(2.0, "gradient-descent learning rate")
+    init_scale: float = _setting(1e-3, "scale of the initial weights")
+    init: str = _setting("gaussian", "'gaussian' (i.i.d. N(0, init_scale²)) or 'balanced' (HᵀH = VᵀV)")
+    instances: int | None = _setting(None, "fixed class sizes max(1, round(instances · c^(−exponent))) instead of contexts")
+    record_every: int = _setting(50, "measure every this many steps (and the last)")
+    log_steps: int | None = _setting(None, "measure at this many log-spaced steps instead (and step 0)")
+    fit_range: tuple[int, int] | None = _setting(None, "α fit range, 0-based [start, stop) (default: the whole "
+                                                       "bottleneck spectrum, (0, min(width, contexts − 1)))")
+
+    def resolved(self) -> dict[str, Any]:
+        """The run's settings, checked, with ``contexts`` and ``fit_range`` resolved, as they go
+        into ``df.attrs``.
+
+        Raises
+        ------
+        ValueError
+            Naming the setting that is out of range or conflicts with another.
+        """
+        labels, loss, init, seed, exponent, smoothing = (self.labels, self.loss, self.init, self.seed, self.exponent,
+                                                         self.smoothing)
+        width, classes, steps, contexts, instances = self.width, self.classes, self.steps, self.contexts, self.instances
+        record_every, log_steps, lr, init_scale, fit_range = (self.record_every, self.log_steps, self.lr,
+                                                             self.init_scale, self.fit_range)
+        if labels not in LABELS:
+            raise ValueError(f"labels must be one of {LABELS}, got {labels!r}")
+        if loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+        if init not in INITS:
+            raise ValueError(f"init must be one of {INITS}, got {init!r}")
+        width = _positive_int("width", width, 2)  # α needs at least two eigenvalues
+        classes = _positive_int("classes", classes, 2)
+        steps = _positive_int("steps", steps)
+        if not (isinstance(exponent, (int, float)) and np.isfinite(exponent) and exponent >= 0):
+            raise ValueError(f"exponent must be a finite number >= 0, got {exponent!r}")
+        if instances is None:
+            contexts = _positive_int("contexts", CONTEXTS if contexts is None else contexts, 3)
+        else:
+            instances = _positive_int("instances", instances)
+            if contexts is not None:
+                raise ValueError(f"pass contexts or instances, not both: instances={instances} sets the number of "
+                                 f"contexts to the sum of the class sizes, got contexts={contexts!r} too")
+            contexts = int(_class_sizes(labels, classes, exponent, instances).sum())
+            if contexts < 3:
+                raise ValueError(f"instances={instances} gives {contexts} contexts; the spectrum needs at least 3")
+        record_every = _positive_int("record_every", record_every)
+        if log_steps is not None:
+            log_steps = _positive_int("log_steps", log_steps, 2)
+        if init == "balanced" and width > min(contexts, classes):
+            raise ValueError(f"width={width} is above min(contexts, classes) = {min(contexts, classes)}: a balanced "
+                             f"initialisation needs H (contexts × width) and V (classes × width) with orthonormal columns")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        if not (isinstance(smoothing, (int, float)) and 0 <= smoothing <= 1):
+            raise ValueError(f"smoothing must be in [0, 1], got {smoothing!r}")
+        lr = _positive_float("lr", lr)
+        init_scale = _positive_float("init_scale", init_scale)
+        rank = min(width, contexts - 1)  # a centred spectrum of D rows has rank <= D − 1
+        if fit_range is None:
+            fit_range = (0, rank)
+        start, stop = check_fit_range(fit_range)
+        if stop > rank:
+            raise ValueError(f"fit_range {(start, stop)} needs {stop} eigenvalues, but the representation has at most "
+                             f"min(width, contexts − 1) = {rank}")
+        target = "deterministic next token" if smoothing == 0 else "stochastic next token"
+        return {"model": f"linear bottleneck, one-hot contexts, {target} (fastspec.toy)",
+                "labels": labels, "loss": loss, "width": width, "classes": classes, "steps": steps, "seed": int(seed),
+                "contexts": contexts, "instances": instances, "exponent": float(exponent), "smoothing": float(smoothing),
+                "lr": lr, "init": init, "init_scale": init_scale, "record_every": record_every, "log_steps": log_steps,
+                "fit_range": (start, stop),
+                "optimizer": "full-batch gradient descent", "dtype": "float64",
+                "metrics": "centred ddof=1 covariance of H (contexts × width); rankme eig; alpha_req weighted"}
 
 
 def _class_sizes(labels: str, classes: int, exponent: float, instances: int) -> np.ndarray:
@@ -224,7 +266,7 @@ def _init(cfg: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
     H = s·A·R and V = s·B·R with A, B Haar-random with orthonormal columns and R a Haar-random
     d × d rotation shared by both, s = init_scale, so that HᵀH = VᵀV = s²·I_d, i.e. W Wᵀ = VᵀV
     (the d × d Gram matrices of the two factors agree; the quantity gradient flow conserves,
-    WWᵀ − VᵀV = HᵀH − VᵀV, starts at 0). It needs d ≤ C and d ≤ D (:func:`_settings` checks);
+    WWᵀ − VᵀV = HᵀH − VᵀV, starts at 0). It needs d ≤ C and d ≤ D (:meth:`ToySettings.resolved` checks);
     the no-bottleneck control, d = C, meets both."""
     gen = torch.Generator().manual_seed(cfg["seed"])
     n, d, c, s = cfg["contexts"], cfg["width"], cfg["classes"], cfg["init_scale"]
@@ -281,8 +323,9 @@ def train(labels: str = "powerlaw", loss: str = "ce", width: int = 8, classes: i
     """
     import pandas as pd
 
-    cfg = _settings(labels, loss, width, classes, steps, seed, contexts, exponent, smoothing, lr, init_scale,
-                    record_every, fit_range, init=init, instances=instances, log_steps=log_steps)
+    cfg = ToySettings(labels=labels, loss=loss, width=width, classes=classes, steps=steps, seed=seed, contexts=contexts,
+                      exponent=exponent, smoothing=smoothing, lr=lr, init_scale=init_scale, init=init, instances=instances,
+                      record_every=record_every, log_steps=log_steps, fit_range=fit_range).resolved()
     _, pref, targets = _data(cfg)
     pref_t = torch.from_numpy(pref)
     recorded = set(record_steps(cfg["steps"], cfg["record_every"], cfg["log_steps"]))
@@ -303,12 +346,11 @@ def representation(step: int, labels: str = "powerlaw", loss: str = "ce", width:
     (training is deterministic and plain gradient descent has no schedule), i.e. the H whose
     metrics are the frame's row at that step."""
     step = _positive_int("step", step, 0)
-    defaults = {k: p.default for k, p in inspect.signature(train).parameters.items()
-                if p.kind is inspect.Parameter.KEYWORD_ONLY and k != "on_step"}
-    unknown = set(options) - set(defaults)
+    known = [f.name for f in fields(ToySettings) if f.name not in _POSITIONAL]
+    unknown = set(options) - set(known)
     if unknown:
-        raise ValueError(f"unknown option(s) {sorted(unknown)}; known: {sorted(defaults)}")
-    cfg = _settings(labels, loss, width, classes, max(step, 1), seed, **{**defaults, **options})
+        raise ValueError(f"unknown option(s) {sorted(unknown)}; known: {sorted(known)}")
+    cfg = ToySettings(labels, loss, width, classes, max(step, 1), seed, **options).resolved()
     for k, h, _, _, _ in _trajectory(cfg, _data(cfg)[2]):
         if k == step:
             return h.numpy().copy()

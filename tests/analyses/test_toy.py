@@ -89,7 +89,8 @@ def test_frame_metrics_match_numpy_on_the_representation():
 
 @pytest.mark.parametrize("loss", ["ce", "mse"])
 def test_one_update_is_gradient_descent_on_the_documented_loss(loss):
-    cfg = toy._settings("powerlaw", loss, 4, 10, 3, 7, 12, 1.0, 0.2, 0.5, 0.3, 1, None)
+    cfg = toy.ToySettings(loss=loss, width=4, classes=10, steps=3, seed=7, contexts=12, lr=0.5, init_scale=0.3,
+                          record_every=1).resolved()
     _, pref, t = toy._data(cfg)
     assert np.allclose(t.sum(1).numpy(), 1.0) and (t.argmax(1).numpy() == pref).all()
     states = list(toy._trajectory(cfg, t))
@@ -154,6 +155,31 @@ def test_bad_arguments_name_themselves(kwargs, name):
         toy.train(**{"steps": 10, **kwargs})
 
 
+def test_the_settings_are_defined_once_and_keep_the_signatures():
+    """ToySettings carries every setting with its default and help text; train()'s and
+    representation()'s parameters are its fields with the same defaults (a new setting is a
+    field first), and the resolved settings are what a run records in df.attrs."""
+    import dataclasses
+    import inspect
+
+    fields = {f.name: f for f in dataclasses.fields(toy.ToySettings)}
+    assert len(fields) == 16 and all(f.metadata["help"].strip() for f in fields.values())
+    params = {k: p for k, p in inspect.signature(toy.train).parameters.items() if k != "on_step"}
+    assert list(params) == list(fields)  # the same settings, in the same order
+    assert {k: p.default for k, p in params.items()} == {k: f.default for k, f in fields.items()}
+    rep = inspect.signature(toy.representation).parameters
+    assert {k: rep[k].default for k in ("labels", "loss", "width", "classes", "seed")} == {
+        k: fields[k].default for k in ("labels", "loss", "width", "classes", "seed")}
+    settings = toy.ToySettings(steps=20, width=4, classes=16)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.width = 5
+    attrs = toy.train(steps=20, width=4, classes=16).attrs
+    assert attrs == settings.resolved()
+    assert attrs["contexts"] == toy.CONTEXTS and attrs["fit_range"] == (0, 4)
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['widht'\]; known: \[.*'contexts'"):
+        toy.representation(3, widht=4)
+
+
 def test_run_conditions_needs_a_bottleneck():
     with pytest.raises(ValueError, match="width"):
         toy.run_conditions(steps=10, width=128, classes=128)
@@ -201,9 +227,9 @@ def test_cli_reports_a_bad_argument(tmp_path, capsys):
 
 def _states(steps, lr, **options):
     """Every (step, H, V, Z, loss) of a small run with the given options."""
-    kw = {"contexts": None, "exponent": 1.0, "smoothing": 0.0, "init_scale": 0.3, "record_every": 1,
-          "fit_range": None, "init": "balanced", "instances": 8, **options}
-    cfg = toy._settings("powerlaw", "ce", kw.pop("width", 8), kw.pop("classes", 32), steps, 3, lr=lr, **kw)
+    kw = {"smoothing": 0.0, "init_scale": 0.3, "record_every": 1, "init": "balanced", "instances": 8, "width": 8,
+          "classes": 32, **options}
+    cfg = toy.ToySettings(steps=steps, seed=3, lr=lr, **kw).resolved()
     return cfg, list(toy._trajectory(cfg, toy._data(cfg)[2]))
 
 
@@ -241,12 +267,13 @@ def test_fixed_class_sizes_give_hard_power_law_labels():
     frame = toy.train(steps=5, instances=16, smoothing=0.0, classes=20, width=4, log_steps=3)
     sizes = np.maximum(np.rint(16 * np.arange(1, 21) ** -1.0), 1).astype(int)
     assert frame.attrs["contexts"] == sizes.sum() == 57 and frame.attrs["instances"] == 16
-    cfg = toy._settings("powerlaw", "ce", 4, 20, 5, 0, None, 1.0, 0.0, 1.0, 1e-3, 1, None, instances=16)
+    cfg = toy.ToySettings(width=4, classes=20, steps=5, smoothing=0.0, lr=1.0, record_every=1, instances=16).resolved()
     p, pref, t = toy._data(cfg)
     assert np.bincount(pref, minlength=20).tolist() == sizes.tolist()
     assert p == pytest.approx(sizes / sizes.sum())
     assert set(np.unique(t.numpy())) == {0.0, 1.0} and (t.argmax(1).numpy() == pref).all()  # one-hot: hard labels
-    uniform = toy._settings("uniform", "ce", 4, 20, 5, 0, None, 1.0, 0.0, 1.0, 1e-3, 1, None, instances=3)
+    uniform = toy.ToySettings("uniform", width=4, classes=20, steps=5, smoothing=0.0, lr=1.0, record_every=1,
+                              instances=3).resolved()
     assert uniform["contexts"] == 60 and np.bincount(toy._data(uniform)[1]).tolist() == [3] * 20
 
 
@@ -254,7 +281,8 @@ def test_fixed_class_sizes_give_hard_power_law_labels():
                                      {"smoothing": 0.0, "instances": 2, "init": "balanced", "labels": "uniform"}])
 def test_gradients_of_the_new_settings_match_autograd(options):
     labels = options.pop("labels", "powerlaw")
-    cfg = toy._settings(labels, "ce", 4, 10, 2, 7, None, 1.0, options.pop("smoothing"), 0.5, 0.3, 1, None, **options)
+    cfg = toy.ToySettings(labels, width=4, classes=10, steps=2, seed=7, lr=0.5, init_scale=0.3, record_every=1,
+                          **options).resolved()
     t = toy._data(cfg)[2]
     (_, h0, v0, _, loss0), (_, h1, v1, _, _) = list(toy._trajectory(cfg, t))[:2]
     h, v = h0.clone().requires_grad_(), v0.clone().requires_grad_()
