@@ -18,7 +18,11 @@ more than 4×).
 
 from __future__ import annotations
 
+import ast
+import inspect
 import os
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -502,7 +506,7 @@ def test_kernel_errors_are_python_exceptions():
     vecs = torch.empty(2, 32, dtype=torch.float64, device="cuda")
     bad_device = torch.cuda.device_count() + 3
     with pytest.raises(RuntimeError, match="cudaSetDevice failed: cudaErrorInvalidDevice"):
-        _C_cuda.centre_and_gram(x.data_ptr(), 0, 64, 32, 32, y.data_ptr(), gram.data_ptr(), vecs[0].data_ptr(),
+        _C_cuda.centre_and_gram(x.data_ptr(), 0, 64, 32, 32, 0, y.data_ptr(), gram.data_ptr(), vecs[0].data_ptr(),
                                 vecs[1].data_ptr(), 0, 0, bad_device, 0)
     a = torch.eye(32, dtype=torch.float64, device="cuda")
     w = torch.empty(32, dtype=torch.float64, device="cuda")
@@ -661,6 +665,115 @@ def fake_binding(monkeypatch):
     monkeypatch.setattr(cuda_kernels, "_blas_workspaces", {})
     monkeypatch.setattr(cuda_kernels, "_solver_workspaces", {})
     return fake
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _cpp_calls(source: str, opener: str) -> list[str]:
+    """The text inside every ``opener(...)`` call of C++ ``source``, its string literals
+    skipped when matching parentheses (the docstrings hold some)."""
+    found = []
+    for start in (m.end() for m in re.finditer(re.escape(opener), source)):
+        depth, i, quote = 1, start, None
+        while depth:
+            c = source[i]
+            if quote:
+                if c == "\\":
+                    i += 1
+                elif c == quote:
+                    quote = None
+            elif c in "\"'":
+                quote = c
+            elif c == "(":
+                depth += 1
+            elif c == ")":
+                depth -= 1
+            i += 1
+        found.append(source[start : i - 1])
+    return found
+
+
+def bound_signatures() -> dict[str, list[str]]:
+    """``{function: [argument names in order]}`` of fastspec._C_cuda, as csrc/bindings_cuda.cpp
+    declares them with ``m.def("name", &fn, py::arg("a"), ...)`` (pybind11 checks at compile
+    time that the py::arg list matches the C++ function)."""
+    source = (REPO / "csrc" / "bindings_cuda.cpp").read_text()
+    bound = {}
+    for call in _cpp_calls(source, "m.def("):
+        name = re.match(r'\s*"(\w+)"', call).group(1)
+        bound[name] = re.findall(r'py::arg\("(\w+)"\)', call)
+    return bound
+
+
+def _python_files() -> list[Path]:
+    return sorted(p for folder in ("fastspec", "tests", "benchmarks") for p in (REPO / folder).rglob("*.py"))
+
+
+def test_every_call_of_the_cuda_binding_matches_its_declared_signature():
+    """The CUDA tests and kernels.py call fastspec._C_cuda, which no CPU machine can import;
+    a wrong argument count there shows only on a GPU (issue 24: a 13-argument call of the
+    14-argument centre_and_gram). So every ``_C_cuda.f(...)`` call in fastspec/, tests/ and
+    benchmarks/, the NumPy stand-in above and the ``.pyi`` stub are held here to the
+    signatures that csrc/bindings_cuda.cpp declares."""
+    bound = bound_signatures()
+    # The parse itself: the module's entry points, with the argument the old call missed.
+    assert {"build_info", "device_count", "centre_and_gram", "chan_merge", "eig_workspace_size", "eig"} <= set(bound)
+    assert len(bound["centre_and_gram"]) == 14 and bound["centre_and_gram"][5] == "products"
+
+    stub = ast.parse((REPO / "fastspec" / "_C_cuda.pyi").read_text())
+    stubbed = {f.name: [a.arg for a in f.args.args] for f in stub.body if isinstance(f, ast.FunctionDef)}
+    assert stubbed == bound, "fastspec/_C_cuda.pyi differs from csrc/bindings_cuda.cpp"
+
+    for name, args in bound.items():
+        if args:  # every entry point that works on buffers has a stand-in, with the same arguments
+            assert hasattr(_FakeBinding, name), f"_FakeBinding has no {name}"
+            params = list(inspect.signature(getattr(_FakeBinding, name)).parameters)[1:]  # less self
+            assert params == args, f"_FakeBinding.{name}{tuple(params)} differs from the binding's {tuple(args)}"
+
+    problems, checked = [], 0
+    for path in _python_files():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            func = getattr(node, "func", None)
+            if not (isinstance(node, ast.Call) and isinstance(func, ast.Attribute)
+                    and isinstance(func.value, ast.Name) and func.value.id == "_C_cuda" and func.attr in bound):
+                continue
+            where = f"{path.relative_to(REPO)}:{node.lineno}: _C_cuda.{func.attr}"
+            args = bound[func.attr]
+            if any(isinstance(a, ast.Starred) for a in node.args) or any(k.arg is None for k in node.keywords):
+                # *args/**kwargs: the dict's keys are checked where they are a literal dict(...) in
+                # the same function (the argument-check tests), by name.
+                continue
+            names = args[: len(node.args)] + [k.arg for k in node.keywords]
+            if len(node.args) > len(args) or sorted(names) != sorted(args):
+                problems.append(f"{where} passes {len(node.args)} positional argument(s) and keywords "
+                                f"{[k.arg for k in node.keywords]}; the binding takes {len(args)}: {args}")
+            checked += 1
+    assert checked >= 6, "the scan found too few calls: was kernels.py renamed?"
+    assert not problems, "\n".join(problems)
+
+
+def test_argument_check_tests_name_every_argument_of_the_binding():
+    """The tests above that call the binding with ``**args`` build args as a literal dict:
+    its keys must be the binding's arguments, or a GPU-less CI would skip a TypeError."""
+    bound = bound_signatures()
+    tree = ast.parse(Path(__file__).read_text())
+    seen = set()
+    for func in (n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)):
+        literal = {}
+        for node in ast.walk(func):
+            if (isinstance(node, ast.Assign) and isinstance(node.value, ast.Call)
+                    and getattr(node.value.func, "id", None) == "dict" and isinstance(node.targets[0], ast.Name)):
+                literal[node.targets[0].id] = [k.arg for k in node.value.keywords]
+        for node in ast.walk(func):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and getattr(node.func.value, "id", None) == "_C_cuda"):
+                for k in node.keywords:
+                    if k.arg is None and isinstance(k.value, ast.Name) and k.value.id in literal:
+                        assert sorted(literal[k.value.id]) == sorted(bound[node.func.attr]), (
+                            f"{func.name}: {k.value.id} = dict(...) does not name {node.func.attr}'s arguments")
+                        seen.add(node.func.attr)
+    assert seen == {"centre_and_gram", "chan_merge", "eig"}
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
