@@ -944,7 +944,8 @@ def test_wiring_keeps_workspaces_per_stream(fake_binding, monkeypatch):
 
 def test_wiring_of_the_canary_passes_right_kernels_and_names_a_wrong_one(fake_binding, monkeypatch):
     assert cuda_kernels.canary(torch.device("cpu")) is None
-    assert fake_binding.calls.count("centre_and_gram(tf32x3)") == 2 and "eig(vectors, float64)" in fake_binding.calls
+    runs = len(cuda_kernels.CANARY_DTYPES) * len(cuda_kernels.CANARY_CHUNKS)
+    assert fake_binding.calls.count("centre_and_gram(tf32x3)") == runs and "eig(vectors, float64)" in fake_binding.calls
     real = fake_binding.centre_and_gram
 
     def off_by_1e4(x, dtype, rows, cols, row_stride, products, y, gram, *rest):
@@ -956,7 +957,94 @@ def test_wiring_of_the_canary_passes_right_kernels_and_names_a_wrong_one(fake_bi
 
     monkeypatch.setattr(fake_binding, "centre_and_gram", off_by_1e4)
     problem = cuda_kernels.canary(torch.device("cpu"))
-    assert problem.startswith("products='tf32x3'") and "M2 off by" in problem
+    assert problem.startswith("products='tf32x3', float32 input: M2[") and "] off by" in problem
+
+
+def test_wiring_of_the_canary_feeds_bf16_an_odd_width_a_single_row_and_a_low_variance_column(fake_binding,
+                                                                                           monkeypatch):
+    seen = []
+    real = fake_binding.centre_and_gram
+
+    def record(x, dtype, rows, cols, row_stride, products, *rest):
+        seen.append((dtype, products, rows, cols))
+        real(x, dtype, rows, cols, row_stride, products, *rest)
+
+    monkeypatch.setattr(fake_binding, "centre_and_gram", record)
+    assert cuda_kernels.canary(torch.device("cpu")) is None
+    assert {(dtype, products) for dtype, products, _, _ in seen} == {(0, 0), (0, 1), (2, 0), (2, 1)}  # float32, bf16
+    assert all(cols % 4 for *_, cols in seen) and 1 in {rows for _, _, rows, _ in seen}
+    x = cuda_kernels._canary_matrix()
+    low = x[:, cuda_kernels.CANARY_LOW_COLUMN]
+    # A large mean and a variance 1e-6 of the largest: invisible to an error relative to the largest entry.
+    assert float(low.mean()) > 100 and 0 < float(low.var()) < 1e-5 * float(x.var(0).max())
+
+
+@pytest.mark.parametrize("fault", ["mean", "low-variance M2"])
+def test_wiring_of_the_canary_catches_an_error_that_a_tolerance_on_the_largest_entry_misses(fake_binding,
+                                                                                          monkeypatch, fault):
+    """Errors far beyond float32 rounding where they land, but small beside the largest
+    entries: a mean off by 1e-5 (the old tolerance was 1e-3), and the low-variance column's
+    M2 off by 1e-7 of the chunk's largest product (the old tolerance: 1e-5 of the largest)."""
+    low = cuda_kernels.CANARY_LOW_COLUMN
+    if fault == "mean":
+        real = fake_binding.chan_merge
+
+        def faulty(gram, col_sum, resid, rows, cols, n_before, mean, m2, *rest):
+            real(gram, col_sum, resid, rows, cols, n_before, mean, m2, *rest)
+            if n_before + rows == cuda_kernels.CANARY_ROWS:  # the last merge
+                fake_binding._array(mean, cols, np.float64)[10] += 1e-5
+
+        monkeypatch.setattr(fake_binding, "chan_merge", faulty)
+    else:
+        real = fake_binding.centre_and_gram
+
+        def faulty(x, dtype, rows, cols, row_stride, products, y, gram, *rest):
+            real(x, dtype, rows, cols, row_stride, products, y, gram, *rest)
+            g = fake_binding._array(gram, cols * cols, np.float32).reshape(cols, cols)
+            g[low, low] += np.float32(1e-7) * np.triu(g).diagonal().max()
+
+        monkeypatch.setattr(fake_binding, "centre_and_gram", faulty)
+    problem = cuda_kernels.canary(torch.device("cpu"))
+    assert problem is not None
+    want = "mean of column 10 off by" if fault == "mean" else f"M2[{low}, {low}] off by"
+    assert problem.startswith("products='fp32', float32 input: ") and want in problem, problem
+
+
+def test_canary_tolerances_are_float32_rounding_bounds_and_the_canary_data_meets_them():
+    """The bounds scale as derived (γ_b for the accumulation, twice that on the tensor cores;
+    u32 of the mean absolute deviation for the mean), and float32 arithmetic done here on the
+    canary's data, chunk by chunk, stays within them."""
+    x = cuda_kernels._canary_matrix().to(torch.float32).double()
+    mean_tol, fp32_tol = cuda_kernels.canary_tolerances(x, "fp32")
+    _, tf32_tol = cuda_kernels.canary_tolerances(x, "tf32x3")
+    b, u = max(cuda_kernels.CANARY_CHUNKS), 2.0**-24
+    ratio = (fp32_tol.diagonal() / ((x - x.mean(0)) ** 2).sum(0)).numpy()
+    np.testing.assert_allclose(np.median(ratio), b * u / (1 - b * u) + 2 * u, rtol=1e-3)
+    assert torch.all(tf32_tol > 1.9 * fp32_tol)
+    mad = (x - x.mean(0)).abs().mean(0)
+    assert torch.all(mean_tol[5:] < 3 * u * mad[5:])  # no column allowed more than ~u32 of its spread
+    # float32 one chunk at a time, as the fp32 path does it (shift, products, float64 merge)
+    n, mean, m2, start = 0, torch.zeros(x.shape[1], dtype=torch.float64), torch.zeros(2 * (x.shape[1],),
+                                                                                       dtype=torch.float64), 0
+    from fastspec.spectral.moments import exact_fp32_matmul
+
+    for rows in cuda_kernels.CANARY_CHUNKS:
+        part = x[start:start + rows].float()
+        start += rows
+        shift = part.double().mean(0).float()
+        y = part - shift
+        with exact_fp32_matmul():
+            g = (y.T @ y).double()
+        s = y.double().sum(0)
+        chunk_mean = shift.double() + s / rows
+        delta = chunk_mean - mean
+        m2 += g - torch.outer(s, s) / rows + (n * rows / (n + rows)) * torch.outer(delta, delta)
+        mean += delta * rows / (n + rows)
+        n += rows
+    want_mean = x.mean(0)
+    want_m2 = (x - want_mean).T @ (x - want_mean)
+    assert torch.all((mean - want_mean).abs() <= mean_tol)
+    assert torch.all((m2 - want_m2).abs() <= fp32_tol)
 
 
 def test_a_device_that_fails_the_canary_goes_to_the_torch_path_and_backends_say_so(monkeypatch):
