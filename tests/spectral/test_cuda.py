@@ -64,7 +64,16 @@ def _needs(ok: bool, required: bool, reason: str, failing_fixture: str):
 
 built = _needs(BUILT, REQUIRE_BUILD or REQUIRE, f"fastspec was installed without its CUDA kernels: {WHY}",
                "_fail_unbuilt")
-kernels = _needs(USABLE, REQUIRE, f"fastspec's CUDA kernels are not available: {WHY}", "_fail_unusable")
+needs_kernels = _needs(USABLE, REQUIRE, f"fastspec's CUDA kernels are not available: {WHY}", "_fail_unusable")
+
+
+def kernels(test):
+    """needs_kernels, and the ``cuda_kernels`` marker: the tests of the kernels' own device
+    work, which benchmarks/gpu.sh runs again under compute-sanitizer (``-m cuda_kernels``).
+    A test that needs the kernels for something else (NCCL) takes needs_kernels alone."""
+    return pytest.mark.cuda_kernels(needs_kernels(test))
+
+
 gpu = pytest.mark.cuda
 
 
@@ -519,7 +528,7 @@ def test_kernel_errors_are_python_exceptions():
 
 
 @gpu
-@kernels
+@needs_kernels  # not cuda_kernels: NCCL's own device work is no business of the sanitizer step
 @pytest.mark.filterwarnings("ignore::UserWarning")  # torch.distributed's own notes on NCCL setup
 def test_all_reduce_over_nccl_keeps_kernels_and_state_on_the_gpu(tmp_path):
     import torch.distributed as dist
