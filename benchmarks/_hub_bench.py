@@ -10,6 +10,11 @@ so that one checkpoint's download takes as long as the rest of its work (measure
 an unthrottled sweep, after a first one to warm up): the case the issue names. Then the same sweep (``fastspec.trace`` of the six
 revisions, ``evict=True`` so that every sweep downloads everything again) runs with
 ``prefetch=0``, ``1`` and ``2``, in turn, and the wall times go to OUT.json.
+
+OUT.json is written as the run goes (atomically: a temporary file renamed over it), after the
+calibration and after every sweep, with ``"complete": false`` until the last: a run that
+benchmarks/gpu.sh's step timeout cuts off keeps the sweeps it finished, and each ratio is
+there as soon as both of its sweeps are.
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ def main(out_json: str, full: bool) -> None:
         os.environ.pop(var, None)
 
     import fastspec
+    from fastspec._files import replacing
     from fastspec.models.data import stdlib_docstrings
     from fastspec.models.tiny import TinyLMConfig, train_checkpoints
 
@@ -85,22 +91,30 @@ def main(out_json: str, full: bool) -> None:
             with open(os.path.join(calib, "checkpoints", name)) as fh:
                 waited += json.load(fh)["seconds"]["download_wait"]
     trace_s = (total - waited) / len(revisions)
-    server = _serve(port, branches, size / trace_s)  # one download takes one trace
     runs: dict[str, list[float]] = {"prefetch0": [], "prefetch1": [], "prefetch2": []}
+    result = {"checkpoints": len(dirs), "checkpoint_bytes": size, "trace_seconds": trace_s,
+              "bytes_per_second": size / trace_s, "runs": runs, "complete": False}
+
+    def write() -> None:
+        for key, k in (("ratio", 1), ("ratio_prefetch2", 2)):
+            if runs["prefetch0"] and runs[f"prefetch{k}"]:
+                result[key] = min(runs[f"prefetch{k}"]) / min(runs["prefetch0"])
+        with replacing(out_json) as tmp, open(tmp, "w") as fh:
+            json.dump(result, fh, indent=1)
+
+    write()
+    server = _serve(port, branches, size / trace_s)  # one download takes one trace
     try:
         for r in range(2 if full else 1):
             for k in (0, 1, 2):
                 start = time.perf_counter()
                 fastspec.trace(revisions, probe, os.path.join(work, f"sweep-{k}-{r}"), prefetch=k, evict=True, **kwargs)
                 runs[f"prefetch{k}"].append(time.perf_counter() - start)
+                write()
     finally:
         _stop(server)
-    result = {"checkpoints": len(dirs), "checkpoint_bytes": size, "trace_seconds": trace_s,
-              "bytes_per_second": size / trace_s, "runs": runs,
-              "ratio": min(runs["prefetch1"]) / min(runs["prefetch0"]),
-              "ratio_prefetch2": min(runs["prefetch2"]) / min(runs["prefetch0"])}
-    with open(out_json, "w") as fh:
-        json.dump(result, fh, indent=1)
+    result["complete"] = True
+    write()
     print(json.dumps(result))
 
 

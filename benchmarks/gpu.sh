@@ -11,7 +11,8 @@
 #   versions  python, torch and its CUDA, the card, transformers, pybind11, scikit-build-core,
 #             nvcc, nvidia-smi -> versions.json
 #   floors    benchmarks/gpu_floors.py, no build needed: torch x.T @ x in IEEE fp32, TF32 and bf16,
-#             a bare cuBLAS SSYRK, torch eigvalsh fp32/fp64, N = 15000, d in {4096, 8192} -> floors.jsonl
+#             a bare cuBLAS SSYRK in the default and the pedantic math mode (the kernels'), torch
+#             eigvalsh fp32/fp64, N = 15000, d in {4096, 8192} -> floors.jsonl
 #   build     pip install --no-build-isolation --no-deps --no-index --target GPU_SH_TARGET . with
 #             FASTSPEC_CUDA=ON for sm_90 (no venv: the image's python may lack ensurepip); that
 #             folder goes first on PYTHONPATH and pytest runs with -P, so the source tree, which
@@ -19,13 +20,18 @@
 #             is tried so that the torch paths can still be benchmarked; fastspec.backends() is
 #             added to versions.json
 #   tests     tests/spectral/test_cuda.py and tests/test_backends.py, kernels required
-#             (FASTSPEC_REQUIRE_CUDA_KERNELS=1) when they were built -> tests.xml (junit)
+#             (FASTSPEC_REQUIRE_CUDA_KERNELS=1) when they were built -> tests.xml (junit); -v, so
+#             that each test's name and outcome reach log.txt as it ends (the junit file is written
+#             only at the end: a test step cut off by its timeout still shows which tests ran)
+#   sanitize  (GPU_SH_SANITIZE=1) the tests marked cuda_kernels (the kernels' own GPU tests, not
+#             the NCCL one) under compute-sanitizer memcheck; in dry mode, their selection only
 #   bench-*   benchmarks/test_bench_gpu.py, one pytest process per shape, each result appended
 #             to bench.jsonl as it completes (benchmarks/conftest.py): d=4096 spectrum at
 #             N=15000 in fp32, then bf16; d=8192 streamed over 10^6 rows (bf16); d=8192 spectrum
 #             (bf16); d=2048 (fp32 and bf16); svdvals last, at d=4096 fp32 only
 #   hub-prefetch  benchmarks/_hub_bench.py --full: the 6-checkpoint loopback-Hub sweep with and
-#             without prefetch (issue 14), the trace on the GPU -> hub.json (not in dry mode)
+#             without prefetch (issue 14), the trace on the GPU -> hub.json, written after every
+#             sweep (not in dry mode)
 #   report    benchmarks/report.py --gpu-run: bench.md from versions.json, steps.jsonl,
 #             floors.jsonl and bench.jsonl (card, versions, ratios to each baseline and floor)
 # The budget: GPU_SH_BUDGET seconds (default 420) for the whole run. Before each step the
@@ -39,7 +45,8 @@
 #
 # Environment: PYTHON (default python3; 3.11+ for -P) picks the interpreter; GPU_SH_BUDGET (s);
 # GPU_SH_SANITIZE=1 adds, after the tests, the kernels' GPU tests under compute-sanitizer memcheck
-# (worth it on the first run of new kernels; it takes a minute or more of the budget);
+# (worth it on the first run of new kernels; it takes a minute or more of the budget; in dry mode
+# it lists the tests it would run);
 # GPU_SH_DRY=1: CPU, N=512 and d in {128, 160, 192} (8192 rows of d=256 streamed), no build (the environment's fastspec),
 # the tests' CPU parts, the benchmarks' torch paths (FASTSPEC_BENCH_DEVICE=cpu), the floors
 # without SSYRK; GPU_SH_TARGET (default /tmp/fastspec-gpu-install) and GPU_SH_BUILD_DIR (default
@@ -176,15 +183,21 @@ fi
 if [ "$have_fastspec" = 1 ]; then
   req=()
   [ "$kernels" = 1 ] && req=(FASTSPEC_REQUIRE_CUDA_KERNELS=1)
-  step tests 25 150 env "${req[@]}" "$py" -P -m pytest -q -p no:cacheprovider -rfE \
+  step tests 25 150 env "${req[@]}" "$py" -P -m pytest -v -p no:cacheprovider -rfE \
     tests/spectral/test_cuda.py tests/test_backends.py --junitxml="$out/tests.xml"
   rc=$?
   # Test failures (exit 1) fail a real run; in dry mode only a broken invocation does.
   if [ "$rc" -ne 0 ] && { [ "$dry" != 1 ] || [ "$rc" -ne 1 ]; }; then status=1; fi
   [ "$last_status" != skipped ] && [ ! -s "$out/tests.xml" ] && { note "tests: no tests.xml"; status=1; }
+  # The kernels' own GPU tests, by their marker (a -k on names also caught the NCCL test, and
+  # missed kernel tests whose names do not say "kernels").
+  sanitize_tests=(tests/spectral/test_cuda.py -m "cuda and cuda_kernels")
   if [ "${GPU_SH_SANITIZE:-0}" = 1 ] && [ "$kernels" = 1 ]; then
     step sanitize 60 240 env FASTSPEC_REQUIRE_CUDA_KERNELS=1 compute-sanitizer --tool memcheck --error-exitcode 9 \
-      "$py" -P -m pytest -q -p no:cacheprovider tests/spectral/test_cuda.py -m cuda -k kernels || status=1
+      "$py" -P -m pytest -v -p no:cacheprovider "${sanitize_tests[@]}" || status=1
+  elif [ "${GPU_SH_SANITIZE:-0}" = 1 ] && [ "$dry" = 1 ]; then
+    # dry: which tests the sanitizer would run, one node id a line, into log.txt
+    step sanitize 10 60 "$py" -P -m pytest --collect-only -q -p no:cacheprovider "${sanitize_tests[@]}" || status=1
   fi
 
   # bench NAME NEED CAP CASES [METHODS]: one pytest process; its results land in bench.jsonl.

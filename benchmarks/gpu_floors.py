@@ -11,11 +11,14 @@ eigensolves, smallest d first):
 - ``gemm_fp32``: torch ``x.T @ x``, float32 in IEEE arithmetic (TF32 off)
 - ``gemm_tf32``: the same with TF32 tensor cores allowed (CUDA only)
 - ``gemm_bf16``: bf16 ``x.T @ x`` (tensor cores, float32 accumulation)
-- ``ssyrk_fp32``: a bare ``cublasSsyrk_v2`` on torch's tensors and current stream, through
-  ctypes on the libcublas that torch loaded (else the nvidia-cublas wheel's, else the
-  system's): the column-major view of the row-major N×d x is the d×N matrix Xᵀ, so no-trans
-  SYRK of it with the lower fill writes XᵀX's lower (row-major: upper) triangle; checked
-  against ``gemm_fp32``'s product
+- ``ssyrk_fp32``, ``ssyrk_fp32_pedantic``: a bare ``cublasSsyrk_v2`` on torch's tensors and
+  current stream, through ctypes on the libcublas that torch loaded (else the nvidia-cublas
+  wheel's, else the system's): the column-major view of the row-major N×d x is the d×N
+  matrix Xᵀ, so no-trans SYRK of it with the lower fill writes XᵀX's lower (row-major:
+  upper) triangle; checked against ``gemm_fp32``'s product. Once in each cuBLAS math mode:
+  ``CUBLAS_DEFAULT_MATH`` and ``CUBLAS_PEDANTIC_MATH``, the mode fastspec's kernels use (it
+  rules out every reduced-precision shortcut), so that the kernels' accumulation is compared
+  with the SSYRK it actually calls (report.py takes the pedantic floor for that ratio)
 - ``eigvalsh_fp32``, ``eigvalsh_fp64``: ``torch.linalg.eigvalsh`` of the d×d covariance of x
   (symmetric positive definite: N > d)
 
@@ -113,7 +116,9 @@ def measure(fn: Callable[[], Any], device: str) -> tuple[list[float], Any]:
 # cuBLAS SSYRK through ctypes
 # ---------------------------------------------------------------------------------------
 
-CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_N, CUBLAS_DEFAULT_MATH = 0, 0, 0
+CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_N = 0, 0
+#: cublasMath_t (cublas_api.h): the two modes the SSYRK floor is timed in.
+CUBLAS_MATH_MODES = {"default": 0, "pedantic": 2}  # CUBLAS_DEFAULT_MATH, CUBLAS_PEDANTIC_MATH
 
 
 def cublas_candidates() -> list[str]:
@@ -167,10 +172,14 @@ class Cublas:
         self.handle = ctypes.c_void_p()
         self.check(lib.cublasCreate_v2(ctypes.byref(self.handle)), "cublasCreate_v2")
         # IEEE float32 (no TF32 unless NVIDIA_TF32_OVERRIDE says so: see the line's env field).
-        self.check(lib.cublasSetMathMode(self.handle, CUBLAS_DEFAULT_MATH), "cublasSetMathMode")
+        self.set_math_mode("default")
         version = ctypes.c_int()
         self.check(lib.cublasGetVersion_v2(self.handle, ctypes.byref(version)), "cublasGetVersion_v2")
         self.version = version.value
+
+    def set_math_mode(self, mode: str) -> None:
+        """``mode``: a key of :data:`CUBLAS_MATH_MODES`, for this handle's later calls."""
+        self.check(self.lib.cublasSetMathMode(self.handle, CUBLAS_MATH_MODES[mode]), "cublasSetMathMode")
 
     @staticmethod
     def check(status: int, what: str) -> None:
@@ -263,6 +272,10 @@ def floors(out: Path, n: int, dims: list[int], device: str) -> None:
         blas.close()
 
 
+#: The SSYRK floor's lines, by cuBLAS math mode.
+SSYRK_FLOORS = {"default": "ssyrk_fp32", "pedantic": "ssyrk_fp32_pedantic"}
+
+
 def products(sink: Sink, n: int, d: int, device: str, blas: Cublas | None, blas_why: str) -> None:
     x = activations(n, d, device)
     flops = 2.0 * n * d * d
@@ -278,7 +291,8 @@ def products(sink: Sink, n: int, d: int, device: str, blas: Cublas | None, blas_
     xb = x.to(torch.bfloat16)
     sink.run("gemm_bf16", "torch x.T @ x, bf16 (float32 accumulation)", n, d, "bf16", lambda: xb.T @ xb, flops, device)
     if blas is None:
-        sink.write({"name": "ssyrk_fp32", "n": n, "d": d, "dtype": "fp32", "skipped": blas_why})
+        for name in SSYRK_FLOORS.values():
+            sink.write({"name": name, "n": n, "d": d, "dtype": "fp32", "skipped": blas_why})
         return
     c = torch.empty(d, d, device=device, dtype=torch.float32)
 
@@ -288,9 +302,14 @@ def products(sink: Sink, n: int, d: int, device: str, blas: Cublas | None, blas_
         err = float((torch.triu(c) - torch.triu(ref)).abs().max() / ref.abs().max())
         return {"max_rel_err_vs_gemm_fp32": err, "check": "ok" if err <= 1e-4 else "FAILED"}
 
-    sink.run("ssyrk_fp32", "bare cublasSsyrk_v2 (lower, no-trans on the column-major view), IEEE fp32", n, d, "fp32",
-             lambda: blas.ssyrk(x, c), float(n) * d * (d + 1), device, check=agrees, library=blas.path,
-             cublas_version=blas.version)
+    for mode, name in SSYRK_FLOORS.items():
+        blas.set_math_mode(mode)
+        try:
+            sink.run(name, f"bare cublasSsyrk_v2 (lower, no-trans on the column-major view), IEEE fp32, "
+                     f"CUBLAS_{mode.upper()}_MATH", n, d, "fp32", lambda: blas.ssyrk(x, c), float(n) * d * (d + 1),
+                     device, check=agrees, library=blas.path, cublas_version=blas.version, math_mode=mode)
+        finally:
+            blas.set_math_mode("default")
 
 
 def eigensolves(sink: Sink, n: int, d: int, device: str) -> None:

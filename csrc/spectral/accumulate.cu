@@ -60,10 +60,17 @@ __global__ void column_sums_kernel(const T* __restrict__ x, int64_t rows, int64_
 // x rounded to TF32 (10 explicit mantissa bits), to nearest with ties away from zero: the
 // value the tensor cores then read exactly. Emulated on the CPU by fastspec's tests as
 // (bits + 0x1000) & ~0x1fff.
+//
+// The mask: the PTX ISA gives a .tf32 result as a .b32 register and does not promise that its
+// 13 low mantissa bits are zero, while the tensor cores ignore them. Were any left set, hi
+// would not be the value the GEMM reads, and lo = y - hi (exact only when hi has 10 mantissa
+// bits) would not carry what the GEMM drops: 3xTF32 would lose up to 2^-11 relative, with no
+// error anywhere. Zeroing them makes hi exact whatever the hardware leaves there (and costs
+// one AND, which the compiler may already emit for the conversion).
 __device__ __forceinline__ float to_tf32(float x) {
   uint32_t r;
   asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x));
-  return __uint_as_float(r);
+  return __uint_as_float(r & 0xffffe000u);
 }
 
 // y = x - shift (float32, exact for values near the mean), and s = sum_r y in float64. With

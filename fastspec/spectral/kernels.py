@@ -278,37 +278,112 @@ class _State:
         return self.mean, self.m2
 
 
-#: The canary's matrix: rows, columns, and its large-mean columns' offset.
-CANARY_ROWS, CANARY_DIM, CANARY_MEAN = 1500, 96, 1e3
+#: The canary's matrix: rows, columns (not a multiple of 4, so that rows of a 2-byte input
+#: start off any 8-byte boundary), and the offset of its large-mean columns; and the chunks
+#: it is fed in (a single row among them). Chunks of at most 300 rows keep the bound on the
+#: float32 accumulation (γ₃₀₀ ≈ 3.6e-5 on the tensor cores, :func:`canary_tolerances`) well
+#: under a product path's error of 1e-4, which the canary must catch.
+CANARY_ROWS, CANARY_DIM, CANARY_MEAN = 1500, 99, 1e3
+CANARY_CHUNKS = (300, 1, 299, 300, 300, 300)
+#: Input dtypes the canary feeds the kernels (bfloat16 is upcast as it is read).
+CANARY_DTYPES = (torch.float32, torch.bfloat16)
+#: The low-variance column: mean CANARY_MEAN, standard deviation CANARY_LOW_STD (its M2 is
+#: 1e-6 of the largest, below what an error relative to the largest entry could see; in
+#: bfloat16 it is constant, a zero-variance column whose M2 must come out exactly zero).
+CANARY_LOW_COLUMN, CANARY_LOW_STD = 4, 1e-3
+_U32, _U64 = 2.0**-24, 2.0**-53  # unit roundoffs of float32 and float64
 
 
-def canary(device: torch.device) -> str | None:
-    """Run the kernels on a small matrix with large-mean columns and compare them with the
-    torch path in float64 on the same ``device``: the mean and M2 of two chunks (the first
-    chunk and the merge) through each product path, and the eigenvalues and top eigenvectors
-    of the reference M2. None when everything agrees to float32 rounding, else what differs."""
+def _canary_matrix() -> torch.Tensor:
+    """The canary's float64 CPU matrix: a spread spectrum, four large-mean columns, one
+    large-mean column of tiny variance."""
     g = torch.Generator().manual_seed(20261202)
     x = torch.randn(CANARY_ROWS, CANARY_DIM, generator=g, dtype=torch.float64)
     x *= torch.logspace(0, -2, CANARY_DIM, dtype=torch.float64)  # a spread spectrum
     x[:, :4] += CANARY_MEAN
-    x = x.to(device=device, dtype=torch.float32)
-    ref = x.double()
-    mean = ref.mean(0)
-    m2 = (ref - mean).T @ (ref - mean)
-    scale = float(m2.diagonal().max())
-    upper = torch.triu(torch.ones_like(m2, dtype=torch.bool))
-    for products in PRODUCTS:
-        state = _State(CANARY_DIM, device, products)
-        for part in (x[:1000], x[1000:]):
-            if not add_chunk(state, part):
-                return f"products={products!r}: a finite chunk was reported non-finite"
-        mean_err = float((state.mean - mean).abs().max())
-        m2_err = float((state.m2 - m2)[upper].abs().max()) / scale
-        if state.n != CANARY_ROWS or not mean_err <= 1e-6 * CANARY_MEAN or not m2_err <= 1e-5:
-            return (f"products={products!r}: n = {state.n} (want {CANARY_ROWS}), mean off by {mean_err:.3g} "
-                    f"(allowed {1e-6 * CANARY_MEAN:.3g}), M2 off by {m2_err:.3g} of its largest entry (allowed 1e-05)")
-    want_values, want_vectors = torch.linalg.eigh(m2)
-    values, vectors = _eigh_once(m2, 3, torch.float64)
+    x[:, CANARY_LOW_COLUMN] = CANARY_MEAN + CANARY_LOW_STD * x[:, CANARY_LOW_COLUMN] / x[:, CANARY_LOW_COLUMN].std()
+    return x
+
+
+def canary_tolerances(x: torch.Tensor, products: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-column bound on the mean's error and per-entry bound on M2's error that float32
+    rounding allows the kernels on ``x`` (float64, the values the kernels read) fed in
+    :data:`CANARY_CHUNKS`, through the ``products`` path.
+
+    Mean (per column c; each chunk's mean is its float32 shift plus the float64 mean of
+    y = fl32(x − shift), and the shift itself cancels exactly): the rounding of y,
+    |δμ_c| ≤ u₃₂ · (1/n) Σ_r |x_rc − shift_c| with |x − shift| ≤ |x − μ_chunk| + u₃₂ |μ_chunk|,
+    plus float64 sums and merges, a few u₆₄ |μ_c| per chunk. Doubled for the float64 sums of
+    y (at most b·u₆₄ of the same Σ|y|) and the reference's own rounding.
+
+    M2 (per entry i, j; Σ_r |y_ri y_rj| ≤ √(S_i S_j) by Cauchy–Schwarz, where S_i = Σ_r y_ri²
+    is at most M2_ii plus Σ_chunks b (u₃₂ μ_chunk,i)², the shift's offset from the chunk's
+    mean): a float32 sum of b products errs by at most
+    γ_b = b·u/(1 − b·u) of Σ|y_ri y_rj| (Higham, *Accuracy and Stability of Numerical
+    Algorithms*, §3.1), with u = u₃₂ for SSYRK (IEEE, round to nearest) and 2u₃₂ for the
+    tensor cores (which truncate when they accumulate: Fasi et al. 2021); rounding y costs
+    2u₃₂ per product, and 3×TF32 3·2⁻²² more (lo·loᵀ dropped, lo rounded to TF32); the
+    float64 merges add a few u₆₄ per chunk.
+    """
+    n, b = x.shape[0], max(CANARY_CHUNKS)
+    mean = x.mean(0)
+    spread, squares = torch.zeros_like(mean), ((x - mean) ** 2).sum(0)
+    start = 0
+    for rows in CANARY_CHUNKS:
+        part = x[start:start + rows]
+        start += rows
+        offset = _U32 * part.mean(0).abs()  # bounds |chunk mean − its float32 shift|
+        spread += (part - part.mean(0)).abs().sum(0) + rows * offset
+        squares += rows * offset**2
+    mean_tol = 2 * (_U32 * spread / n + 4 * len(CANARY_CHUNKS) * _U64 * mean.abs())
+    u = _U32 if products == "fp32" else 2 * _U32
+    per_product = 2 * _U32 + (0.0 if products == "fp32" else 3 * 2.0**-22)
+    gamma = b * u / (1 - b * u) + per_product + 4 * len(CANARY_CHUNKS) * _U64
+    return mean_tol, gamma * torch.sqrt(torch.outer(squares, squares))
+
+
+def canary(device: torch.device) -> str | None:
+    """Run the kernels on a small matrix and compare them with the torch path in float64 on
+    the same ``device``: the mean and M2 of the chunks (the first chunk and the merges), for
+    a float32 and a bfloat16 input, through each product path, and the eigenvalues and top
+    eigenvectors of the reference M2. The matrix (:func:`_canary_matrix`) has large-mean
+    columns, a large-mean column of tiny variance and a width that is not a multiple of 4.
+    None when every mean and every M2 entry is within what float32 rounding allows
+    (:func:`canary_tolerances`), else what differs."""
+    x64 = _canary_matrix()
+    upper = torch.triu(torch.ones(CANARY_DIM, CANARY_DIM, dtype=torch.bool, device=device))
+    for dtype in CANARY_DTYPES:
+        x = x64.to(dtype).to(device)
+        ref = x.double()  # the values the kernels read
+        mean = ref.mean(0)
+        m2 = (ref - mean).T @ (ref - mean)
+        for products in PRODUCTS:
+            mean_tol, m2_tol = (t.to(device) for t in canary_tolerances(ref.cpu(), products))
+            state = _State(CANARY_DIM, device, products)
+            start = 0
+            for rows in CANARY_CHUNKS:
+                if not add_chunk(state, x[start:start + rows]):
+                    return f"products={products!r}, {dtype}: a finite chunk was reported non-finite"
+                start += rows
+            where = f"products={products!r}, {str(dtype).removeprefix('torch.')} input"
+            if state.n != CANARY_ROWS:
+                return f"{where}: n = {state.n} (want {CANARY_ROWS})"
+            mean_err, m2_err = (state.mean - mean).abs(), (state.m2 - m2).abs()
+            mean_bad = ~mean_err.le(mean_tol)  # NaN is bad too
+            m2_bad = ~m2_err.le(m2_tol) & upper
+            if bool(mean_bad.any()):
+                c = int(torch.where(mean_bad, mean_err / mean_tol, 0).nan_to_num(nan=float("inf")).argmax())
+                return (f"{where}: mean of column {c} off by {float(mean_err[c]):.3g} (float32 rounding allows "
+                        f"{float(mean_tol[c]):.3g})")
+            if bool(m2_bad.any()):
+                i, j = divmod(int(torch.where(m2_bad, m2_err / m2_tol, 0).nan_to_num(nan=float("inf")).argmax()),
+                              CANARY_DIM)
+                return (f"{where}: M2[{i}, {j}] off by {float(m2_err[i, j]):.3g} (float32 rounding allows "
+                        f"{float(m2_tol[i, j]):.3g}; the entry is {float(m2[i, j]):.3g})")
+        if dtype == torch.float32:
+            m2_eig = m2
+    want_values, want_vectors = torch.linalg.eigh(m2_eig)
+    values, vectors = _eigh_once(m2_eig, 3, torch.float64)
     value_err = float(np.abs(values - want_values.flip(0).cpu().numpy()).max()) / float(want_values[-1])
     overlap = np.abs(np.sum(vectors * want_vectors[:, -3:].flip(1).cpu().numpy(), axis=0))
     if not value_err <= 1e-9 or not float(np.min(overlap)) >= 1 - 1e-6:

@@ -18,7 +18,11 @@ more than 4×).
 
 from __future__ import annotations
 
+import ast
+import inspect
 import os
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -60,7 +64,16 @@ def _needs(ok: bool, required: bool, reason: str, failing_fixture: str):
 
 built = _needs(BUILT, REQUIRE_BUILD or REQUIRE, f"fastspec was installed without its CUDA kernels: {WHY}",
                "_fail_unbuilt")
-kernels = _needs(USABLE, REQUIRE, f"fastspec's CUDA kernels are not available: {WHY}", "_fail_unusable")
+needs_kernels = _needs(USABLE, REQUIRE, f"fastspec's CUDA kernels are not available: {WHY}", "_fail_unusable")
+
+
+def kernels(test):
+    """needs_kernels, and the ``cuda_kernels`` marker: the tests of the kernels' own device
+    work, which benchmarks/gpu.sh runs again under compute-sanitizer (``-m cuda_kernels``).
+    A test that needs the kernels for something else (NCCL) takes needs_kernels alone."""
+    return pytest.mark.cuda_kernels(needs_kernels(test))
+
+
 gpu = pytest.mark.cuda
 
 
@@ -502,7 +515,7 @@ def test_kernel_errors_are_python_exceptions():
     vecs = torch.empty(2, 32, dtype=torch.float64, device="cuda")
     bad_device = torch.cuda.device_count() + 3
     with pytest.raises(RuntimeError, match="cudaSetDevice failed: cudaErrorInvalidDevice"):
-        _C_cuda.centre_and_gram(x.data_ptr(), 0, 64, 32, 32, y.data_ptr(), gram.data_ptr(), vecs[0].data_ptr(),
+        _C_cuda.centre_and_gram(x.data_ptr(), 0, 64, 32, 32, 0, y.data_ptr(), gram.data_ptr(), vecs[0].data_ptr(),
                                 vecs[1].data_ptr(), 0, 0, bad_device, 0)
     a = torch.eye(32, dtype=torch.float64, device="cuda")
     w = torch.empty(32, dtype=torch.float64, device="cuda")
@@ -515,7 +528,7 @@ def test_kernel_errors_are_python_exceptions():
 
 
 @gpu
-@kernels
+@needs_kernels  # not cuda_kernels: NCCL's own device work is no business of the sanitizer step
 @pytest.mark.filterwarnings("ignore::UserWarning")  # torch.distributed's own notes on NCCL setup
 def test_all_reduce_over_nccl_keeps_kernels_and_state_on_the_gpu(tmp_path):
     import torch.distributed as dist
@@ -661,6 +674,115 @@ def fake_binding(monkeypatch):
     monkeypatch.setattr(cuda_kernels, "_blas_workspaces", {})
     monkeypatch.setattr(cuda_kernels, "_solver_workspaces", {})
     return fake
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _cpp_calls(source: str, opener: str) -> list[str]:
+    """The text inside every ``opener(...)`` call of C++ ``source``, its string literals
+    skipped when matching parentheses (the docstrings hold some)."""
+    found = []
+    for start in (m.end() for m in re.finditer(re.escape(opener), source)):
+        depth, i, quote = 1, start, None
+        while depth:
+            c = source[i]
+            if quote:
+                if c == "\\":
+                    i += 1
+                elif c == quote:
+                    quote = None
+            elif c in "\"'":
+                quote = c
+            elif c == "(":
+                depth += 1
+            elif c == ")":
+                depth -= 1
+            i += 1
+        found.append(source[start : i - 1])
+    return found
+
+
+def bound_signatures() -> dict[str, list[str]]:
+    """``{function: [argument names in order]}`` of fastspec._C_cuda, as csrc/bindings_cuda.cpp
+    declares them with ``m.def("name", &fn, py::arg("a"), ...)`` (pybind11 checks at compile
+    time that the py::arg list matches the C++ function)."""
+    source = (REPO / "csrc" / "bindings_cuda.cpp").read_text()
+    bound = {}
+    for call in _cpp_calls(source, "m.def("):
+        name = re.match(r'\s*"(\w+)"', call).group(1)
+        bound[name] = re.findall(r'py::arg\("(\w+)"\)', call)
+    return bound
+
+
+def _python_files() -> list[Path]:
+    return sorted(p for folder in ("fastspec", "tests", "benchmarks") for p in (REPO / folder).rglob("*.py"))
+
+
+def test_every_call_of_the_cuda_binding_matches_its_declared_signature():
+    """The CUDA tests and kernels.py call fastspec._C_cuda, which no CPU machine can import;
+    a wrong argument count there shows only on a GPU (issue 24: a 13-argument call of the
+    14-argument centre_and_gram). So every ``_C_cuda.f(...)`` call in fastspec/, tests/ and
+    benchmarks/, the NumPy stand-in above and the ``.pyi`` stub are held here to the
+    signatures that csrc/bindings_cuda.cpp declares."""
+    bound = bound_signatures()
+    # The parse itself: the module's entry points, with the argument the old call missed.
+    assert {"build_info", "device_count", "centre_and_gram", "chan_merge", "eig_workspace_size", "eig"} <= set(bound)
+    assert len(bound["centre_and_gram"]) == 14 and bound["centre_and_gram"][5] == "products"
+
+    stub = ast.parse((REPO / "fastspec" / "_C_cuda.pyi").read_text())
+    stubbed = {f.name: [a.arg for a in f.args.args] for f in stub.body if isinstance(f, ast.FunctionDef)}
+    assert stubbed == bound, "fastspec/_C_cuda.pyi differs from csrc/bindings_cuda.cpp"
+
+    for name, args in bound.items():
+        if args:  # every entry point that works on buffers has a stand-in, with the same arguments
+            assert hasattr(_FakeBinding, name), f"_FakeBinding has no {name}"
+            params = list(inspect.signature(getattr(_FakeBinding, name)).parameters)[1:]  # less self
+            assert params == args, f"_FakeBinding.{name}{tuple(params)} differs from the binding's {tuple(args)}"
+
+    problems, checked = [], 0
+    for path in _python_files():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            func = getattr(node, "func", None)
+            if not (isinstance(node, ast.Call) and isinstance(func, ast.Attribute)
+                    and isinstance(func.value, ast.Name) and func.value.id == "_C_cuda" and func.attr in bound):
+                continue
+            where = f"{path.relative_to(REPO)}:{node.lineno}: _C_cuda.{func.attr}"
+            args = bound[func.attr]
+            if any(isinstance(a, ast.Starred) for a in node.args) or any(k.arg is None for k in node.keywords):
+                # *args/**kwargs: the dict's keys are checked where they are a literal dict(...) in
+                # the same function (the argument-check tests), by name.
+                continue
+            names = args[: len(node.args)] + [k.arg for k in node.keywords]
+            if len(node.args) > len(args) or sorted(names) != sorted(args):
+                problems.append(f"{where} passes {len(node.args)} positional argument(s) and keywords "
+                                f"{[k.arg for k in node.keywords]}; the binding takes {len(args)}: {args}")
+            checked += 1
+    assert checked >= 6, "the scan found too few calls: was kernels.py renamed?"
+    assert not problems, "\n".join(problems)
+
+
+def test_argument_check_tests_name_every_argument_of_the_binding():
+    """The tests above that call the binding with ``**args`` build args as a literal dict:
+    its keys must be the binding's arguments, or a GPU-less CI would skip a TypeError."""
+    bound = bound_signatures()
+    tree = ast.parse(Path(__file__).read_text())
+    seen = set()
+    for func in (n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)):
+        literal = {}
+        for node in ast.walk(func):
+            if (isinstance(node, ast.Assign) and isinstance(node.value, ast.Call)
+                    and getattr(node.value.func, "id", None) == "dict" and isinstance(node.targets[0], ast.Name)):
+                literal[node.targets[0].id] = [k.arg for k in node.value.keywords]
+        for node in ast.walk(func):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and getattr(node.func.value, "id", None) == "_C_cuda"):
+                for k in node.keywords:
+                    if k.arg is None and isinstance(k.value, ast.Name) and k.value.id in literal:
+                        assert sorted(literal[k.value.id]) == sorted(bound[node.func.attr]), (
+                            f"{func.name}: {k.value.id} = dict(...) does not name {node.func.attr}'s arguments")
+                        seen.add(node.func.attr)
+    assert seen == {"centre_and_gram", "chan_merge", "eig"}
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
@@ -831,7 +953,8 @@ def test_wiring_keeps_workspaces_per_stream(fake_binding, monkeypatch):
 
 def test_wiring_of_the_canary_passes_right_kernels_and_names_a_wrong_one(fake_binding, monkeypatch):
     assert cuda_kernels.canary(torch.device("cpu")) is None
-    assert fake_binding.calls.count("centre_and_gram(tf32x3)") == 2 and "eig(vectors, float64)" in fake_binding.calls
+    runs = len(cuda_kernels.CANARY_DTYPES) * len(cuda_kernels.CANARY_CHUNKS)
+    assert fake_binding.calls.count("centre_and_gram(tf32x3)") == runs and "eig(vectors, float64)" in fake_binding.calls
     real = fake_binding.centre_and_gram
 
     def off_by_1e4(x, dtype, rows, cols, row_stride, products, y, gram, *rest):
@@ -843,7 +966,94 @@ def test_wiring_of_the_canary_passes_right_kernels_and_names_a_wrong_one(fake_bi
 
     monkeypatch.setattr(fake_binding, "centre_and_gram", off_by_1e4)
     problem = cuda_kernels.canary(torch.device("cpu"))
-    assert problem.startswith("products='tf32x3'") and "M2 off by" in problem
+    assert problem.startswith("products='tf32x3', float32 input: M2[") and "] off by" in problem
+
+
+def test_wiring_of_the_canary_feeds_bf16_an_odd_width_a_single_row_and_a_low_variance_column(fake_binding,
+                                                                                           monkeypatch):
+    seen = []
+    real = fake_binding.centre_and_gram
+
+    def record(x, dtype, rows, cols, row_stride, products, *rest):
+        seen.append((dtype, products, rows, cols))
+        real(x, dtype, rows, cols, row_stride, products, *rest)
+
+    monkeypatch.setattr(fake_binding, "centre_and_gram", record)
+    assert cuda_kernels.canary(torch.device("cpu")) is None
+    assert {(dtype, products) for dtype, products, _, _ in seen} == {(0, 0), (0, 1), (2, 0), (2, 1)}  # float32, bf16
+    assert all(cols % 4 for *_, cols in seen) and 1 in {rows for _, _, rows, _ in seen}
+    x = cuda_kernels._canary_matrix()
+    low = x[:, cuda_kernels.CANARY_LOW_COLUMN]
+    # A large mean and a variance 1e-6 of the largest: invisible to an error relative to the largest entry.
+    assert float(low.mean()) > 100 and 0 < float(low.var()) < 1e-5 * float(x.var(0).max())
+
+
+@pytest.mark.parametrize("fault", ["mean", "low-variance M2"])
+def test_wiring_of_the_canary_catches_an_error_that_a_tolerance_on_the_largest_entry_misses(fake_binding,
+                                                                                          monkeypatch, fault):
+    """Errors far beyond float32 rounding where they land, but small beside the largest
+    entries: a mean off by 1e-5 (the old tolerance was 1e-3), and the low-variance column's
+    M2 off by 1e-7 of the chunk's largest product (the old tolerance: 1e-5 of the largest)."""
+    low = cuda_kernels.CANARY_LOW_COLUMN
+    if fault == "mean":
+        real = fake_binding.chan_merge
+
+        def faulty(gram, col_sum, resid, rows, cols, n_before, mean, m2, *rest):
+            real(gram, col_sum, resid, rows, cols, n_before, mean, m2, *rest)
+            if n_before + rows == cuda_kernels.CANARY_ROWS:  # the last merge
+                fake_binding._array(mean, cols, np.float64)[10] += 1e-5
+
+        monkeypatch.setattr(fake_binding, "chan_merge", faulty)
+    else:
+        real = fake_binding.centre_and_gram
+
+        def faulty(x, dtype, rows, cols, row_stride, products, y, gram, *rest):
+            real(x, dtype, rows, cols, row_stride, products, y, gram, *rest)
+            g = fake_binding._array(gram, cols * cols, np.float32).reshape(cols, cols)
+            g[low, low] += np.float32(1e-7) * np.triu(g).diagonal().max()
+
+        monkeypatch.setattr(fake_binding, "centre_and_gram", faulty)
+    problem = cuda_kernels.canary(torch.device("cpu"))
+    assert problem is not None
+    want = "mean of column 10 off by" if fault == "mean" else f"M2[{low}, {low}] off by"
+    assert problem.startswith("products='fp32', float32 input: ") and want in problem, problem
+
+
+def test_canary_tolerances_are_float32_rounding_bounds_and_the_canary_data_meets_them():
+    """The bounds scale as derived (γ_b for the accumulation, twice that on the tensor cores;
+    u32 of the mean absolute deviation for the mean), and float32 arithmetic done here on the
+    canary's data, chunk by chunk, stays within them."""
+    x = cuda_kernels._canary_matrix().to(torch.float32).double()
+    mean_tol, fp32_tol = cuda_kernels.canary_tolerances(x, "fp32")
+    _, tf32_tol = cuda_kernels.canary_tolerances(x, "tf32x3")
+    b, u = max(cuda_kernels.CANARY_CHUNKS), 2.0**-24
+    ratio = (fp32_tol.diagonal() / ((x - x.mean(0)) ** 2).sum(0)).numpy()
+    np.testing.assert_allclose(np.median(ratio), b * u / (1 - b * u) + 2 * u, rtol=1e-3)
+    assert torch.all(tf32_tol > 1.9 * fp32_tol)
+    mad = (x - x.mean(0)).abs().mean(0)
+    assert torch.all(mean_tol[5:] < 3 * u * mad[5:])  # no column allowed more than ~u32 of its spread
+    # float32 one chunk at a time, as the fp32 path does it (shift, products, float64 merge)
+    n, mean, m2, start = 0, torch.zeros(x.shape[1], dtype=torch.float64), torch.zeros(2 * (x.shape[1],),
+                                                                                       dtype=torch.float64), 0
+    from fastspec.spectral.moments import exact_fp32_matmul
+
+    for rows in cuda_kernels.CANARY_CHUNKS:
+        part = x[start:start + rows].float()
+        start += rows
+        shift = part.double().mean(0).float()
+        y = part - shift
+        with exact_fp32_matmul():
+            g = (y.T @ y).double()
+        s = y.double().sum(0)
+        chunk_mean = shift.double() + s / rows
+        delta = chunk_mean - mean
+        m2 += g - torch.outer(s, s) / rows + (n * rows / (n + rows)) * torch.outer(delta, delta)
+        mean += delta * rows / (n + rows)
+        n += rows
+    want_mean = x.mean(0)
+    want_m2 = (x - want_mean).T @ (x - want_mean)
+    assert torch.all((mean - want_mean).abs() <= mean_tol)
+    assert torch.all((m2 - want_m2).abs() <= fp32_tol)
 
 
 def test_a_device_that_fails_the_canary_goes_to_the_torch_path_and_backends_say_so(monkeypatch):
