@@ -183,7 +183,10 @@ def memorization_trace(checkpoints: Sequence[Any], items: Any, index: InfGramInd
     item_list = _item_list(items)
     idx = _as_index(index)
     out_dir = os.fspath(out_dir)
-    config = {"index": os.path.realpath(idx.path), "n_items": len(item_list), "rule": s.rule,
+    # The index by its path and by what it holds: an index rebuilt in place from another corpus
+    # has the same path and another fingerprint.
+    config = {"index": os.path.realpath(idx.path), "index_fingerprint": idx.fingerprint, "n_items": len(item_list),
+              "rule": s.rule,
               "items_sha256": hashlib.sha256(json.dumps(item_list, sort_keys=True, default=str).encode()).hexdigest()}
     results = ResultsDir(out_dir, config, tuple(config), record_dir=MEMO_DIR, config_file=MEMO_CONFIG,
                          what="memorization scores")

@@ -127,7 +127,8 @@ class ResultsDir:
                 old = json.load(fh)
         except (OSError, json.JSONDecodeError) as err:
             raise ValueError(f"{self.config_path}: cannot read the existing run's configuration: {err}") from err
-        then = {k: old.get(k, SETTING_DEFAULTS.get(k)) for k in self.bound}
+        # A setting recorded only by a later fastspec: its documented default, else taken to match.
+        then = {k: old.get(k, SETTING_DEFAULTS.get(k, self.config.get(k))) for k in self.bound}
         diff = {k: (then[k], self.config.get(k)) for k in self.bound if then[k] != self.config.get(k)}
         if diff:
             details = "; ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in diff.items())

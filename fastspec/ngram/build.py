@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from .. import _C
 from .._files import remove_stale, temporary_name
+from .._settings import SettingError, literal
 from .ingest import Corpus, checked_document
 from .integrity import CHECKSUMS, FORMATS, data_files, write_checksums
 
@@ -81,7 +82,7 @@ def resolve_vocab_size(corpus: Corpus, vocab_size: int | None) -> tuple[Corpus, 
         vocab_size = len(corpus.tokenizer)
     if vocab_size is None:
         if not isinstance(corpus.documents, (list, tuple)):
-            raise ValueError("pass vocab_size= when the documents come from a one-shot iterator")
+            raise SettingError("pass {vocab_size} when the documents come from a one-shot iterator", vocab_size=...)
         docs = [np.asarray(d) for d in corpus.documents]
         vocab_size = 1 + max((int(d.max()) for d in docs if d.size), default=-1)
         if vocab_size <= 0:
@@ -119,8 +120,12 @@ def plan_shards(vocab_size: int, token_width: int | None, memory_budget: int | s
     budget = _parse_bytes(memory_budget)
     capacity = min(budget // (threads * (width + _BUILD_BYTES_PER_TOKEN) + width), 2**31 - 2)
     if capacity < 2:
-        raise ValueError(f"memory_budget={budget} bytes cannot hold a shard of even 2 tokens")
+        raise SettingError("{memory_budget} bytes cannot hold a shard of even 2 tokens", memory_budget=budget)
     return ShardPlan(vocab_size, width, budget, capacity, threads)
+
+
+class IndexExists(SettingError, FileExistsError):
+    """The output directory already holds an index, and ``overwrite`` was not given."""
 
 
 def _check_out_dir(out: Path, overwrite: bool) -> None:
@@ -132,7 +137,8 @@ def _check_out_dir(out: Path, overwrite: bool) -> None:
                               "build the fastspec index into another directory")
     old = data_files(out) if out.is_dir() else []
     if old and not overwrite:
-        raise FileExistsError(f"{str(out)!r} already holds an index ({old[0].name}); pass overwrite=True to replace it")
+        raise IndexExists(literal(f"{str(out)!r} already holds an index ({old[0].name})") + "; pass {overwrite} to replace it",
+                          overwrite=True)
 
 
 def _install(tmp: Path, out: Path) -> None:
@@ -171,8 +177,8 @@ class _ShardWriter:
     def add(self, doc: np.ndarray, k: int) -> None:
         need, capacity = doc.shape[0] + 1, self.plan.capacity
         if need > capacity:
-            raise ValueError(f"document {k} has {doc.shape[0]} tokens; a shard under memory_budget={self.plan.budget} "
-                             f"bytes holds at most {capacity - 1}: raise memory_budget")
+            raise SettingError(f"document {k} has {doc.shape[0]} tokens; a shard under {{memory_budget}} bytes holds at "
+                               f"most {capacity - 1}: raise it", memory_budget=self.plan.budget)
         if self.fill + need > capacity:
             self._flush()
         if self.fill + need > self.buf.shape[0]:  # grow geometrically up to the shard capacity

@@ -217,3 +217,18 @@ def test_the_report_shows_memorization_beside_the_trace(traced_ckpts, tmp_path):
     assert "## Distributional memorization across checkpoints" in text and "RankMe SE" in text
     for png in ("memorization.png", "suffix_lengths.png"):
         assert (tmp_path / png).stat().st_size > 10_000 and f"]({png})" in text
+
+
+def test_memorization_trace_refuses_an_index_rebuilt_from_another_corpus(traced_ckpts, tmp_path):
+    """Issue 24 item 4: only the path was bound, so an index rebuilt in place scored later
+    checkpoints against another corpus. Its fingerprint is bound too."""
+    from tinylm import CORPUS
+
+    ckpts, tok, _, items = traced_ckpts
+    docs = [np.array(tok(t, add_special_tokens=False)["input_ids"]) for t in CORPUS]
+    where = tmp_path / "index"
+    fastspec.InfGramIndex.build(docs, where, vocab_size=len(tok), progress=False)
+    fastspec.memorization_trace(ckpts[:1], items, where, tmp_path / "run", progress=False)
+    fastspec.InfGramIndex.build(docs[: len(docs) // 2], where, vocab_size=len(tok), progress=False, overwrite=True)
+    with pytest.raises(ValueError, match=r"other settings \(index_fingerprint: '[0-9a-f]+' there, '[0-9a-f]+' now\)"):
+        fastspec.memorization_trace(ckpts, items, where, tmp_path / "run", progress=False)
