@@ -72,12 +72,13 @@ and a flatter power law (``exponent=0.5``) do not compress.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Any, Callable
 
 import numpy as np
 import torch
 
+from .._settings import setting
 from ..models.phases import zigzag_runs
 from ..spectral import alpha_req, rankme, spectrum
 from ..spectral.metrics import check_fit_range
@@ -107,33 +108,35 @@ def _positive_float(name: str, value: Any) -> float:
     return v
 
 
-def _setting(default: Any, help: str) -> Any:
-    return field(default=default, metadata={"help": help})
-
-
 @dataclass(frozen=True)
 class ToySettings:
     """The settings of one toy run (module docstring), each field with its default and a help
-    text (``dataclasses.fields(ToySettings)[i].metadata["help"]``). :func:`train` and
-    :func:`representation` take them as arguments; :meth:`resolved` checks them."""
+    text (``dataclasses.fields(ToySettings)[i].metadata["help"]``; fastspec's settings fields,
+    ``fastspec._settings.setting``). :func:`train` and :func:`representation` take them as
+    arguments; :meth:`resolved` checks them."""
 
-    labels: str = _setting("powerlaw", "class frequencies: 'powerlaw' (p_c ∝ c^(−exponent)) or 'uniform'")
-    loss: str = _setting("ce", "'ce' (expected cross-entropy) or 'mse' (squared error to the targets)")
-    width: int = _setting(8, "bottleneck width d (at least 2, for α)")
-    classes: int = _setting(128, "number of classes C")
-    steps: int = _setting(4000, "full-batch gradient-descent steps")
-    seed: int = _setting(0, "seed of the data (NumPy) and of the weights (torch)")
-    contexts: int | None = _setting(None, f"number of contexts D, each with its class drawn from p (default {CONTEXTS})")
-    exponent: float = _setting(1.0, "power-law exponent of the class frequencies")
-    smoothing: float = _setting(0.2, "s: a context's next token is its class with probability 1 − s (0: hard labels)")
-    lr: float = _setting(2.0, "gradient-descent learning rate")
-    init_scale: float = _setting(1e-3, "scale of the initial weights")
-    init: str = _setting("gaussian", "'gaussian' (i.i.d. N(0, init_scale²)) or 'balanced' (HᵀH = VᵀV)")
-    instances: int | None = _setting(None, "fixed class sizes max(1, round(instances · c^(−exponent))) instead of contexts")
-    record_every: int = _setting(50, "measure every this many steps (and the last)")
-    log_steps: int | None = _setting(None, "measure at this many log-spaced steps instead (and step 0)")
-    fit_range: tuple[int, int] | None = _setting(None, "α fit range, 0-based [start, stop) (default: the whole "
-                                                       "bottleneck spectrum, (0, min(width, contexts − 1)))")
+    # every setting changes the results (affects=True): a run is its settings
+    labels: str = setting("powerlaw", "class frequencies: 'powerlaw' (p_c ∝ c^(−exponent)) or 'uniform'",
+                          affects=True)
+    loss: str = setting("ce", "'ce' (expected cross-entropy) or 'mse' (squared error to the targets)", affects=True)
+    width: int = setting(8, "bottleneck width d (at least 2, for α)", affects=True)
+    classes: int = setting(128, "number of classes C", affects=True)
+    steps: int = setting(4000, "full-batch gradient-descent steps", affects=True)
+    seed: int = setting(0, "seed of the data (NumPy) and of the weights (torch)", affects=True)
+    contexts: int | None = setting(None, f"number of contexts D, each with its class drawn from p (default {CONTEXTS})",
+                                   affects=True)
+    exponent: float = setting(1.0, "power-law exponent of the class frequencies", affects=True)
+    smoothing: float = setting(0.2, "s: the next token is the context's class with probability 1 − s (0: hard labels)",
+                               affects=True)
+    lr: float = setting(2.0, "gradient-descent learning rate", affects=True)
+    init_scale: float = setting(1e-3, "scale of the initial weights", affects=True)
+    init: str = setting("gaussian", "'gaussian' (i.i.d. N(0, init_scale²)) or 'balanced' (HᵀH = VᵀV)", affects=True)
+    instances: int | None = setting(None, "fixed class sizes max(1, round(instances · c^(−exponent))), instead of "
+                                          "contexts", affects=True)
+    record_every: int = setting(50, "measure every this many steps (and the last)", affects=True)
+    log_steps: int | None = setting(None, "measure at this many log-spaced steps instead (and step 0)", affects=True)
+    fit_range: tuple[int, int] | None = setting(None, "α fit range, 0-based [start, stop) (default: the whole "
+                                                      "bottleneck spectrum, (0, min(width, contexts − 1)))", affects=True)
 
     def resolved(self) -> dict[str, Any]:
         """The run's settings, checked, with ``contexts`` and ``fit_range`` resolved, as they go

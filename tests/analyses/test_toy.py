@@ -163,7 +163,7 @@ def test_the_settings_are_defined_once_and_keep_the_signatures():
     import inspect
 
     fields = {f.name: f for f in dataclasses.fields(toy.ToySettings)}
-    assert len(fields) == 16 and all(f.metadata["help"].strip() for f in fields.values())
+    assert len(fields) == 16 and all(f.metadata["help"].strip() and f.metadata["affects"] for f in fields.values())
     params = {k: p for k, p in inspect.signature(toy.train).parameters.items() if k != "on_step"}
     assert list(params) == list(fields)  # the same settings, in the same order
     assert {k: p.default for k, p in params.items()} == {k: f.default for k, f in fields.items()}
