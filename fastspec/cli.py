@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 from tqdm import tqdm
 
-from ._files import existing_file, json_text, write_csv, write_text
+from ._files import json_text, write_csv, write_text
 from ._settings import SettingError, flags_of
 from ._version import __version__
 from .analyses.ablation import ablate
@@ -31,7 +31,7 @@ from .demo import (
     run_demo,
     run_trace_demo,
 )
-from .models.data import iter_jsonl, load_texts
+from .models.data import load_texts
 from .models.hub import grid, is_pattern, list_revisions
 from .models.phases import phases
 from .models.scoring import load_causal_lm
@@ -231,9 +231,7 @@ def cmd_index_prob(args: argparse.Namespace) -> int:
 
 
 def cmd_memorization(args: argparse.Namespace) -> int:
-    items = [record for _, record in iter_jsonl(existing_file(args.items, "items file (.jsonl)"))]
-    if not items:
-        raise ValueError(f"{args.items}: no items (one JSON object per line)")
+    items = args.items  # the file: errors name its lines
     settings = MemorizationSettings.from_args(args)
     if args.checkpoints:
         if not args.out:

@@ -56,7 +56,8 @@ def memorization(items: Iterable[Any], index: InfGramIndex | str | os.PathLike, 
                  rule: str = "wang", batch_size: int = 8, device: Any = None, threads: int = 1) -> MemorizationResult:
     """Distributional memorization of ``model`` on ``items`` against the corpus of ``index``.
 
-    ``items``: (prompt, output) pairs or dicts with ``prompt``/``output`` keys, as strings
+    ``items``: a ``.jsonl`` path (errors then name its file and line) or (prompt, output)
+    pairs or dicts with ``prompt``/``output`` keys, as strings
     (tokenised with ``tokenizer``) or token-id sequences; the paper formats TriviaQA as
     ``("Question: {q}? Answer:", " {a}")``. ``model``: a Hugging Face causal LM or a local
     directory holding one; ``tokenizer``: a tokenizer or a local directory (default: the
@@ -67,7 +68,7 @@ def memorization(items: Iterable[Any], index: InfGramIndex | str | os.PathLike, 
     check_rule(rule)
     idx = _as_index(index)
     model, tokenizer = load_causal_lm(model, tokenizer)
-    seqs, prompt_lens = _encoded(items, tokenizer, model)
+    seqs, prompt_lens = _encoded(*_item_list(items), tokenizer, model)
     infgram = output_scores(idx.score(seqs, threads=threads), prompt_lens, rule)
     return _correlate(model, seqs, prompt_lens, infgram, rule, batch_size=batch_size, device=device)
 
@@ -76,12 +77,13 @@ def _as_index(index: InfGramIndex | str | os.PathLike) -> InfGramIndex:
     return index if isinstance(index, InfGramIndex) else InfGramIndex(index)
 
 
-def _encoded(items: Iterable[Any], tokenizer: Any, model: Any) -> tuple[list[np.ndarray], list[int]]:
-    seqs, prompt_lens = encode_items(items, tokenizer)
+def _encoded(items: Iterable[Any], names: list[str] | None, tokenizer: Any, model: Any
+             ) -> tuple[list[np.ndarray], list[int]]:
+    seqs, prompt_lens = encode_items(items, tokenizer, names)
     limit = context_limit(model)
     for k, seq in enumerate(seqs):
         if limit is not None and len(seq) > int(limit):
-            raise ValueError(f"item {k}: prompt + output is {len(seq)} tokens, longer than the model's "
+            raise ValueError(f"{names[k] if names else f'item {k}'}: prompt + output is {len(seq)} tokens, longer than the model's "
                              f"{int(limit)} positions")
     return seqs, prompt_lens
 
@@ -105,13 +107,19 @@ def _correlate(model: Any, seqs: list[np.ndarray], prompt_lens: list[int], infgr
                               output_lengths=np.array([len(s) - p for s, p in zip(seqs, prompt_lens)]))
 
 
-def _item_list(items: Any) -> list[Any]:
+def _item_list(items: Any) -> tuple[list[Any], list[str] | None]:
+    """The items, and from a ``.jsonl`` path each one's ``file:line`` (for errors; else None)."""
+    names = None
     if isinstance(items, (str, os.PathLike)):
-        items = [record for _, record in iter_jsonl(existing_file(items, "items file (.jsonl)"))]
+        path = existing_file(items, "items file (.jsonl)")
+        pairs = list(iter_jsonl(path))
+        names, items = [where for where, _ in pairs], [record for _, record in pairs]
+        if not items:
+            raise ValueError(f"{path}: no items (one JSON object per line)")
     items = list(items)
     if not items:
         raise ValueError("no items: memorization needs at least 3 (prompt, output) items")
-    return items
+    return items, names
 
 
 def suffix_lengths(items: Iterable[Any], index: InfGramIndex | str | os.PathLike, tokenizer: Any = None, *,
@@ -121,7 +129,8 @@ def suffix_lengths(items: Iterable[Any], index: InfGramIndex | str | os.PathLike
     suffix of the context + 1, infini-gram's ``suffix_len + 1``). One row, ``bin`` and
     ``share`` columns, plus ``n_tokens``. It depends on the corpus and the items only, not
     on any model, so a trace over checkpoints has one table for all of them."""
-    seqs, prompt_lens = encode_items(_item_list(items), tokenizer)
+    item_list, names = _item_list(items)
+    seqs, prompt_lens = encode_items(item_list, tokenizer, names)
     return _suffix_frame(_suffix_counts(_as_index(index).score(seqs, threads=threads), prompt_lens))
 
 
@@ -180,7 +189,7 @@ def memorization_trace(checkpoints: Sequence[Any], items: Any, index: InfGramInd
     if not ckpts:
         raise ValueError("no checkpoints to score")
     check_distinct(ckpts)
-    item_list = _item_list(items)
+    item_list, names = _item_list(items)
     idx = _as_index(index)
     out_dir = os.fspath(out_dir)
     # The index by its path and by what it holds: an index rebuilt in place from another corpus
@@ -190,7 +199,7 @@ def memorization_trace(checkpoints: Sequence[Any], items: Any, index: InfGramInd
               "items_sha256": hashlib.sha256(json.dumps(item_list, sort_keys=True, default=str).encode()).hexdigest()}
     results = ResultsDir(out_dir, config, tuple(config), record_dir=MEMO_DIR, config_file=MEMO_CONFIG,
                          what="memorization scores")
-    scorer = _Scorer(results, s, item_list, idx)
+    scorer = _Scorer(results, s, item_list, names, idx)
     # Hub checkpoints: by commit, the next one fetched ahead.
     with Sweep(results, prefetch=1, progress=progress, desc="memorization", after_each=scorer.write_tables) as sweep:
         sweep.run(sweep.pending(ckpts), scorer.score)
@@ -202,15 +211,16 @@ class _Scorer:
     The ∞-gram side depends on the items' token ids only: one query pass per distinct
     tokenisation (a suite's checkpoints share one tokenizer), for the scores and Table 1."""
 
-    def __init__(self, results: ResultsDir, s: MemorizationSettings, item_list: list[Any], idx: InfGramIndex):
-        self.results, self.s, self.item_list, self.idx = results, s, item_list, idx
+    def __init__(self, results: ResultsDir, s: MemorizationSettings, item_list: list[Any], names: list[str] | None,
+                 idx: InfGramIndex):
+        self.results, self.s, self.item_list, self.names, self.idx = results, s, item_list, names, idx
         self.infgram: dict[bytes, tuple[np.ndarray, list[int]]] = {}  # tokenisation → (scores, Table 1 counts)
 
     def score(self, i: int, ckpt: Checkpoint, fetched: tuple[str, str] | None, waited: float) -> None:
         path, commit = fetched if fetched is not None else (None, None)
         s = self.s
         model, tok = load_checkpoint(ckpt, device=s.device or "cpu", causal_lm=True, path=path)
-        seqs, prompt_lens = _encoded(self.item_list, tok, model)
+        seqs, prompt_lens = _encoded(self.item_list, self.names, tok, model)
         key = hashlib.sha256(b"".join(np.asarray([len(x), p], np.int64).tobytes() + x.tobytes()
                                       for x, p in zip(seqs, prompt_lens))).digest()
         if key not in self.infgram:

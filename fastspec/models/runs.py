@@ -252,8 +252,9 @@ class Sweep:
             now, _ = resolve(ckpt)
             if now != then:
                 return (f"{self.results.path}: checkpoint {ckpt.label} was traced at commit {then}, but its revision "
-                        f"now resolves to {now} (the branch moved); results do not mix the two: use a new "
-                        f"directory, or name the commit as the revision ({ckpt.source}@{then})")
+                        f"now resolves to {now} (the branch moved); results do not mix the two: use a new directory "
+                        f"(naming the commit as the revision, {ckpt.source}@{then}, would lose its step, which is "
+                        f"read from the branch name {ckpt.revision!r})")
         return None
 
     def run(self, todo: Sequence[tuple[int, Checkpoint]], measure: Measure) -> None:

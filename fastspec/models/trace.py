@@ -36,6 +36,7 @@ import torch
 from tqdm import tqdm
 
 from .._files import write_csv
+from .._settings import SettingError
 from .._version import __version__
 from ..spectral.eigen import metrics_of
 from .checkpoints import Checkpoint, as_checkpoint, load_checkpoint
@@ -115,6 +116,9 @@ def trace(checkpoints: Sequence[Any], data: str | os.PathLike | Sequence[str], o
         texts, data_name = load_texts(data, s.n, seed=s.seed, text_field=s.text_field), os.fspath(data)
     else:
         texts, data_name = sample_texts(list(data), s.n, seed=s.seed, source="the texts given"), "<texts>"
+    if s.folds > len(texts):  # found before any model is loaded, not after its forward passes
+        raise SettingError("{folds} asks for more folds than the %d texts: each fold needs texts of its own"
+                           % len(texts), folds=s.folds)
     rank, world = distributed()
     device = s.device or (f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
     out_dir = os.fspath(out_dir)
@@ -123,11 +127,35 @@ def trace(checkpoints: Sequence[Any], data: str | os.PathLike | Sequence[str], o
     job = _Checkpoints(results, s, texts, device, progress)
     with Sweep(results, rank=rank, world=world, prefetch=s.prefetch, evict=s.evict, progress=progress,
                after_each=lambda: write_table(out_dir)) as sweep:
+        _check_stages(ckpts, labels, sweep.done, out_dir)
         sweep.run(sweep.pending(ckpts), lambda i, c, fetched, waited: job.measure(
             i, c, fetched, waited, labels[i] if labels is not None else None, chosen_by))
         if s.refine:
             _refine(sweep, job, ckpts, candidates, s.refine)
     return load_trace(out_dir)
+
+
+def _check_stages(ckpts: Sequence[Checkpoint], labels: Sequence[str] | None, done: dict[str, dict[str, Any]],
+                  out_dir: str) -> None:
+    """A resumed trace keeps its labels and, for checkpoints without a step (post-training
+    stages, ordered as given), its order: refuse one that would relabel or reorder them."""
+    for i, c in enumerate(ckpts):
+        rec = done.get(c.identity)
+        if rec is None or rec.get("chosen_by") == "refine":
+            continue
+        label = labels[i] if labels is not None else None
+        moved = c.step is None and rec.get("index") != i
+        if rec.get("label") != label or moved:
+            raise ValueError(f"{out_dir}: checkpoint {c.label} was traced as number {rec.get('index', '?')} labelled "
+                             f"{rec.get('label')!r}, and is now given as number {i} labelled {label!r}: a resumed "
+                             "trace keeps its labels and the order of its stages; give them as before, or use a new "
+                             "directory")
+    taken = {rec.get("label"): rec.get("checkpoint") for rec in done.values() if rec.get("label")}
+    for i, c in enumerate(ckpts):
+        label = labels[i] if labels is not None else None
+        if label in taken and c.identity not in done:
+            raise ValueError(f"{out_dir}: label {label!r} already names checkpoint {taken[label]} there; "
+                             f"{c.label} needs another label, or a new directory")
 
 
 def run_config(s: TraceSettings, texts: Sequence[str], data_name: str, *, device: Any, world: int,

@@ -49,45 +49,54 @@ def infgram_output_score(probs: np.ndarray, rule: str = "wang") -> float:
         return float(np.log(p).sum())
 
 
-def memorization_pairs(items: Iterable[Any]) -> list[tuple[Any, Any]]:
+def _name(names: Sequence[str] | None, k: int) -> str:
+    return names[k] if names is not None else f"item {k}"
+
+
+def memorization_pairs(items: Iterable[Any], names: Sequence[str] | None = None) -> list[tuple[Any, Any]]:
+    """Each item as (prompt, output); ``names`` (default ``item k``) name them in errors, e.g.
+    ``items.jsonl:3`` for items read from a file."""
     out = []
     for k, item in enumerate(items):
         if isinstance(item, dict):
             prompt = item.get("prompt", item.get("input"))
             output = item.get("output", item.get("answer"))
             if prompt is None or output is None:
-                raise ValueError(f"item {k}: a dict item needs 'prompt' (or 'input') and 'output' (or 'answer') keys, got {sorted(item)}")
+                raise ValueError(f"{_name(names, k)}: a dict item needs 'prompt' (or 'input') and 'output' (or 'answer') keys, got {sorted(item)}")
         else:
             try:
                 prompt, output = item
             except (TypeError, ValueError):
-                raise ValueError(f"item {k}: expected a (prompt, output) pair or a dict, got {item!r}") from None
+                raise ValueError(f"{_name(names, k)}: expected a (prompt, output) pair or a dict, got {item!r}") from None
         out.append((prompt, output))
     if not out:
         raise ValueError("no items: memorization needs at least 3 (prompt, output) items")
     return out
 
 
-def encode_part(tokenizer: Any, part: Any, k: int, what: str) -> np.ndarray:
+def encode_part(tokenizer: Any, part: Any, name: str, what: str) -> np.ndarray:
+    """The token ids of one item's ``what`` (prompt or output); ``name`` names the item in errors."""
     if isinstance(part, str):
         if tokenizer is None:
-            raise ValueError(f"item {k}: text items need a tokenizer")
+            raise ValueError(f"{name}: text items need a tokenizer")
         ids = tokenizer(part, add_special_tokens=False)["input_ids"]
     else:
         ids = part
     arr = np.asarray(ids, dtype=np.int64).reshape(-1)
     if arr.size == 0:
-        raise ValueError(f"item {k}: the {what} is empty after tokenisation")
+        raise ValueError(f"{name}: the {what} is empty after tokenisation")
     return arr
 
 
-def encode_items(items: Iterable[Any], tokenizer: Any = None) -> tuple[list[np.ndarray], list[int]]:
+def encode_items(items: Iterable[Any], tokenizer: Any = None, names: Sequence[str] | None = None
+                 ) -> tuple[list[np.ndarray], list[int]]:
     """Each item's prompt + output token ids, and each prompt's length: strings are tokenised
-    with ``tokenizer`` (no special tokens), token-id sequences are taken as they are."""
+    with ``tokenizer`` (no special tokens), token-id sequences are taken as they are.
+    ``names``: how errors name each item (default ``item k``; ``file:line`` for a file)."""
     seqs, prompt_lens = [], []
-    for k, (prompt, output) in enumerate(memorization_pairs(items)):
-        p = encode_part(tokenizer, prompt, k, "prompt")
-        o = encode_part(tokenizer, output, k, "output")
+    for k, (prompt, output) in enumerate(memorization_pairs(items, names)):
+        p = encode_part(tokenizer, prompt, _name(names, k), "prompt")
+        o = encode_part(tokenizer, output, _name(names, k), "output")
         seqs.append(np.concatenate([p, o]))
         prompt_lens.append(p.shape[0])
     return seqs, prompt_lens

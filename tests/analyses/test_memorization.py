@@ -232,3 +232,16 @@ def test_memorization_trace_refuses_an_index_rebuilt_from_another_corpus(traced_
     fastspec.InfGramIndex.build(docs[: len(docs) // 2], where, vocab_size=len(tok), progress=False, overwrite=True)
     with pytest.raises(ValueError, match=r"other settings \(index_fingerprint: '[0-9a-f]+' there, '[0-9a-f]+' now\)"):
         fastspec.memorization_trace(ckpts, items, where, tmp_path / "run", progress=False)
+
+
+def test_items_from_a_file_are_named_by_file_and_line(traced_ckpts, tmp_path):
+    """Issue 24 item 14: a bad item read from a .jsonl names its file and line."""
+    import json
+
+    ckpts, _, index, items = traced_ckpts
+    path = tmp_path / "items.jsonl"
+    path.write_text("\n".join([json.dumps(items[0]), "", json.dumps({"prompt": "a b", "output": ""})]) + "\n")
+    with pytest.raises(ValueError, match=r"items.jsonl:3: the output is empty"):
+        fastspec.memorization(str(path), index, ckpts[0])
+    with pytest.raises(ValueError, match=r"items.jsonl:3: the output is empty"):
+        fastspec.memorization_trace(ckpts[:1], str(path), index, tmp_path / "run", progress=False)

@@ -98,6 +98,12 @@ def test_a_glob_and_a_grid_choose_revisions_and_a_moved_branch_is_not_mixed(suit
         moved = _fastspec(_trace_args(data, out, "--revisions", "step0", "step3", "step9"), env, tmp_path, check=False)
         assert moved.returncode != 0
         assert "org/tiny@step9 was traced at commit" in moved.stderr and "now resolves to" in moved.stderr
+        # issue 24 item 8: the advice keeps the step (a commit as the revision would lose it)
+        assert "use a new directory" in moved.stderr and "would lose its step" in moved.stderr
+        # issue 24 item 7: every recorded checkpoint is checked, also one not given again (as a
+        # refinement is not), so no refinement is chosen from a stale result
+        unlisted = _fastspec(_trace_args(data, out, "--revisions", "step0", "step3"), env, tmp_path, check=False)
+        assert unlisted.returncode != 0 and "org/tiny@step9 was traced at commit" in unlisted.stderr
         assert len(fastspec.load_trace(out).drop_duplicates("checkpoint")) == 2  # nothing was added
         missing = _fastspec(_trace_args(data, tmp_path / "none", "--revisions", "stage*"), env, tmp_path, check=False)
         assert missing.returncode != 0 and "no branch with a training step in its name matches 'stage*'" in missing.stderr

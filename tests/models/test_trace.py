@@ -201,6 +201,10 @@ def test_bad_inputs_are_clear_errors(ckpts, tmp_path, monkeypatch):
         fastspec.trace(ckpts[:1], TEXTS, tmp_path / "g", n=500, **KW)
     with pytest.raises(FileNotFoundError, match="not a trace results directory"):
         fastspec.load_trace(tmp_path / "nothing")
+    # issue 24 item 14: more folds than texts is refused before any checkpoint is loaded
+    monkeypatch.setattr(trace_mod, "load_checkpoint", lambda *a, **k: pytest.fail("loaded a checkpoint"))
+    with pytest.raises(ValueError, match=r"folds=4 asks for more folds than the 3 texts"):
+        fastspec.trace(ckpts[:1], TEXTS[:3], tmp_path / "h", folds=4, **KW)
 
 
 def test_checkpoint_names_and_steps():
@@ -270,6 +274,15 @@ def test_post_training_stages_keep_their_order_and_labels_through_plot_and_repor
     assert [next(s for s in stages if f"| {s} " in r) for r in rows] == stages  # the table in stage order
     with pytest.raises(ValueError, match=r"one distinct label per checkpoint, got 3 label\(s\)"):
         fastspec.trace(dirs, TEXTS, tmp_path / "bad", labels=stages[:3], **KW)
+    # issue 24 item 6: resumed in another order, or relabelled, the stages would be scrambled
+    with pytest.raises(ValueError, match=r"tulu-sft was traced as number 1 labelled 'sft', and is now given as number 0"):
+        fastspec.trace([dirs[1], dirs[0], *dirs[2:]], data, out, labels=[stages[1], stages[0], *stages[2:]], **KW)
+    with pytest.raises(ValueError, match=r"labelled 'base', and is now given as number 0 labelled 'pre'"):
+        fastspec.trace(dirs, data, out, labels=["pre", *stages[1:]], **KW)
+    extra = save_model(str(tmp_path / "tulu-extra"), "llama", layers=2, seed=9)
+    with pytest.raises(ValueError, match=r"label 'dpo' already names checkpoint .*tulu-dpo there"):
+        fastspec.trace([*dirs[:2], extra], data, out, labels=["base", "sft", "dpo"], **KW)
+    assert len(fastspec.trace(dirs, data, out, labels=stages, **KW)) == len(frame)  # as before: all done
     capsys.readouterr()
 
 
