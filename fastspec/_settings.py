@@ -150,13 +150,16 @@ def _shown(value: Any) -> str:
     return str(value)
 
 
-def flags_of(parser: argparse.ArgumentParser) -> dict[str, str]:
-    """Keyword → option string of every option of ``parser`` and its subcommands: how
-    :meth:`SettingError.render` spells a setting on that command line."""
+def flags_of(parser: argparse.ArgumentParser, command: str | None = None) -> dict[str, str]:
+    """Keyword → option string of every option of ``parser`` (of its subcommand ``command``
+    alone, when given, with that one's subcommands): how :meth:`SettingError.render` spells a
+    setting on that command line."""
     out: dict[str, str] = {}
     for action in parser._actions:  # argparse has no public accessor for its options
         if isinstance(action, argparse._SubParsersAction):
-            for sub in action.choices.values():
+            subs = [action.choices[command]] if command in action.choices else \
+                [] if command is not None else list(action.choices.values())
+            for sub in subs:
                 out.update({k: v for k, v in flags_of(sub).items() if k not in out})
         elif action.option_strings and action.dest not in out:
             out[action.dest] = max(action.option_strings, key=len)

@@ -85,18 +85,18 @@ def cmd_trace(args: argparse.Namespace) -> int:
         revisions = pool = args.revisions
         if len(revisions) == 1 and is_pattern(revisions[0]):
             revisions = pool = list_revisions(checkpoints[0], revisions[0])
-        if args.grid:
+        if args.grid is not None:  # --grid 0 is refused by grid(), not read as "no grid"
             revisions = grid(revisions, args.grid)
         candidates = [(checkpoints[0], r) for r in pool]
         if int(os.environ.get("RANK", "0")) == 0:
             print(f"fastspec trace: {len(revisions)} revisions of {checkpoints[0]}: {' '.join(revisions)}", flush=True)
         checkpoints = [(checkpoints[0], r) for r in revisions]
-    elif args.grid or getattr(args, "refine", 0):
+    elif args.grid is not None or getattr(args, "refine", 0):
         raise ValueError("--grid and --refine pick among revisions: give one hub id with --revisions all (or a glob)")
     else:
         candidates = None
     frame = trace(checkpoints, args.data, args.out, settings=TraceSettings.from_args(args), candidates=candidates,
-                  chosen_by="grid" if args.grid else "given", progress=not args.quiet)
+                  chosen_by="grid" if args.grid is not None else "given", progress=not args.quiet)
     if int(os.environ.get("RANK", "0")) == 0:
         print(frame.drop(columns=["index", "alpha_error"]).to_string(index=False))
         for _, row in frame[frame["alpha_error"].notna()].iterrows():
@@ -125,7 +125,8 @@ def file_metrics(path: str, *, key: str | None = None, fit_range: tuple[int, int
     try:
         out = _source_metrics(src, fit_range, nan_policy, progress)
     except (ValueError, OverflowError) as err:  # name the file the fault is in
-        raise type(err)(f"{src.name}: {err}") from err
+        raise (err.prefixed(f"{src.name}: ") if isinstance(err, SettingError) else type(err)(f"{src.name}: {err}")) \
+            from err
     return {"file": path, "key": src.key, **out}
 
 
@@ -546,7 +547,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except (ValueError, TypeError, KeyError, OSError, OverflowError, NotImplementedError) as err:
         # A fault in a setting names its flag (SettingError); others say what they say.
-        msg = err.render(flags_of(parser)) if isinstance(err, SettingError) else \
+        msg = err.render(flags_of(parser, args.command)) if isinstance(err, SettingError) else \
             err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"fastspec {args.command}: error: {msg}", file=sys.stderr)
         return 2

@@ -30,11 +30,12 @@ def test_defaults_are_the_fields_and_the_command_line_takes_them():
 
 
 def test_every_field_has_an_option_and_help():
-    flags = flags_of(build_parser())
-    for cls in (TraceSettings, MemorizationSettings):
+    for cls, command in ((TraceSettings, "trace"), (MemorizationSettings, "memorization")):
+        flags = flags_of(build_parser(), command)
         for f in dataclasses.fields(cls):
             assert f.metadata["help"], f.name
             assert f.name in flags, f"{cls.__name__}.{f.name} has no command-line option"
+    flags = flags_of(build_parser(), "trace")
     assert flags["n"] == "--n-texts"  # not --n: torchrun would take it for one of its own
 
 
@@ -58,7 +59,7 @@ def test_a_bad_setting_is_named_as_keyword_in_python_and_as_flag_on_the_command_
     with pytest.raises(SettingError) as err:
         TraceSettings(**options)
     assert keyword in str(err.value)
-    assert err.value.render(flags_of(build_parser())).startswith(flag)
+    assert err.value.render(flags_of(build_parser(), "trace")).startswith(flag)
 
 
 def test_unknown_keywords_are_refused_as_python_refuses_them(tmp_path):

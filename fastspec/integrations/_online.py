@@ -23,12 +23,14 @@ from tqdm import tqdm
 
 from .._settings import positive_int
 from ..models.checkpoints import Checkpoint
+from ..models.batching import tokenize
 from ..models.extract import extract
 from ..models.layout import model_layout
 from ..models.phases import COMPRESSION, ENTROPY, WARMUP, phases
 from ..models.runs import ResultsDir, broadcast, process_rank
 from ..models.settings import DEFAULT_MAX_LENGTH, TraceSettings
 from ..models.trace import RESULT_SETTINGS, layer_results, load_trace, run_config, write_table
+from ..spectral.inputs import NonFiniteError
 from ..spectral.metrics import DEFAULT_FIT_RANGE
 
 #: The number logged as ``geometry/phase/layer_{l}`` (loggers take numbers, not names).
@@ -81,11 +83,13 @@ class OnlineGeometry:
         self._config: dict[str, Any] | None = None
         self._results: ResultsDir | None = None
 
-    def begin(self, model: torch.nn.Module, step: int) -> None:
+    def begin(self, model: torch.nn.Module, step: int, tokenizer: Any = None) -> None:
         """Start (or, from a checkpoint at ``step``, resume) measuring ``model``: the settings,
         checked against ``out_dir``'s, whose points up to ``step`` start the trajectories; the
         points an earlier run measured after ``step`` are deleted (this run measures them
-        again). Every rank must call it; :meth:`measure` does on its first call."""
+        again). With ``tokenizer``, the probe texts are checked to tokenise to something, so
+        that a bad probe fails now, not at the first measurement. Every rank must call it;
+        :meth:`measure` does on its first call."""
         if self._config is not None:
             return
         rank, world = process_rank()
@@ -93,6 +97,11 @@ class OnlineGeometry:
         first = next(model.parameters(), None)
         max_length = min(self.settings.max_length, context or self.settings.max_length)
         self.settings = TraceSettings.build(self.settings, max_length=max_length)
+        if tokenizer is not None:
+            try:
+                tokenize(tokenizer, self.texts, max_length)
+            except ValueError as err:
+                raise ValueError(f"probe texts: {err}") from None
         self._config = run_config(
             self.settings, self.texts, "<probe texts>", device=first.device if first is not None else "cpu",
             world=world, n=None, seed=None, during_training=True,
@@ -140,6 +149,11 @@ class OnlineGeometry:
         try:
             accs = extract(model, tokenizer, self.texts, layers=s.layers, pooling=s.pooling, max_length=s.max_length,
                            batch_size=s.batch_size, shard=(rank, world) if world > 1 else None, progress=False, stats=stats)
+        except NonFiniteError as err:  # its advice (nan_policy='omit') is not a setting of a training callback
+            raise ValueError(f"fastspec GeometryCallback: at training step {step} ({event}), the model's {err.what} "
+                             "Its weights or activations went NaN/Inf: training has diverged (a lower learning "
+                             "rate, gradient clipping or another precision helps); there is no geometry to "
+                             "measure.") from None
         finally:
             model.train(was_training)
         if world > 1:

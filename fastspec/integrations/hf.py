@@ -85,7 +85,7 @@ class GeometryCallback(CallbackCore, TrainerCallback):
                              "(eval_strategy and save_strategy are 'no'): pass every_n_steps=N")
         if self.geometry.warmup_steps is None and state.max_steps:
             self.geometry.warmup_steps = args.get_warmup_steps(state.max_steps) or None
-        self.geometry.begin(kwargs["model"], int(state.global_step))
+        self.geometry.begin(kwargs["model"], int(state.global_step), self._tokenizer)
         if self.at_start and state.global_step == 0:
             self._measure(args, state, kwargs, "start")
 

@@ -56,7 +56,7 @@ class GeometryCallback(CallbackCore, Callback):
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
         self._use_tokenizer(getattr(pl_module, "tokenizer", None), "give the LightningModule a tokenizer attribute")
-        self.geometry.begin(_hf_model(pl_module), int(trainer.global_step))
+        self.geometry.begin(_hf_model(pl_module), int(trainer.global_step), self._tokenizer)
         if self.at_start and trainer.global_step == 0:
             self._measure(trainer, pl_module, "start")
 

@@ -79,6 +79,22 @@ def grid(revisions: Sequence[str], n: int) -> list[str]:
     return [revisions[i] for i in sorted(taken)]
 
 
+def _read_ledger(path: str | None) -> dict[str, dict[str, str]]:
+    if path is None or not os.path.exists(path):
+        return {}
+    import json
+
+    try:
+        with open(path) as fh:
+            saved = json.load(fh)
+        if saved.get("format") != LEDGER_FORMAT:
+            raise ValueError(f"not a {LEDGER_FORMAT} file")
+        return {k: {"repo": str(v["repo"]), "commit": str(v["commit"])} for k, v in saved["downloads"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        raise ValueError(f"{path}: unreadable record of this run's downloads ({err}); it says which snapshots the "
+                         "run may evict: delete it only if the Hugging Face cache holds nothing of this run") from err
+
+
 def _offline() -> bool:
     from huggingface_hub import constants
 
@@ -120,14 +136,27 @@ def allow_patterns(files: Sequence[str]) -> list[str]:
     return list(OTHER_PATTERNS)
 
 
-def _cached_commits(repo: str) -> set[str]:
-    from huggingface_hub import scan_cache_dir
+def _snapshots(repo: str) -> str:
+    from huggingface_hub import constants
+    from huggingface_hub.file_download import repo_folder_name
 
+    return os.path.join(constants.HF_HUB_CACHE, repo_folder_name(repo_id=repo, repo_type="model"), "snapshots")
+
+
+def cached_commits(repo: str) -> set[str]:
+    """The commits of ``repo`` whose snapshot folders the Hugging Face cache holds, read from
+    the folders themselves: ``scan_cache_dir()`` quietly skips a repository with one broken
+    blob link, and counting such a cache as empty once let an eviction delete a user's
+    snapshots."""
     try:
-        cache = scan_cache_dir()
-    except Exception:  # no cache directory yet
+        return set(os.listdir(_snapshots(repo)))
+    except (FileNotFoundError, NotADirectoryError):
         return set()
-    return {rev.commit_hash for r in cache.repos if r.repo_id == repo and r.repo_type == "model" for rev in r.revisions}
+
+
+#: The ledger's format tag: which snapshots a run downloaded (and so may evict), written
+#: before each download, so that a run killed with them on disk still evicts them when resumed.
+LEDGER_FORMAT = "fastspec.downloads/1"
 
 
 class Downloads:
@@ -135,9 +164,13 @@ class Downloads:
 
     ``fetch(ckpt)`` returns (local directory, commit), waiting for a prefetch in flight,
     and starts the next ``prefetch`` ones given by ``upcoming``; ``release(ckpt)`` evicts
-    that checkpoint's snapshot when ``evict`` is on and the run downloaded it."""
+    that checkpoint's snapshot when ``evict`` is on, the run downloaded it and no other
+    checkpoint of the run (fetched, or being fetched ahead) is the same commit.
+    ``ledger``: a JSON file where, with ``evict``, each snapshot the run downloads is
+    recorded before the download starts and forgotten once evicted, so that a run killed in
+    between leaks nothing (:meth:`evict_leftovers`, on resuming)."""
 
-    def __init__(self, *, prefetch: int = 1, evict: bool = False):
+    def __init__(self, *, prefetch: int = 1, evict: bool = False, ledger: str | None = None):
         if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 0:
             raise ValueError(f"prefetch must be a non-negative integer, got {prefetch!r}")
         self.prefetch, self.evict = prefetch, evict
@@ -148,13 +181,17 @@ class Downloads:
         # eviction waits until none is running.
         self._idle = threading.Condition()
         self._running = 0
-        self._before: dict[str, set[str]] = {}  # repo → commits cached before this run
+        self._before: dict[str, set[str]] = {}  # repo → commits cached before this run (and not in the ledger)
         self._commits: dict[str, str] = {}  # identity → commit fetched
+        self._ledger_path = ledger if evict else None
+        self._ledger = _read_ledger(self._ledger_path)  # identity → {"repo", "commit"}
+        self._ledger_lock = threading.Lock()
 
     def _start(self, ckpt: Checkpoint) -> None:
         if ckpt.identity not in self._jobs:
             if ckpt.source not in self._before:
-                self._before[ckpt.source] = _cached_commits(ckpt.source)
+                ours = {e["commit"] for e in self._ledger.values() if e["repo"] == ckpt.source}
+                self._before[ckpt.source] = cached_commits(ckpt.source) - ours
             self._jobs[ckpt.identity] = self._pool.submit(self._guarded_download, ckpt)
 
     def _guarded_download(self, ckpt: Checkpoint) -> tuple[str, str]:
@@ -167,20 +204,35 @@ class Downloads:
                 self._running -= 1
                 self._idle.notify_all()
 
-    @staticmethod
-    def _download(ckpt: Checkpoint) -> tuple[str, str]:
+    def _download(self, ckpt: Checkpoint) -> tuple[str, str]:
         from huggingface_hub import snapshot_download
 
         if _offline():
             path = _cached_snapshot(ckpt)
             return path, os.path.basename(path)
         commit, files = resolve(ckpt)
+        if commit not in self._before.get(ckpt.source, set()):
+            self._record(ckpt.identity, {"repo": ckpt.source, "commit": commit})  # before any byte lands
         try:
             path = snapshot_download(ckpt.source, revision=commit, allow_patterns=allow_patterns(files))
         except Exception as err:
             raise CheckpointError(f"checkpoint {ckpt.label}: downloading commit {commit[:12]} from the Hub failed: "
                                   f"{type(err).__name__}: {err}") from err
         return path, commit
+
+    def _record(self, identity: str, entry: dict[str, str] | None) -> None:
+        """Set (``entry``: repo and commit) or drop (None) a checkpoint's entry in the ledger,
+        written atomically."""
+        if self._ledger_path is None:
+            return
+        from .._files import write_json
+
+        with self._ledger_lock:
+            if entry is None:
+                self._ledger.pop(identity, None)
+            else:
+                self._ledger[identity] = entry
+            write_json(self._ledger_path, {"format": LEDGER_FORMAT, "downloads": self._ledger})
 
     def fetch(self, ckpt: Checkpoint, upcoming: Sequence[Checkpoint] = ()) -> tuple[str, str]:
         self._start(ckpt)
@@ -190,21 +242,56 @@ class Downloads:
         self._commits[ckpt.identity] = commit
         return path, commit
 
+    def _in_use(self, commit: str) -> bool:
+        """Whether a checkpoint of this run not yet released is ``commit`` (fetched, or being
+        fetched ahead: Pythia's ``main`` is ``step143000``'s commit)."""
+        if commit in self._commits.values():
+            return True
+        for job in list(self._jobs.values()):
+            try:
+                if job.result()[1] == commit:  # a prefetch in flight: wait to know its commit
+                    return True
+            except Exception:  # a failed prefetch holds nothing; its own fetch reports it
+                continue
+        return False
+
     def release(self, ckpt: Checkpoint) -> bool:
-        """Forget ``ckpt``; with ``evict``, delete its snapshot if this run downloaded it.
-        Returns whether anything was deleted."""
+        """Forget ``ckpt``; with ``evict``, delete its snapshot if this run downloaded it and
+        no other checkpoint of the run is the same commit. Returns whether anything was deleted."""
         self._jobs.pop(ckpt.identity, None)
         commit = self._commits.pop(ckpt.identity, None)
-        if not self.evict or commit is None or commit in self._before.get(ckpt.source, set()):
+        if not self.evict or commit is None or commit in self._before.get(ckpt.source, set()) or self._in_use(commit):
             return False
-        if commit in self._commits.values():  # another checkpoint of this run is the same commit
-            return False
+        return self._delete(ckpt.source, commit)
+
+    def _delete(self, repo: str, commit: str) -> bool:
         from huggingface_hub import scan_cache_dir
 
         with self._idle:
             self._idle.wait_for(lambda: self._running == 0)
             scan_cache_dir().delete_revisions(commit).execute()
+        if commit in cached_commits(repo):  # the scan did not see it (a broken link): keep the entry
+            return False
+        for identity, entry in list(self._ledger.items()):
+            if entry["commit"] == commit:
+                self._record(identity, None)
         return True
+
+    def evict_leftovers(self, keep: Sequence[Checkpoint] = ()) -> list[str]:
+        """Evict what the ledger says an earlier (killed) run downloaded, except the snapshots
+        of the checkpoints in ``keep`` (still to be traced: evicted once traced). Returns the
+        identities evicted."""
+        wanted = {c.identity for c in keep}
+        gone = []
+        for identity, entry in list(self._ledger.items()):
+            if identity in wanted:
+                continue
+            if entry["commit"] not in cached_commits(entry["repo"]):
+                self._record(identity, None)  # not there (any more): nothing to evict
+                continue
+            if self._delete(entry["repo"], entry["commit"]):
+                gone.append(identity)
+        return gone
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)

@@ -39,6 +39,8 @@ from .hub import Downloads, resolve
 CONFIG_FILE = "config.json"
 CKPT_DIR = "checkpoints"
 PARTIAL_FORMAT = "fastspec.trace.partial/1"
+#: With evict: the hub snapshots a run downloaded and has not evicted yet (see hub.Downloads).
+DOWNLOADS_FILE = "downloads.json"
 #: What a setting added later meant for results written before it existed.
 SETTING_DEFAULTS = {"folds": 1}
 
@@ -206,7 +208,8 @@ class Sweep:
         self.results, self.rank, self.world = results, rank, world
         self.progress, self.desc, self.after_each = progress and rank == 0, desc, after_each
         # rank 0 downloads (and evicts); the others wait for the files (its threads start on first use)
-        self.downloads = Downloads(prefetch=1 if prefetch is None else prefetch, evict=evict) if rank == 0 else None
+        self.downloads = Downloads(prefetch=1 if prefetch is None else prefetch, evict=evict,
+                                   ledger=os.path.join(results.path, DOWNLOADS_FILE)) if rank == 0 else None
         self.done: dict[str, dict[str, Any]] = {}
 
     def __enter__(self) -> "Sweep":
@@ -235,6 +238,10 @@ class Sweep:
         if moved:
             raise ValueError(moved)
         todo = [(i, c) for i, c in enumerate(ckpts) if c.identity not in self.done]
+        if self.downloads is not None and self.downloads.evict:  # what a killed run left on disk
+            gone = self.downloads.evict_leftovers([c for _, c in todo])
+            if gone and self.progress:
+                tqdm.write(f"fastspec: evicted what an interrupted run had downloaded: {', '.join(gone)}")
         if self.progress and len(todo) < len(ckpts):
             tqdm.write(f"fastspec: {len(ckpts) - len(todo)} of {len(ckpts)} checkpoints already in "
                        f"{self.results.path}, skipped")

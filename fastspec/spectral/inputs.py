@@ -70,6 +70,20 @@ def check_nan_policy(nan_policy: str) -> str:
     return nan_policy
 
 
+class NonFiniteError(SettingError):
+    """Rows with NaN or Inf under ``nan_policy="raise"``: ``what`` says how many and where the
+    first is; the message adds the advice to pass ``nan_policy='omit'`` (``--nan-policy omit``),
+    which a caller that takes no such setting replaces with its own."""
+
+    def __init__(self, what: str):
+        self.what = what
+        super().__init__(literal(what) + " Fix the input, or pass {nan_policy} to drop rows that contain them.",
+                         nan_policy="omit")
+
+    def prefixed(self, prefix: str) -> "NonFiniteError":
+        return NonFiniteError(prefix + self.what)
+
+
 def nonfinite_rows(x: torch.Tensor, name: str, nan_policy: str, *, stream_offset: int | None = None
                    ) -> torch.Tensor | None:
     """Locate non-finite entries of ``x``.
@@ -90,6 +104,5 @@ def nonfinite_rows(x: torch.Tensor, name: str, nan_policy: str, *, stream_offset
     r, c = (int(v) for v in bad.nonzero()[0])
     value = float(x[r, c])
     where = f"row {r}, column {c}" + (f" (row {stream_offset + r} of the rows streamed so far)" if stream_offset else "")
-    raise SettingError(literal(f"{name}: {count} non-finite value(s) (NaN or Inf) in {rows} row(s); the first is "
-                               f"{value} at {where}.") + " Fix the input, or pass {nan_policy} to drop rows that "
-                       "contain them.", nan_policy="omit")
+    raise NonFiniteError(f"{name}: {count} non-finite value(s) (NaN or Inf) in {rows} row(s); the first is {value} at "
+                         f"{where}.")

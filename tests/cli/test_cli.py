@@ -181,3 +181,10 @@ def test_backends_command(capsys):
     code, out, _ = _run(capsys, "backends")
     assert code == 0
     assert "torch_cpu" in out and "cuda_kernels" in out and "infgram" in out
+
+
+def test_grid_zero_is_refused_not_read_as_no_grid(tmp_path, capsys):
+    """Issue 24 item 11: --grid 0 traced every revision without a word (Pythia-1B: 154 × 2 GB)."""
+    code, _, err = _run(capsys, "trace", "org/x", "--revisions", "step0", "step1", "step2", "--grid", "0", "--data",
+                        str(tmp_path / "d.txt"), "--out", str(tmp_path / "o"))
+    assert code == 2 and "grid needs a positive number of revisions, got 0" in err

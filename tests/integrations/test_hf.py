@@ -151,3 +151,31 @@ def test_a_trainer_the_callback_cannot_serve_is_refused_before_training(model_di
     with pytest.raises(ValueError, match="needs a tokenizer"):
         trainer.train()
     assert trainer.state.global_step == 0  # refused before the first step
+
+
+def test_a_probe_text_that_tokenises_to_nothing_is_refused_before_training_without_at_start(model_dir, tmp_path):
+    """Issue 24 item 12: with at_start=False an empty probe text passed the start checks and
+    stopped training at its first measurement."""
+    from hf_worker import make_trainer
+
+    trainer, _ = make_trainer(model_dir, str(tmp_path / "out"), steps=2, save_steps=None)
+    GeometryCallback([*PROBE[:4], ""], every_n_steps=1, at_start=False, fit_range=FIT_RANGE).attach(trainer)
+    with pytest.raises(ValueError, match=r"probe texts: 1 texts tokenise to nothing \(first: texts\[4\] = ''\)"):
+        trainer.train()
+    assert trainer.state.global_step == 0
+
+
+def test_nan_weights_say_which_step_diverged_with_advice_that_works(model_dir):
+    """Issue 24 item 13: NaN weights ended training with advice to pass nan_policy='omit', which
+    the callbacks do not take."""
+    import torch
+    import transformers
+
+    model = transformers.AutoModel.from_pretrained(model_dir)
+    tok = transformers.AutoTokenizer.from_pretrained(model_dir)
+    with torch.no_grad():
+        next(model.parameters()).fill_(float("nan"))
+    geometry = OnlineGeometry(PROBE, layers=[1], max_length=32, fit_range=FIT_RANGE)
+    with pytest.raises(ValueError, match=r"at training step 7 \(evaluate\), the model's layer 1: .* non-finite") as err:
+        geometry.measure(model, tok, 7, "evaluate")
+    assert "training has diverged" in str(err.value) and "nan_policy" not in str(err.value)

@@ -146,6 +146,69 @@ def test_evict_keeps_the_cache_near_prefetch_plus_one_checkpoints_and_spares_wha
     assert len(fastspec.load_trace(tmp_path / "evict").drop_duplicates("checkpoint")) == len(STEPS)
 
 
+def _snapshots(home):
+    folder = home / "hub" / "models--org--tiny" / "snapshots"
+    return sorted(os.listdir(folder)) if folder.is_dir() else []
+
+
+def test_evict_spares_a_users_snapshots_when_a_blob_link_of_the_repo_is_broken(suite, tmp_path):
+    """Issue 24 item 1: scan_cache_dir() skips a repository with one broken blob link, so the
+    snapshots held before the run came back empty, and a re-download that repaired the link
+    let the evictions delete the user's step3 and step6. They are read from the folders now."""
+    dirs, data = suite
+    home = tmp_path / "home"
+    with HubServer({"org/tiny": _branches(dirs)}) as server:
+        env = _env(server, home)
+        for rev in ("step3", "step6"):
+            subprocess.run([sys.executable, "-c", "from huggingface_hub import snapshot_download as s; "
+                            f"s('org/tiny', revision='{rev}')"], env=env, check=True, timeout=300)
+        commits = dict(server.repos["org/tiny"])
+        held = sorted([commits["step3"], commits["step6"]])
+        snap = home / "hub" / "models--org--tiny" / "snapshots" / commits["step6"]
+        link = next(p for p in snap.iterdir() if p.is_symlink() and p.name == "config.json")
+        os.remove(os.path.realpath(link))  # the blob goes: its link is broken
+        _fastspec(_trace_args(data, tmp_path / "out", "--revisions", "all", "--evict"), env, tmp_path)
+    assert _snapshots(home) == held  # both of the user's snapshots are still there
+    assert json.loads((tmp_path / "out" / "downloads.json").read_text())["downloads"] == {}
+
+
+def test_evict_keeps_a_commit_that_another_revision_of_the_run_shares(suite, tmp_path):
+    """Issue 24 item 2: main is step9's commit (as Pythia's main is step143000's); evicting one
+    deleted the other's prefetched snapshot and the run died."""
+    dirs, data = suite
+    home = tmp_path / "home"
+    with HubServer({"org/tiny": _branches(dirs)}) as server:
+        env = _env(server, home)
+        _fastspec(_trace_args(data, tmp_path / "out", "--revisions", "step9", "main", "step0", "--evict",
+                              "--prefetch", "2"), env, tmp_path)
+    labels = set(fastspec.load_trace(tmp_path / "out")["checkpoint"])
+    assert labels == {"org/tiny@step9", "org/tiny@main", "org/tiny@step0"}
+    assert _snapshots(home) == []  # all evicted in the end, once no checkpoint of the run needed them
+
+
+def test_a_resumed_evict_run_evicts_what_an_interrupted_one_left(suite, tmp_path):
+    """Issue 24 item 3: a run that dies with a downloaded snapshot on disk (here: weights that
+    do not load; kill -9 leaves the same state) leaked it for good, and the next run counted it
+    as the user's. downloads.json records each download before it starts."""
+    import shutil
+
+    dirs, data = suite
+    broken = tmp_path / "broken"
+    shutil.copytree(dirs[1], broken)
+    weights = next(broken.glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:100])  # truncated: downloads, then fails to load
+    home = tmp_path / "home"
+    with HubServer({"org/tiny": {"step0": dirs[0], "step3": str(broken)}}) as server:
+        env = _env(server, home)
+        died = _fastspec(_trace_args(data, tmp_path / "out", "--revisions", "step0", "step3", "--evict"), env,
+                         tmp_path, check=False)
+        assert died.returncode == 2 and "org/tiny@step3" in died.stderr
+        left = json.loads((tmp_path / "out" / "downloads.json").read_text())["downloads"]
+        assert list(left) == ["org/tiny@step3"] and _snapshots(home) == [server.repos["org/tiny"]["step3"]]
+        _fastspec(_trace_args(data, tmp_path / "out", "--revisions", "step0", "--evict"), env, tmp_path)
+    assert _snapshots(home) == [] and json.loads((tmp_path / "out" / "downloads.json").read_text())["downloads"] == {}
+
+
 def test_grid_is_evenly_spaced_in_step_first_and_last_included():
     revs = [f"step{s}" for s in (0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000, 2000, 3000)]
     assert hub.grid(revs, 4) == ["step0", "step1000", "step2000", "step3000"]

@@ -275,14 +275,15 @@ def test_post_training_stages_keep_their_order_and_labels_through_plot_and_repor
     with pytest.raises(ValueError, match=r"one distinct label per checkpoint, got 3 label\(s\)"):
         fastspec.trace(dirs, TEXTS, tmp_path / "bad", labels=stages[:3], **KW)
     # issue 24 item 6: resumed in another order, or relabelled, the stages would be scrambled
+    kw = {**KW, "batch_size": 16}  # the command line's settings above
     with pytest.raises(ValueError, match=r"tulu-sft was traced as number 1 labelled 'sft', and is now given as number 0"):
-        fastspec.trace([dirs[1], dirs[0], *dirs[2:]], data, out, labels=[stages[1], stages[0], *stages[2:]], **KW)
+        fastspec.trace([dirs[1], dirs[0], *dirs[2:]], data, out, labels=[stages[1], stages[0], *stages[2:]], **kw)
     with pytest.raises(ValueError, match=r"labelled 'base', and is now given as number 0 labelled 'pre'"):
-        fastspec.trace(dirs, data, out, labels=["pre", *stages[1:]], **KW)
+        fastspec.trace(dirs, data, out, labels=["pre", *stages[1:]], **kw)
     extra = save_model(str(tmp_path / "tulu-extra"), "llama", layers=2, seed=9)
     with pytest.raises(ValueError, match=r"label 'dpo' already names checkpoint .*tulu-dpo there"):
-        fastspec.trace([*dirs[:2], extra], data, out, labels=["base", "sft", "dpo"], **KW)
-    assert len(fastspec.trace(dirs, data, out, labels=stages, **KW)) == len(frame)  # as before: all done
+        fastspec.trace([*dirs[:2], extra], data, out, labels=["base", "sft", "dpo"], **kw)
+    assert len(fastspec.trace(dirs, data, out, labels=stages, **kw)) == len(frame)  # as before: all done
     capsys.readouterr()
 
 
