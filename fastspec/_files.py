@@ -155,3 +155,10 @@ def remove_stale(directory: str | os.PathLike, name: str = "") -> list[str]:
                 _remove(path)
             removed.append(path)
     return removed
+
+
+def bar_off(progress: bool) -> bool | None:
+    """tqdm's ``disable=`` for ``progress``: off when not asked for, and (None: tqdm's own
+    test) off on a stream that is not a terminal, where every update would be a line of its
+    own (a demo's log once held ~800 of them); notes written with ``tqdm.write`` still show."""
+    return True if not progress else None

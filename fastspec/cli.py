@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 from tqdm import tqdm
 
-from ._files import json_text, write_csv, write_text
+from ._files import bar_off, json_text, write_csv, write_text
 from ._settings import SettingError, flags_of
 from ._version import __version__
 from .analyses.ablation import ablate
@@ -139,7 +139,7 @@ def _source_metrics(src: Any, fit_range: tuple[int, int], nan_policy: str, progr
     else:
         acc = CovarianceAccumulator(d, nan_policy=nan_policy)
         rows = chunk_rows(d)
-        with tqdm(total=n, unit="row", desc=os.path.basename(src.path), disable=not progress) as bar:
+        with tqdm(total=n, unit="row", desc=os.path.basename(src.path), disable=bar_off(progress)) as bar:
             for block in src.blocks(rows):
                 acc.update(block)
                 bar.update(block.shape[0])
@@ -294,7 +294,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_toy(args: argparse.Namespace) -> int:
-    with tqdm(total=len(CONDITIONS) * args.steps, unit="step", desc="toy", disable=args.quiet) as bar:
+    with tqdm(total=len(CONDITIONS) * args.steps, unit="step", desc="toy", disable=bar_off(not args.quiet)) as bar:
         options = {k: getattr(args, k) for k in ("init", "smoothing", "instances") if getattr(args, k) is not None}
         runs = run_conditions(steps=args.steps, seed=args.seed, width=args.width, classes=args.classes,
                               on_step=bar.update, **options)

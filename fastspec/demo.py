@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from ._files import write_csv, write_json
+from ._files import bar_off, write_csv, write_json
 from .analyses.ablation import ablate, evaluate
 from .analyses.correlation import correlate, correlation_table
 from .analyses.memorization import memorization_trace
@@ -334,7 +334,7 @@ def run_analyses(cfg: TraceDemoConfig, out_dir: str, result: dict[str, Any], *, 
     frame = result["trace"]
     ckpts = frame[["checkpoint", "step"]].drop_duplicates().itertuples(index=False)
     scores, counts = [], []
-    for ckpt in tqdm(list(ckpts), desc="scoring checkpoints", unit="ckpt", disable=not progress, leave=False):
+    for ckpt in tqdm(list(ckpts), desc="scoring checkpoints", unit="ckpt", disable=bar_off(progress), leave=False):
         with quiet_transformers():
             model, tok = load_causal_lm(ckpt.checkpoint)
         acc = evaluate(model, items, tok, prompt="{question}", batch_size=64)

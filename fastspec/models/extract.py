@@ -21,6 +21,7 @@ from typing import Any, Callable, Sequence
 import torch
 from tqdm import tqdm
 
+from .._files import bar_off
 from .._settings import SettingError
 from ..spectral import CovarianceAccumulator
 from .batching import iter_batches, pad_batch, position_ids, tokenize
@@ -209,7 +210,7 @@ def extract(
     n_tokens = sum(len(tokens[i]) for b in batches[start_batch:] for i in b)
     desc = progress if isinstance(progress, str) else "extract"
     with _Pooler(layout, wanted, accs, s.pooling, resolve_final_norm(layout, s.final_norm)) as pooler, torch.inference_mode(), \
-            tqdm(total=n_tokens, unit="tok", unit_scale=True, desc=desc, disable=not progress, leave=False) as bar:
+            tqdm(total=n_tokens, unit="tok", unit_scale=True, desc=desc, disable=bar_off(bool(progress)), leave=False) as bar:
         start = time.perf_counter()
         for done, batch in enumerate(batches[start_batch:], start=start_batch + 1):
             ids, mask = pad_batch([tokens[i] for i in batch], pad_id, side)

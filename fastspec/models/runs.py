@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .._files import remove_stale, replacing, write_json
+from .._files import bar_off, remove_stale, replacing, write_json
 from .checkpoints import Checkpoint
 from .hub import Downloads, resolve
 
@@ -266,7 +266,7 @@ class Sweep:
 
     def run(self, todo: Sequence[tuple[int, Checkpoint]], measure: Measure) -> None:
         """``measure`` every checkpoint of ``todo`` in turn (hub files fetched ahead)."""
-        bar = tqdm(todo, desc=self.desc, unit="ckpt", disable=not self.progress)
+        bar = tqdm(todo, desc=self.desc, unit="ckpt", disable=bar_off(self.progress))
         for pos, (index, ckpt) in enumerate(bar):
             self.one(index, ckpt, measure, [c for _, c in todo[pos + 1:]])
 

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from .._files import bar_off
 from .batching import pad_batch, position_ids
 from .hf import quiet_transformers
 
@@ -74,7 +75,7 @@ def continuation_logprobs(model: Any, sequences: Sequence[Sequence[int]], prompt
     dev = torch.device(device) if device is not None else next(model.parameters()).device
     out = np.empty(len(sequences), dtype=np.float64)
     order = np.argsort([len(s) for s in sequences], kind="stable")
-    with torch.inference_mode(), tqdm(total=len(order), disable=not progress, leave=False,
+    with torch.inference_mode(), tqdm(total=len(order), disable=bar_off(progress), leave=False,
                                       desc=progress if isinstance(progress, str) else "score") as bar:
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .._files import write_json
+from .._files import bar_off, write_json
 from .hf import quiet_transformers
 
 ARCHITECTURES = ("gpt_neox", "olmo2", "llama", "gpt2")
@@ -125,7 +125,7 @@ def train_checkpoints(texts: Sequence[str], out_dir: str | os.PathLike, cfg: Tin
     losses: dict[int, float] = {}
     recent: list[float] = []
     model.train()
-    for step in tqdm(range(cfg.steps + 1), desc="training", unit="step", disable=not progress, leave=False):
+    for step in tqdm(range(cfg.steps + 1), desc="training", unit="step", disable=bar_off(progress), leave=False):
         if step in save:
             with quiet_transformers():
                 model.save_pretrained(os.path.join(out_dir, f"step{step}"))

@@ -20,7 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .. import _C
-from .._files import remove_stale, temporary_name
+from .._files import bar_off, remove_stale, temporary_name
 from .._settings import SettingError, literal
 from .ingest import Corpus, checked_document
 from .integrity import CHECKSUMS, FORMATS, data_files, write_checksums
@@ -255,7 +255,7 @@ def write_index(corpus: Corpus, out_dir: str | os.PathLike, plan: ShardPlan, *, 
     docs = corpus.documents
     try:
         # text input has its own bar (bytes tokenised); arrays get one over documents
-        bar = tqdm(docs, unit="doc", desc="indexing", disable=not progress or corpus.tokenizer is not None,
+        bar = tqdm(docs, unit="doc", desc="indexing", disable=bar_off(progress and corpus.tokenizer is None),
                    total=len(docs) if isinstance(docs, (list, tuple)) else None)
         for k, doc in enumerate(bar):
             writer.add(checked_document(doc, k, corpus.name, plan.vocab_size), k)

@@ -20,6 +20,8 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 from tqdm import tqdm
 
+from .._files import bar_off
+
 __all__ = ["Corpus", "TEXT_SUFFIXES", "checked_document", "corpus_documents", "load_tokenizer"]
 
 TEXT_SUFFIXES = (".txt", ".jsonl", ".md", ".rst")
@@ -95,7 +97,7 @@ def _text_documents(files: list[Path], text_split: str) -> Iterator[tuple[str, i
 
 def _tokenised(files: list[Path], tokenizer: Any, text_split: str, progress: bool, batch: int = 512) -> Iterator[np.ndarray]:
     total = sum(f.stat().st_size for f in files)
-    with tqdm(total=total, unit="B", unit_scale=True, desc="tokenising", disable=not progress) as bar:
+    with tqdm(total=total, unit="B", unit_scale=True, desc="tokenising", disable=bar_off(progress)) as bar:
         texts: list[str] = []
         consumed = 0
 

@@ -188,3 +188,15 @@ def test_grid_zero_is_refused_not_read_as_no_grid(tmp_path, capsys):
     code, _, err = _run(capsys, "trace", "org/x", "--revisions", "step0", "step1", "step2", "--grid", "0", "--data",
                         str(tmp_path / "d.txt"), "--out", str(tmp_path / "o"))
     assert code == 2 and "grid needs a positive number of revisions, got 0" in err
+
+
+def test_progress_bars_stay_out_of_logs(tmp_path):
+    """Issue 24 item 16: on a stream that is not a terminal (a log), progress bars print
+    nothing, where every update was a line of its own (a demo's log held ~800)."""
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-m", "fastspec", "toy", "--steps", "300", "--out", str(tmp_path)],
+                         capture_output=True, text=True, timeout=300, check=True)
+    assert "%|" not in run.stderr and "step/s" not in run.stderr, run.stderr[-2000:]
+    assert "wrote" in run.stdout
