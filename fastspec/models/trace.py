@@ -21,8 +21,13 @@ are all-reduced (exact: Chan's merge), and rank 0 writes.
 Hub checkpoints (``"org/name@revision"``) are fetched by :class:`fastspec.models.hub.Downloads`:
 the next ``prefetch`` download while the current one is traced, and with ``evict`` a traced
 checkpoint's files leave the Hugging Face cache (rank 0 downloads and evicts; the other ranks
-wait for it). Each record holds the commit its revision resolved to; a resumed run whose
+wait for it; ``downloads.json`` records what the run downloaded, so a killed run leaks
+nothing). Each record holds the commit its revision resolved to; a resumed run whose
 revision now resolves to another commit is refused rather than mixed.
+
+The directory, the settings' binding, the loop over checkpoints, the partial saves and the
+torchrun broadcast are :mod:`fastspec.models.runs`', shared with the training callbacks and
+:func:`fastspec.memorization_trace`; the settings are :class:`~fastspec.models.settings.TraceSettings`.
 """
 
 from __future__ import annotations
