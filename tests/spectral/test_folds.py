@@ -147,3 +147,22 @@ def test_jackknife_standard_errors_match_the_spread_over_independent_samples(rat
         se.append([jk.rankme_se, jk.rankme_sv_se, jk.alpha_se])
     ratio_of = np.mean(se, axis=0) / np.std(est, axis=0, ddof=1)
     assert np.all((ratio_of > 1 / 1.5) & (ratio_of < 1.5)), ratio_of
+
+
+def test_folds_make_a_folded_accumulator_that_is_still_a_covariance_accumulator():
+    import copy
+
+    from fastspec.spectral import FoldedAccumulator
+
+    folded, plain = CovarianceAccumulator(D, folds=3), CovarianceAccumulator(D, folds=1)
+    assert type(folded) is FoldedAccumulator and isinstance(folded, CovarianceAccumulator)
+    assert type(plain) is CovarianceAccumulator and plain.folds == 1 and folded.folds == 3
+    x = _rows(90, 95)
+    twin = copy.deepcopy(folded.update(x))  # __new__ dispatch leaves copying alone
+    assert type(twin) is FoldedAccumulator and twin.n_samples == 90
+    np.testing.assert_allclose(twin.covariance().numpy(), np.cov(x, rowvar=False), rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="a FoldedAccumulator needs folds >= 2, got 1"):
+        FoldedAccumulator(D, folds=1)
+    for bad in (0, 2.0, True):
+        with pytest.raises(ValueError, match="folds must be a positive integer"):
+            CovarianceAccumulator(D, folds=bad)
