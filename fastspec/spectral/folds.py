@@ -19,6 +19,19 @@ from .metrics import DEFAULT_FIT_RANGE, check_fit_range
 from .moments import Moments
 from .record import Jackknife, MetricsRecord, Spectrum
 
+#: The rows without a fold are degenerate when their largest variance is within this many
+#: float64 epsilons (times d) of the pooled M2's largest: the leave-one-fold-out M2 is computed
+#: by subtraction from the pooled one (Moments.without), which leaves rounding of a few
+#: epsilons of the pooled scale per entry, so below this it holds no variance but that noise.
+JACKKNIFE_NOISE = 64
+
+
+def noise_floor(total: Moments) -> float:
+    """The largest variance (diagonal of M2) that a set computed by subtracting from ``total``
+    (:meth:`Moments.without`) can hold from rounding alone."""
+    scale = float(total.tensors()[1].diagonal().abs().max())
+    return JACKKNIFE_NOISE * total.dim * float(torch.finfo(torch.float64).eps) * scale
+
 
 class FoldedAccumulator(CovarianceAccumulator, folded=True):
     """A :class:`~fastspec.spectral.accumulator.CovarianceAccumulator` that keeps ``folds`` = K
@@ -151,7 +164,11 @@ class FoldedAccumulator(CovarianceAccumulator, folded=True):
         that leaving out more rows is not read as spread (it matters when N/K is small). The
         estimates are those of all the rows, not bias-corrected. Costs 2(K + 1) eigensolves of
         d × d, or 2K when the caller passes ``spectra``, its :meth:`spectrum` and
-        ``spectrum(center=False)`` of all the rows."""
+        ``spectrum(center=False)`` of all the rows.
+
+        On degenerate data, where the rows without some fold have no variance above the
+        rounding of the subtraction that computes their M2 (:data:`JACKKNIFE_NOISE`), the
+        standard errors are NaN and ``error`` says why (the estimates are still all the rows')."""
         fit_range = check_fit_range(fit_range)
         sizes = [f.n_samples for f in self._fold_accs]
         if min(sizes) < 1 or sum(sizes) - max(sizes) < 2:
@@ -165,16 +182,23 @@ class FoldedAccumulator(CovarianceAccumulator, folded=True):
 
         pooled = self._pooled()
         total = pooled.moments()
-
-        def without(k: int) -> CovarianceAccumulator:  # all the rows less fold k's: one d×d pass
-            fold = self._fold_accs[k].moments()
-            return self.with_moments(total.without(fold.n, *fold.tensors()))
-
         if spectra is None:
             spectra = pooled.spectrum(), pooled.spectrum(center=False)
         full = estimates(*spectra)
-        loo = torch.tensor([estimates(acc.spectrum(), acc.spectrum(center=False))
-                            for acc in map(without, range(self.folds))], dtype=torch.float64)
+        floor, rows = noise_floor(total), []
+        for k, fold in enumerate(f.moments() for f in self._fold_accs):
+            rest = total.without(fold.n, *fold.tensors())  # all the rows less fold k's: one d×d pass
+            if float(rest.tensors()[1].diagonal().abs().max()) <= floor:
+                # Their RankMe and α would be those of rounding noise: undefined, not a number.
+                why = (f"without fold {k} the rows have no variance above rounding (at most {floor:.3g}, "
+                       f"{JACKKNIFE_NOISE}·d·ε of the pooled M2's largest diagonal): the leave-one-fold-out "
+                       "estimates, and so the jackknife standard errors, are undefined (degenerate data)")
+                alpha = None if math.isnan(full[2]) else full[2]
+                return Jackknife(full[0], math.nan, full[1], math.nan, alpha, None if alpha is None else math.nan,
+                                 self.folds, self.n_samples, fit_range, why)
+            acc = self.with_moments(rest)
+            rows.append(estimates(acc.spectrum(), acc.spectrum(center=False)))
+        loo = torch.tensor(rows, dtype=torch.float64)
         # Folds of unequal size (N not a multiple of K) leave out different numbers of rows, and
         # a statistic that moves with N (RankMe when N < d) would count that as spread: the
         # delete-m_k jackknife of Busing, Meijer and van der Leeden (1999) weighs each fold by

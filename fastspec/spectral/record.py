@@ -73,7 +73,9 @@ class Jackknife:
     """RankMe (eig convention), Garrido's RankMe_sv (raw spectrum) and α of all the rows,
     each with its delete-one-fold jackknife standard error (:meth:`FoldedAccumulator.jackknife
     <fastspec.spectral.folds.FoldedAccumulator.jackknife>`). ``alpha`` and ``alpha_se`` are
-    None when the spectrum (or one without a fold) is too short for ``fit_range``."""
+    None when the spectrum (or one without a fold) is too short for ``fit_range``. ``error``
+    says why the standard errors are NaN where they are undefined (the rows without some
+    fold have no variance above rounding: degenerate data); None otherwise."""
 
     rankme: float
     rankme_se: float
@@ -84,6 +86,7 @@ class Jackknife:
     folds: int
     n_samples: int
     fit_range: tuple[int, int]
+    error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "fit_range": list(self.fit_range)}
@@ -94,7 +97,8 @@ class MetricsRecord:
     """The metrics of one set of rows: RankMe (``convention="eig"``) of the centred spectrum,
     Garrido et al.'s RankMe of the raw one (``rankme_sv``, None without it), the α-ReQ fit over
     ``alpha_fit_range`` (None fields and ``alpha_error`` saying why when the spectrum is too
-    short), n, d, the rank bound, and with folds (``folds`` > 1) the jackknife standard errors.
+    short), n, d, the rank bound, and with folds (``folds`` > 1) the jackknife standard errors
+    (NaN, and ``jackknife_error`` saying why, where they are undefined).
 
     ``spectra`` holds the (centred, raw) :class:`Spectrum` pair the record was made from
     (excluded from :meth:`to_dict` but for ``eigenvalues=True``, and from comparisons): trace
@@ -119,6 +123,7 @@ class MetricsRecord:
     rankme_se: float | None = None
     rankme_sv_se: float | None = None
     alpha_se: float | None = None
+    jackknife_error: str | None = None
     spectra: tuple[Spectrum, Spectrum | None] | None = field(default=None, repr=False, compare=False)
 
     @classmethod
@@ -149,7 +154,8 @@ class MetricsRecord:
             rankme_sv=rankme(raw, convention="sv") if raw is not None else None,
             folds=jackknife.folds if jackknife else 1, rankme_se=jackknife.rankme_se if jackknife else None,
             rankme_sv_se=jackknife.rankme_sv_se if jackknife else None,
-            alpha_se=jackknife.alpha_se if jackknife else None, spectra=(centred, raw),
+            alpha_se=jackknife.alpha_se if jackknife else None,
+            jackknife_error=jackknife.error if jackknife else None, spectra=(centred, raw),
         )
 
     @property
@@ -161,8 +167,8 @@ class MetricsRecord:
         """JSON-ready: n_samples, dim, centered, n_dropped, rankme, rank_bound, rank_limited,
         alpha, alpha_intercept, alpha_r2, alpha_fit_range, alpha_weighted, then ``alpha_error``
         only when α failed, the centred ``eigenvalues`` when asked for, ``rankme_sv`` when a
-        raw spectrum was given, and ``rankme_se``, ``rankme_sv_se``, ``alpha_se`` only with
-        folds. (This order is what trace's JSON files and ``fastspec spectrum`` have always
+        raw spectrum was given, ``rankme_se``, ``rankme_sv_se``, ``alpha_se`` only with folds,
+        and ``jackknife_error`` only when those are NaN for a reason. (This order is what trace's JSON files and ``fastspec spectrum`` have always
         written.)"""
         out: dict[str, Any] = {
             "n_samples": self.n_samples,
@@ -191,4 +197,6 @@ class MetricsRecord:
             out["rankme_sv"] = self.rankme_sv
         if self.folds > 1:
             out.update(rankme_se=self.rankme_se, rankme_sv_se=self.rankme_sv_se, alpha_se=self.alpha_se)
+            if self.jackknife_error is not None:
+                out["jackknife_error"] = self.jackknife_error
         return out
