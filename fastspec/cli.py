@@ -47,10 +47,8 @@ from .report import (
     write_report,
     write_table,
 )
-from .spectral import CovarianceAccumulator, open_activations, spectrum, summarize
-from .spectral.eigen import metrics_of
+from .spectral.files import file_metrics
 from .spectral.metrics import DEFAULT_FIT_RANGE
-from .spectral.moments import chunk_rows
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -116,35 +114,6 @@ def cmd_plot(args: argparse.Namespace) -> int:
     print(labelled.to_string(index=False))
     print("wrote " + ", ".join([*paths, csv]))
     return 0
-
-
-def file_metrics(path: str, *, key: str | None = None, fit_range: tuple[int, int] = (11, 100),
-                 nan_policy: str = "raise", progress: bool = True) -> dict[str, Any]:
-    """Metrics of the activations stored in ``path``, streamed block by block."""
-    src = open_activations(path, key)
-    try:
-        out = _source_metrics(src, fit_range, nan_policy, progress)
-    except (ValueError, OverflowError) as err:  # name the file the fault is in
-        raise (err.prefixed(f"{src.name}: ") if isinstance(err, SettingError) else type(err)(f"{src.name}: {err}")) \
-            from err
-    return {"file": path, "key": src.key, **out}
-
-
-def _source_metrics(src: Any, fit_range: tuple[int, int], nan_policy: str, progress: bool) -> dict[str, Any]:
-    n, d = src.shape
-    if n < d:  # the Gram path needs all rows at once; N < d keeps that within O(d²)
-        x = src.read(0, n)
-        out = metrics_of(spectrum(x, nan_policy=nan_policy), spectrum(x, center=False, nan_policy=nan_policy),
-                         fit_range=fit_range)
-    else:
-        acc = CovarianceAccumulator(d, nan_policy=nan_policy)
-        rows = chunk_rows(d)
-        with tqdm(total=n, unit="row", desc=os.path.basename(src.path), disable=bar_off(progress)) as bar:
-            for block in src.blocks(rows):
-                acc.update(block)
-                bar.update(block.shape[0])
-        out = summarize(acc, fit_range=fit_range)
-    return out
 
 
 def cmd_spectrum(args: argparse.Namespace) -> int:

@@ -16,7 +16,6 @@ torch.distributed, torchmetrics gathers every process's triple (``dist_reduce_fx
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -28,8 +27,9 @@ except ImportError as err:  # pragma: no cover - depends on the environment
 
 from ..spectral.eigen import spectrum_of_scatter
 from ..spectral.inputs import as_matrix, nonfinite_rows
-from ..spectral.metrics import SpectrumTooShort, alpha_req, check_fit_range, rankme
+from ..spectral.metrics import DEFAULT_FIT_RANGE, check_fit_range
 from ..spectral.moments import Moments, symmetrize_upper
+from ..spectral.record import MetricsRecord
 
 __all__ = ["SpectralMetrics"]
 
@@ -52,7 +52,7 @@ class SpectralMetrics(Metric):
     higher_is_better = None
     full_state_update = False
 
-    def __init__(self, dim: int, *, fit_range: tuple[int, int] = (11, 100), **kwargs: Any):
+    def __init__(self, dim: int, *, fit_range: tuple[int, int] = DEFAULT_FIT_RANGE, **kwargs: Any):
         super().__init__(**kwargs)
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
             raise ValueError(f"dim must be a positive integer, got {dim!r}")
@@ -89,9 +89,6 @@ class SpectralMetrics(Metric):
         centred = spectrum_of_scatter(total.m2, n_samples=total.n, center=True)
         raw = spectrum_of_scatter(total.m2 + total.n * torch.outer(total.mean, total.mean), n_samples=total.n,
                                   center=False)
-        try:
-            alpha = alpha_req(centred, fit_range=self.fit_range).alpha
-        except SpectrumTooShort:
-            alpha = math.nan
-        return {"rankme": rankme(centred), "rankme_sv": rankme(raw, convention="sv"), "alpha": alpha,
-                "n_samples": total.n}
+        record = MetricsRecord.of(centred, raw, fit_range=self.fit_range)
+        return {"rankme": record.rankme, "rankme_sv": record.rankme_sv, "alpha": record.alpha_or_nan,
+                "n_samples": record.n_samples}

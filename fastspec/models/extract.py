@@ -105,7 +105,7 @@ class _Pooler:
         # The state must be a normal tensor (merge and all_reduce update it in place later), so
         # it is updated outside inference mode; the rows themselves may be inference tensors.
         with torch.inference_mode(False):
-            self.accs[layer]._update(rows, f"layer {layer}")
+            self.accs[layer].update(rows, name=f"layer {layer}")
         if stop:
             raise _StopForward
 

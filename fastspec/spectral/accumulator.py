@@ -1,23 +1,27 @@
 """Streaming covariance: O(d²) state, batches of any size, exact merges, all-reduce and
 persistence. The numerics of each chunk are :mod:`fastspec.spectral.moments`'; the
 covariance is M2/(n−1) (ddof=1), its spectrum :func:`fastspec.spectral.eigen.spectrum_of_scatter`'s.
+
+``CovarianceAccumulator(dim, folds=K)`` with K > 1 makes a
+:class:`~fastspec.spectral.folds.FoldedAccumulator` (a subclass, in :mod:`fastspec.spectral.folds`),
+which keeps K folds of the rows for jackknife standard errors.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
 from numbers import Integral
 from typing import Any, Iterator
 
 import torch
 
-from .backend import placement, use_kernels
-from .eigen import Spectrum, spectrum_of_scatter
-from .metrics import SpectrumTooShort, alpha_req, check_fit_range, rankme
+from .backend import ops_for, placement
+from .eigen import spectrum_of_scatter
 from .inputs import as_matrix, check_nan_policy, nonfinite_rows
 from .kernels import check_products
-from .moments import F64_SAFE, MIN_FLUSH_ROWS, Moments, chunk_rows, float64_overflow, symmetrize_upper
+from .metrics import DEFAULT_FIT_RANGE, check_fit_range
+from .moments import F64_SAFE, MIN_FLUSH_ROWS, Moments, Ops, float64_overflow, symmetrize_upper
+from .record import Jackknife, MetricsRecord, Spectrum
 
 STATE_FORMAT = "fastspec.CovarianceAccumulator"
 STATE_VERSION = 1
@@ -26,31 +30,51 @@ STATE_VERSION = 1
 PRECISIONS = ("float32", "float64")
 
 
-@dataclass(frozen=True)
-class Jackknife:
-    """RankMe (eig convention), Garrido's RankMe_sv (raw spectrum) and α of all the rows,
-    each with its delete-one-fold jackknife standard error (:meth:`CovarianceAccumulator.
-    jackknife`). ``alpha`` and ``alpha_se`` are None when the spectrum (or one without a fold)
-    is too short for ``fit_range``."""
-
-    rankme: float
-    rankme_se: float
-    rankme_sv: float
-    rankme_sv_se: float
-    alpha: float | None
-    alpha_se: float | None
-    folds: int
-    n_samples: int
-    fit_range: tuple[int, int]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "fit_range": list(self.fit_range)}
-
-
 def _largest(x: torch.Tensor) -> float:
     """max |x| (NaN if x holds one), read once without a copy."""
     lo, hi = (float(v) for v in torch.aminmax(x))
     return math.nan if math.isnan(lo) or math.isnan(hi) else max(-lo, hi)
+
+
+def checked_rows(x: torch.Tensor, name: str, nan_policy: str, offset: int) -> torch.Tensor:
+    """The rows of a whole batch checked before any is added: non-finite ones refused or
+    dropped (``nan_policy``; ``offset`` rows came before them in the stream, for the error
+    message), values a float64 sum of squares cannot hold refused."""
+    if not x.numel() or _largest(x) <= F64_SAFE:  # one pass; NaN and Inf fail the test
+        return x
+    keep = nonfinite_rows(x, name, nan_policy, stream_offset=offset)
+    if keep is not None:
+        x = x[keep]
+    if x.numel() and _largest(x) > F64_SAFE:
+        raise float64_overflow(x, name)
+    return x
+
+
+def check_merge(into: "CovarianceAccumulator", other: Any) -> None:
+    """Raise unless ``other`` can be merged into ``into``: an accumulator of the same dim and folds."""
+    if not isinstance(other, CovarianceAccumulator):
+        raise TypeError(f"merge expects a CovarianceAccumulator, got {type(other).__name__}")
+    if other.dim != into.dim:
+        raise ValueError(f"cannot merge an accumulator of dim={other.dim} into one of dim={into.dim}")
+    if other.folds != into.folds:
+        raise ValueError(f"cannot merge an accumulator of folds={other.folds} into one of folds={into.folds}: "
+                         "folds are merged fold by fold")
+
+
+def distributed() -> Any:
+    """``torch.distributed``, or a RuntimeError saying how to initialise it."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        raise RuntimeError(
+            "all_reduce needs torch.distributed to be initialised "
+            "(torch.distributed.init_process_group, or run under torchrun)"
+        )
+    return dist
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, Integral) and not isinstance(value, bool)
 
 
 class CovarianceAccumulator:
@@ -69,16 +93,18 @@ class CovarianceAccumulator:
     ``backend="auto"`` (default) adds chunks and solves with fastspec's CUDA kernels when
     they are available (``fastspec.backends()``), ``"cuda"`` requires them (and puts the
     state on the current CUDA device unless ``device`` says otherwise), ``"torch"`` uses the
-    torch path. Both compute the same thing with the same float32/float64 contract.
+    torch path. Both compute the same thing with the same float32/float64 contract; the
+    choice is made once, when the device is known (:attr:`ops`).
     ``products``: how the kernels form a chunk's float32 products, ``"fp32"`` (default:
     cuBLAS SSYRK in IEEE float32) or ``"tf32x3"`` (three TF32 tensor-core GEMMs on a hi/lo
     split of the centred values, float32 accuracy; kernels only: NotImplementedError on the
     torch path).
 
-    ``folds=K`` keeps K disjoint folds of the rows (row i of the stream, dropped rows not
-    counted, in fold i mod K whatever the batching; K·d² memory, the same products): the
-    statistics above are those of all the rows, and :meth:`jackknife` gives RankMe, RankMe_sv
-    and α with their delete-a-fold standard errors.
+    ``folds=K`` > 1 makes a :class:`~fastspec.spectral.folds.FoldedAccumulator` (still a
+    ``CovarianceAccumulator``), which keeps K disjoint folds of the rows (row i of the stream,
+    dropped rows not counted, in fold i mod K whatever the batching; K·d² memory, the same
+    products): the statistics above are those of all the rows, and :meth:`jackknife` gives
+    RankMe, RankMe_sv and α with their delete-a-fold standard errors.
 
     >>> acc = CovarianceAccumulator(4096)
     >>> for batch in batches:
@@ -86,48 +112,73 @@ class CovarianceAccumulator:
     >>> acc.spectrum().rankme
     """
 
+    #: The class ``CovarianceAccumulator(dim, folds=K)`` makes for K > 1. FoldedAccumulator
+    #: (spectral/folds.py, imported by the package) registers itself here: this module cannot
+    #: import the one that subclasses its class.
+    _folded: type["CovarianceAccumulator"] | None = None
+
+    def __init_subclass__(cls, *, folded: bool = False, **kwargs: Any):
+        super().__init_subclass__(**kwargs)
+        if folded:
+            CovarianceAccumulator._folded = cls
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> "CovarianceAccumulator":
+        folds = kwargs.get("folds", 1)
+        if cls is CovarianceAccumulator and _is_count(folds) and folds > 1:
+            assert CovarianceAccumulator._folded is not None, "fastspec.spectral.folds registers it on import"
+            cls = CovarianceAccumulator._folded
+        return super().__new__(cls)
+
     def __init__(self, dim: int, *, device: str | torch.device | None = None, nan_policy: str = "raise",
                  precision: str = "float32", backend: str = "auto", folds: int = 1, products: str = "fp32"):
         if int(dim) != dim or dim < 1:
             raise ValueError(f"dim must be a positive integer, got {dim!r}")
-        if isinstance(folds, bool) or not isinstance(folds, Integral) or folds < 1:
+        if not _is_count(folds) or folds < 1:
             raise ValueError(f"folds must be a positive integer, got {folds!r}")
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.dim = int(dim)
+        self.folds = 1  # FoldedAccumulator sets its own
         self.precision = precision
         self.products = check_products(products)
         self.nan_policy = check_nan_policy(nan_policy)
         self.backend = backend
-        self._device = placement(backend, torch.device(device) if device is not None else None)
+        self._device: torch.device | None = None
+        self._ops: Ops | None = None
+        self._place(placement(backend, torch.device(device) if device is not None else None))
         self._moments: Moments | None = None
         self._pending: list[torch.Tensor] = []
         self._pending_rows = 0
         self._rows_seen = 0  # rows offered, dropped included: for error messages
         self.n_dropped = 0
-        self.folds = int(folds)
-        # K > 1: K accumulators of their own, row i of the stream (dropped rows not counted)
-        # in fold i mod K, whatever the batching; this one then holds no moments itself.
-        self._fold_accs = [CovarianceAccumulator(dim, device=self._device, precision=precision, backend=backend,
-                                                 products=products)
-                           for _ in range(self.folds)] if self.folds > 1 else None
         if self._device is not None:
             self._require_products()
-        self._pooled_cache: CovarianceAccumulator | None = None  # every fold's rows; reset by any change
 
     # -- state -------------------------------------------------------------------------
+    def _place(self, device: torch.device | None) -> None:
+        """Fix where the state lives (None: not yet), and so the path its work takes."""
+        self._device = device
+        self._ops = None if device is None else ops_for(self.backend, device, self.products)
+
     @property
     def device(self) -> torch.device:
         return self._device if self._device is not None else torch.device("cpu")
 
     @property
+    def ops(self) -> Ops:
+        """The path this accumulator's chunks and eigensolves take (:class:`~fastspec.spectral.
+        moments.TorchOps`, or the kernels' :class:`~fastspec.spectral.kernels.CudaOps`), chosen
+        once its device is known (before that, the CPU's)."""
+        return self._ops if self._ops is not None else ops_for(self.backend, self.device, self.products)
+
+    @property
     def uses_kernels(self) -> bool:
         """Whether this accumulator's chunks and eigensolves go through fastspec's CUDA
         kernels (a CUDA device and ``backend`` "auto" with the kernels available, or "cuda")."""
-        return use_kernels(self.backend, self.device)
+        return self.ops.kernels
 
     def _new_moments(self) -> Moments:
-        return Moments(self.dim, self.device, kernels=self.uses_kernels, products=self.products)
+        return Moments(self.dim, self.device, self.ops)
 
     def _require_products(self) -> None:
         if self.products != "fp32" and not self.uses_kernels:
@@ -138,15 +189,18 @@ class CovarianceAccumulator:
 
     def _state(self) -> Moments:
         if self._moments is None:
-            self._device = self.device  # fixed from now on: state and batches meet here
+            self._place(self.device)  # fixed from now on: state and batches meet here
             self._moments = self._new_moments()
         return self._moments
 
     @property
     def n_samples(self) -> int:
-        if self._fold_accs is not None:
-            return sum(f.n_samples for f in self._fold_accs)
         return (self._moments.n if self._moments is not None else 0) + self._pending_rows
+
+    @property
+    def rows_seen(self) -> int:
+        """Rows offered so far, dropped ones included."""
+        return self._rows_seen
 
     def __repr__(self) -> str:
         return (
@@ -155,13 +209,34 @@ class CovarianceAccumulator:
             + (f", folds={self.folds})" if self.folds > 1 else ")")
         )
 
-    # -- ingestion ---------------------------------------------------------------------
-    def update(self, batch: Any) -> "CovarianceAccumulator":
-        """Add the rows of an N×dim batch (torch on any device, NumPy, DLPack; any float
-        dtype). An empty batch is a no-op. A batch with a fault changes nothing."""
-        return self._update(as_matrix(batch, "batch"), "batch")
+    def moments(self) -> Moments:
+        """The (n, mean, M2) of every row added so far, buffered rows included: this
+        accumulator's own state, not a copy (read it; change it through this accumulator)."""
+        self._flush()
+        return self._state()
 
-    def _update(self, x: torch.Tensor, name: str) -> "CovarianceAccumulator":
+    def empty_like(self) -> "CovarianceAccumulator":
+        """An empty accumulator (no folds) with this one's dim, device, precision, backend and
+        products."""
+        return CovarianceAccumulator(self.dim, device=self.device, precision=self.precision, backend=self.backend,
+                                     products=self.products)
+
+    def with_moments(self, moments: Moments, *, n_dropped: int = 0, rows_seen: int | None = None
+                     ) -> "CovarianceAccumulator":
+        """An accumulator like :meth:`empty_like` holding ``moments``' rows (taken over, not
+        copied), having dropped ``n_dropped`` rows and seen ``rows_seen`` (default: all of them)."""
+        acc = self.empty_like()
+        acc._moments = moments
+        acc.n_dropped = n_dropped
+        acc._rows_seen = moments.n + n_dropped if rows_seen is None else rows_seen
+        return acc
+
+    # -- ingestion ---------------------------------------------------------------------
+    def update(self, batch: Any, *, name: str = "batch") -> "CovarianceAccumulator":
+        """Add the rows of an N×dim batch (torch on any device, NumPy, DLPack; any float
+        dtype). An empty batch is a no-op. A batch with a fault changes nothing. ``name``
+        says what the batch is in error messages (e.g. "layer 3")."""
+        x = as_matrix(batch, name)
         if x.shape[1] != self.dim:
             raise ValueError(
                 f"{name} has {x.shape[1]} features (shape {tuple(x.shape)}), but this "
@@ -170,25 +245,27 @@ class CovarianceAccumulator:
         if x.shape[0] == 0:
             return self
         if self._device is None:  # the first batch decides where the state lives
-            self._device = x.device
+            self._place(x.device)
             try:
                 self._require_products()
             except NotImplementedError:
-                self._device = None  # nothing changed: the next batch is checked again
+                self._place(None)  # nothing changed: the next batch is checked again
                 raise
-        if self._fold_accs is not None:
-            self._pooled_cache = None
-            return self._update_folds(x, name)
+        self._add(x, name)
+        return self
+
+    def _add(self, x: torch.Tensor, name: str) -> None:
+        """Add a batch of the right width (the step :class:`FoldedAccumulator` replaces)."""
         offset = self._rows_seen
         if x.shape[0] < MIN_FLUSH_ROWS:
             # Small batches are checked now, so that a fault is reported by the call that
             # brought it rather than by a later flush.
             total = int(x.shape[0])
-            x = self._checked_rows(x, name, offset)
+            x = checked_rows(x, name, self.nan_policy, offset)
             self._rows_seen += total
             self.n_dropped += total - int(x.shape[0])
             self._buffer(x.to(self.device))
-            return self
+            return
         self._flush()
         chunks = list(self._chunks(x))
         # A failing add_chunk changes nothing, so one chunk can go straight into the state;
@@ -197,7 +274,7 @@ class CovarianceAccumulator:
         target = self._state() if len(chunks) == 1 else self._new_moments()
         dropped = 0
         try:
-            for start, chunk in chunks:
+            for chunk in chunks:
                 chunk = self._compute(chunk)
                 if target.add_chunk(chunk):
                     continue
@@ -215,75 +292,15 @@ class CovarianceAccumulator:
             self._state().add_centred(target.n, target.mean, target.m2, own=True)
         self.n_dropped += dropped
         self._rows_seen += int(x.shape[0])
-        return self
-
-    def _checked_rows(self, x: torch.Tensor, name: str, offset: int) -> torch.Tensor:
-        """The rows of a whole batch checked before any is added: non-finite ones refused or
-        dropped (``nan_policy``), values a float64 sum of squares cannot hold refused."""
-        if not x.numel() or _largest(x) <= F64_SAFE:  # one pass; NaN and Inf fail the test
-            return x
-        keep = nonfinite_rows(x, name, self.nan_policy, stream_offset=offset)
-        if keep is not None:
-            x = x[keep]
-        if x.numel() and _largest(x) > F64_SAFE:
-            raise float64_overflow(x, name)
-        return x
-
-    def _update_folds(self, x: torch.Tensor, name: str) -> "CovarianceAccumulator":
-        """Row i of the kept stream goes to fold i mod K. The whole batch is checked first,
-        so that a fault changes no fold; each row is multiplied once, in its fold (a strided
-        slice of the batch, checked once: the products cost what K = 1's cost)."""
-        offset, total = self._rows_seen, int(x.shape[0])
-        x = self._checked_rows(x, name, offset)
-        first = offset - self.n_dropped  # the kept stream's index of x's first row
-        for f, acc in enumerate(self._fold_accs or []):
-            rows = x[(f - first) % self.folds :: self.folds]
-            if rows.shape[0]:
-                acc._add_checked(rows)
-        self.n_dropped += total - int(x.shape[0])
-        self._rows_seen += total
-        return self
-
-    def _add_checked(self, x: torch.Tensor) -> None:
-        """Rows that passed :meth:`_checked_rows`: buffered if few, multiplied now if many.
-        Such rows cannot fail (the same argument as :meth:`_flush`)."""
-        self._rows_seen += int(x.shape[0])
-        if x.shape[0] < MIN_FLUSH_ROWS:
-            self._buffer(x.to(self.device))
-            return
-        self._flush()
-        for _, chunk in self._chunks(x):
-            added = self._state().add_chunk(self._compute(chunk))
-            assert added, "checked rows cannot fail"
-
-    def _pooled(self) -> "CovarianceAccumulator":
-        """This accumulator, or with folds, one that holds every fold's rows (Chan's merge),
-        kept until the next change: a trace asks for it several times per layer."""
-        if self._fold_accs is None:
-            return self
-        if self._pooled_cache is None:
-            for f in self._fold_accs:
-                f._flush()
-            pooled = self._like()
-            pooled._moments = Moments.pooled([f._state() for f in self._fold_accs], self.dim, self.device,
-                                             kernels=self.uses_kernels)
-            pooled.n_dropped, pooled._rows_seen = self.n_dropped, self._rows_seen
-            self._pooled_cache = pooled
-        return self._pooled_cache
-
-    def _like(self) -> "CovarianceAccumulator":
-        """An empty accumulator with this one's dim, device, precision and backend, no folds."""
-        return CovarianceAccumulator(self.dim, device=self.device, precision=self.precision, backend=self.backend,
-                                     products=self.products)
 
     def _compute(self, x: torch.Tensor) -> torch.Tensor:
         """Rows on the state's device, in float64 when ``precision="float64"`` asks for it."""
         return x.to(self.device, torch.float64 if self.precision == "float64" else None)
 
-    def _chunks(self, x: torch.Tensor) -> Iterator[tuple[int, torch.Tensor]]:
-        rows = chunk_rows(self.dim, kernels=self.uses_kernels)
+    def _chunks(self, x: torch.Tensor) -> Iterator[torch.Tensor]:
+        rows = self.ops.chunk_rows(self.dim)
         for start in range(0, x.shape[0], rows):
-            yield start, x[start : start + rows]
+            yield x[start : start + rows]
 
     def _buffer(self, x: torch.Tensor) -> None:
         if x.shape[0] == 0:
@@ -294,8 +311,6 @@ class CovarianceAccumulator:
             self._flush()
 
     def _flush(self) -> None:
-        for f in self._fold_accs or []:
-            f._flush()
         if not self._pending:
             return
         rows = self._compute(torch.cat(self._pending))
@@ -307,20 +322,7 @@ class CovarianceAccumulator:
     # -- combining ---------------------------------------------------------------------
     def merge(self, other: "CovarianceAccumulator") -> "CovarianceAccumulator":
         """Add another accumulator's rows to this one (Chan's update); ``other`` is unchanged."""
-        if not isinstance(other, CovarianceAccumulator):
-            raise TypeError(f"merge expects a CovarianceAccumulator, got {type(other).__name__}")
-        if other.dim != self.dim:
-            raise ValueError(f"cannot merge an accumulator of dim={other.dim} into one of dim={self.dim}")
-        if other.folds != self.folds:
-            raise ValueError(f"cannot merge an accumulator of folds={other.folds} into one of folds={self.folds}: "
-                             "folds are merged fold by fold")
-        if self._fold_accs is not None and other._fold_accs is not None:
-            self._pooled_cache = None
-            for mine, theirs in zip(self._fold_accs, other._fold_accs):
-                mine.merge(theirs)
-            self.n_dropped += other.n_dropped
-            self._rows_seen += other._rows_seen
-            return self
+        check_merge(self, other)
         other._flush()
         self._flush()
         if other._moments is not None and other._moments.n:
@@ -339,22 +341,7 @@ class CovarianceAccumulator:
         of those is the global M2. The state must live on a device the backend supports
         (CPU for gloo, CUDA for NCCL).
         """
-        import torch.distributed as dist
-
-        if not (dist.is_available() and dist.is_initialized()):
-            raise RuntimeError(
-                "all_reduce needs torch.distributed to be initialised "
-                "(torch.distributed.init_process_group, or run under torchrun)"
-            )
-        if self._fold_accs is not None:  # fold f of every rank is fold f of the whole
-            self._pooled_cache = None
-            for f in self._fold_accs:
-                f.all_reduce(group)
-            counts = torch.tensor([float(self.n_dropped), float(self._rows_seen)], dtype=torch.float64,
-                                  device=self.device)
-            dist.all_reduce(counts, op=dist.ReduceOp.SUM, group=group)
-            self.n_dropped, self._rows_seen = int(counts[0]), int(counts[1])
-            return self
+        dist = distributed()
         self._flush()
         state = self._state()
         world = dist.get_world_size(group)
@@ -385,11 +372,7 @@ class CovarianceAccumulator:
 
     # -- persistence -------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """A dict of plain values and float64 CPU tensors, for ``torch.save``. With folds, the
-        pooled statistics (so that an accumulator without folds can load it) and each fold's."""
-        if self._fold_accs is not None:
-            return {**self._pooled().state_dict(), "folds": self.folds,
-                    "fold_states": [f.state_dict() for f in self._fold_accs]}
+        """A dict of plain values and float64 CPU tensors, for ``torch.save``."""
         self._flush()
         mean, m2 = self._state().tensors()
         return {
@@ -405,20 +388,6 @@ class CovarianceAccumulator:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Replace this accumulator's statistics by those of :meth:`state_dict`'s output."""
-        if self._fold_accs is not None:
-            if not isinstance(state, dict) or state.get("folds") != self.folds or \
-                    not isinstance(state.get("fold_states"), list) or len(state["fold_states"]) != self.folds:
-                got = state.get("folds", 1) if isinstance(state, dict) else None
-                raise ValueError(f"state_dict holds folds={got!r}, this accumulator has folds={self.folds}")
-            fresh = [self._like() for _ in range(self.folds)]
-            for acc, fold_state in zip(fresh, state["fold_states"]):  # every fold checked before any is kept
-                acc.load_state_dict(fold_state)
-            pooled = CovarianceAccumulator(self.dim, device=self.device)
-            pooled.load_state_dict({k: v for k, v in state.items() if k not in ("folds", "fold_states")})
-            self._fold_accs, self._pooled_cache = fresh, None
-            self._device = self.device
-            self.n_dropped, self._rows_seen = pooled.n_dropped, pooled._rows_seen
-            return
         if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
             raise ValueError("not a CovarianceAccumulator state_dict (missing format tag)")
         if state.get("version") != STATE_VERSION:
@@ -457,7 +426,7 @@ class CovarianceAccumulator:
             raise ValueError(f"state_dict 'm2' is non-zero for n_samples={n}: not the M2 of any rows")
         moments = self._new_moments()
         moments.n, moments.mean, moments.m2 = int(n), mean64, m2_64
-        self._device = self.device
+        self._place(self.device)
         self._moments = moments
         self._pending, self._pending_rows = [], 0
         self.n_dropped = int(n_dropped)
@@ -467,15 +436,11 @@ class CovarianceAccumulator:
     @property
     def mean(self) -> torch.Tensor:
         """Column means (float64)."""
-        if self._fold_accs is not None:
-            return self._pooled().mean
-        self._flush()
-        return self._state().tensors()[0].clone()
+        return self.moments().tensors()[0].clone()
 
     def _scatter(self, center: bool) -> torch.Tensor:
         """(n−1)·covariance with only the upper triangle authoritative (no symmetrising copy)."""
-        self._flush()
-        state = self._state()
+        state = self.moments()
         if state.n < 2:
             raise ValueError(f"a covariance needs at least 2 samples; this accumulator has {state.n}")
         mean, m2 = state.tensors()
@@ -486,75 +451,30 @@ class CovarianceAccumulator:
     def covariance(self, *, center: bool = True) -> torch.Tensor:
         """The d×d float64 covariance M2/(n−1) (ddof=1); with ``center=False`` the raw
         second-moment matrix XᵀX/(n−1), which equals it for data of exactly zero mean."""
-        if self._fold_accs is not None:
-            return self._pooled().covariance(center=center)
         return symmetrize_upper(self._scatter(center)) / (self._state().n - 1)
 
     def spectrum(self, *, center: bool = True, top_k_eigenvectors: int = 0) -> Spectrum:
         """The :class:`fastspec.Spectrum` of the rows seen so far (eigenvalues of
         :meth:`covariance`, the min(n, d) leading ones, descending)."""
-        if self._fold_accs is not None:
-            return self._pooled().spectrum(center=center, top_k_eigenvectors=top_k_eigenvectors)
         return spectrum_of_scatter(
             self._scatter(center),
             n_samples=self._state().n,
             center=center,
             top_k_eigenvectors=top_k_eigenvectors,
             n_dropped=self.n_dropped,
-            kernels=self.uses_kernels,
+            ops=self.ops,
         )
 
-    def jackknife(self, *, fit_range: tuple[int, int] = (11, 100),
+    def metrics(self, *, fit_range: tuple[int, int] = DEFAULT_FIT_RANGE) -> MetricsRecord:
+        """The :class:`~fastspec.spectral.record.MetricsRecord` of every row: RankMe, RankMe_sv,
+        the α fit over ``fit_range``, n, d (and with folds the jackknife standard errors). Its
+        ``spectra`` are the centred and raw spectra it was computed from (two eigensolves;
+        with K folds, 2K more)."""
+        return MetricsRecord.of(self.spectrum(), self.spectrum(center=False), fit_range=fit_range)
+
+    def jackknife(self, *, fit_range: tuple[int, int] = DEFAULT_FIT_RANGE,
                   spectra: tuple[Spectrum, Spectrum] | None = None) -> Jackknife:
-        """RankMe, RankMe_sv and α of all the rows with their jackknife standard errors over
-        the K folds (``CovarianceAccumulator(dim, folds=K)``): with θ₍ₖ₎ the estimate from
-        every fold but k and θ̄ their mean, SE = √((K − 1)/K · Σₖ (θ₍ₖ₎ − θ̄)²) (Quenouille and
-        Tukey's delete-a-group jackknife) when the folds are of equal size; otherwise its
-        generalisation to folds of m_k rows (Busing, Meijer and van der Leeden, 1999), which
-        weighs each fold by h_k = N/m_k, so that leaving out more rows is not read as spread
-        (it matters when N/K is small). The estimates are those of all the rows, not
-        bias-corrected. Costs 2(K + 1) eigensolves of d × d, or 2K when the caller passes
-        ``spectra``, its :meth:`spectrum` and ``spectrum(center=False)`` of all the rows."""
-        fit_range = check_fit_range(fit_range)
-        if self._fold_accs is None:
-            raise ValueError("jackknife needs folds: make the accumulator with CovarianceAccumulator(dim, folds=K), K >= 2")
-        sizes = [f.n_samples for f in self._fold_accs]
-        if min(sizes) < 1 or sum(sizes) - max(sizes) < 2:
-            raise ValueError(f"jackknife needs every one of the {self.folds} folds to hold rows, and at least 2 rows "
-                             f"without any one fold; the folds hold {sizes}")
-
-        def estimates(centred: Spectrum, raw: Spectrum) -> tuple[float, float, float]:
-            try:
-                alpha = alpha_req(centred, fit_range=fit_range).alpha
-            except SpectrumTooShort:
-                alpha = math.nan
-            return rankme(centred), rankme(raw, convention="sv"), alpha
-
-        pooled = self._pooled()
-        total = pooled._state()
-
-        def without(k: int) -> CovarianceAccumulator:  # all the rows less fold k's: one d×d pass
-            fold = (self._fold_accs or [])[k]
-            fold._flush()
-            acc = self._like()
-            acc._moments = total.without(fold._state().n, *fold._state().tensors())
-            return acc
-
-        if spectra is None:
-            spectra = pooled.spectrum(), pooled.spectrum(center=False)
-        full = estimates(*spectra)
-        loo = torch.tensor([estimates(acc.spectrum(), acc.spectrum(center=False))
-                            for acc in map(without, range(self.folds))], dtype=torch.float64)
-        # Folds of unequal size (N not a multiple of K) leave out different numbers of rows, and
-        # a statistic that moves with N (RankMe when N < d) would count that as spread: the
-        # delete-m_k jackknife of Busing, Meijer and van der Leeden (1999) weighs each fold by
-        # h_k = N / m_k through its pseudo-value; with equal folds it is the formula above.
-        m = torch.tensor(sizes, dtype=torch.float64)[:, None]
-        h = sum(sizes) / m
-        theta = torch.tensor(full, dtype=torch.float64)[None, :]
-        pseudo = h * theta - (h - 1) * loo
-        centre = self.folds * theta[0] - ((1 - m / sum(sizes)) * loo).sum(0)  # their jackknife estimate
-        se = torch.sqrt(((pseudo - centre) ** 2 / (h - 1)).mean(0)).tolist()
-        alpha_ok = not (math.isnan(full[2]) or bool(torch.isnan(loo[:, 2]).any()))
-        return Jackknife(full[0], se[0], full[1], se[1], full[2] if alpha_ok else None, se[2] if alpha_ok else None,
-                         self.folds, self.n_samples, fit_range)
+        """Jackknife standard errors need folds: see :meth:`FoldedAccumulator.jackknife
+        <fastspec.spectral.folds.FoldedAccumulator.jackknife>`. Raises ValueError here."""
+        check_fit_range(fit_range)
+        raise ValueError("jackknife needs folds: make the accumulator with CovarianceAccumulator(dim, folds=K), K >= 2")

@@ -1,8 +1,9 @@
 """Which path a spectrum is computed on: torch (any device) or fastspec's CUDA kernels.
 
-The one decision, made once per accumulator or call and handed down as ``kernels=``:
-chunk products then go through :meth:`fastspec.spectral.moments.Moments.add_chunk` and
-eigensolves through :func:`fastspec.spectral.eigen.eigh`, each of which dispatches on it.
+The one decision, made once per accumulator or call by :func:`ops_for`, whose answer is an
+ops object (:class:`~fastspec.spectral.moments.TorchOps` or
+:class:`~fastspec.spectral.kernels.CudaOps`, the same methods): chunk products, eigensolves
+and chunk sizes then go through it, and nothing downstream branches on the path.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from . import kernels as cuda_kernels
+from .moments import TORCH, Ops
 
 BACKENDS = ("auto", "torch", "cuda")
 
@@ -37,7 +39,10 @@ def placement(backend: str, device: torch.device | None) -> torch.device | None:
     return device
 
 
-def use_kernels(backend: str, device: torch.device) -> bool:
-    """Whether work on ``device`` goes through the kernels: a CUDA device, and ``backend``
-    "cuda", or "auto" with the kernels available (``fastspec.backends()``)."""
-    return backend != "torch" and device.type == "cuda" and cuda_kernels.available(device)
+def ops_for(backend: str, device: torch.device, products: str = "fp32") -> Ops:
+    """The path for work on ``device``: the CUDA kernels (with the ``products`` path) on a
+    CUDA device when ``backend`` is "cuda", or "auto" with the kernels available there
+    (``fastspec.backends()``); the torch path otherwise."""
+    if backend != "torch" and device.type == "cuda" and cuda_kernels.available(device):
+        return cuda_kernels.CudaOps(products)
+    return TORCH

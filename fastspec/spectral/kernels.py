@@ -19,8 +19,12 @@ Safe defaults. The first time the kernels are asked to run on a device, a canary
 eigensolver, against the torch path in float64 on that device) must agree, or the device is
 left to the torch path with a warning, and ``fastspec.backends()`` says why. An eigensolve
 that cuSOLVER fails (``info > 0``, ``CUSOLVER_STATUS_EXECUTION_FAILED``) is retried in
-float64, and then on the CPU (:func:`fastspec.spectral.eigen.eigh`), with a warning.
+float64, and then on the CPU (:meth:`CudaOps.eigh`), with a warning.
 Workspaces are kept per (device, stream), so two streams of one device never share one.
+
+:class:`CudaOps` is this path as an ops object (:class:`fastspec.spectral.moments.Ops`), with
+the torch path under it for what the kernels do not take (float64 rows, a float32 overflow,
+a matrix cuSOLVER fails on).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import numpy as np
 import torch
 
 from .. import _C
+from .moments import MIN_FLUSH_ROWS, TORCH, Moments
 
 #: dtype codes of the binding (csrc/spectral/spectral.h, enum DType).
 DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2, torch.float64: 3}
@@ -45,6 +50,9 @@ INPUT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 PRODUCTS = {"fp32": 0, "tf32x3": 1}
 #: cuBLAS workspace handed to each handle (NVIDIA's recommendation for Hopper is 32 MiB).
 BLAS_WORKSPACE_BYTES = 32 << 20
+# A chunk is larger than the torch path's (moments._CHUNK_BYTES), so that the O(d²) merge
+# after each SYRK stays a few percent of it (at d = 8192: 8192 rows, a 256 MiB float32 workspace).
+_CHUNK_BYTES = 256 << 20
 
 # Keyed by (device index, stream): work queued on one stream never shares a buffer with
 # work queued on another (the handles' mutex orders the calls, not the kernels they launch).
@@ -159,9 +167,9 @@ def check_products(products: str) -> str:
     return products
 
 
-def add_chunk(moments: Any, x: torch.Tensor) -> bool:
-    """Add the rows of ``x`` (CUDA; bfloat16, float16 or float32) to ``moments`` (a
-    ``Moments`` on the same device; its ``products`` picks the product path) with the kernels.
+def add_chunk(moments: Moments, x: torch.Tensor) -> bool:
+    """Add the rows of ``x`` (CUDA; bfloat16, float16 or float32) to ``moments`` (on the same
+    device; its ops' ``products`` picks the product path) with the kernels.
 
     Returns False, changing nothing, when the chunk's products or sums are not finite (a
     non-finite input, or float32 overflow); the caller tells the two apart, as on the torch
@@ -174,7 +182,7 @@ def add_chunk(moments: Any, x: torch.Tensor) -> bool:
         x = x.contiguous()  # the kernels read rows with a stride, columns contiguous
     device = x.device
     stream = _stream(device)
-    products = PRODUCTS[check_products(getattr(moments, "products", "fp32"))]
+    products = PRODUCTS[check_products(moments.ops.products)]
     parts = 2 if products else 1  # 3×TF32: the hi parts, then the lo parts
     y = _empty((parts, b, d), torch.float32, device, f"centred chunk ({parts}×{b}×{d} float32)")
     gram = _empty((d, d), torch.float32, device, f"chunk product ({d}×{d} float32)")
@@ -186,12 +194,12 @@ def add_chunk(moments: Any, x: torch.Tensor) -> bool:
     del y  # its block returns to torch's cache in stream order, after the SYRK that reads it
     if not bool(torch.isfinite(gram.diagonal()).all() & torch.isfinite(vecs[1]).all()):
         return False
-    mean, m2 = moments.tensors()
-    if not m2.is_contiguous():
-        m2 = moments.m2 = m2.contiguous()
-    _C_cuda.chan_merge(gram.data_ptr(), vecs[0].data_ptr(), vecs[1].data_ptr(), b, d, moments.n,
-                       mean.data_ptr(), m2.data_ptr(), m2.stride(0), vecs[2].data_ptr(), device.index, stream)
-    moments.n += b
+
+    def merge(n: int, mean: torch.Tensor, m2: torch.Tensor) -> None:  # exact centring and Chan's merge, fused
+        _C_cuda.chan_merge(gram.data_ptr(), vecs[0].data_ptr(), vecs[1].data_ptr(), b, d, n,
+                           mean.data_ptr(), m2.data_ptr(), m2.stride(0), vecs[2].data_ptr(), device.index, stream)
+
+    moments.add_merged(b, merge)
     return True
 
 
@@ -265,17 +273,47 @@ def eigh(sym: torch.Tensor, k: int, dtype: torch.dtype = torch.float64) -> tuple
                             f"({'; '.join(failures)})")
 
 
-class _State:
-    """The (n, mean, M2) that :func:`add_chunk` fills, as ``Moments`` holds them, for the
-    canary (moments.py imports this module, so this one cannot import it)."""
+class CudaOps:
+    """fastspec's CUDA kernels as a computation path (:class:`fastspec.spectral.moments.Ops`):
+    chunks through :func:`add_chunk` with the ``products`` path, eigensolves through
+    :func:`eigh`. What the kernels do not take goes to the torch path
+    (:data:`fastspec.spectral.moments.TORCH`): float64 rows (multiplied in float64), a chunk
+    whose float32 products overflow (redone in float64), and a matrix cuSOLVER fails on in
+    every precision (solved on the CPU, with a warning): never a crash, never a wrong number."""
 
-    def __init__(self, dim: int, device: torch.device, products: str):
-        self.n, self.products = 0, products
-        self.mean = torch.zeros(dim, dtype=torch.float64, device=device)
-        self.m2 = torch.zeros(dim, dim, dtype=torch.float64, device=device)
+    kernels = True
 
-    def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.mean, self.m2
+    def __init__(self, products: str = "fp32"):
+        self.products = check_products(products)
+
+    def __repr__(self) -> str:
+        return f"CudaOps(products={self.products!r})"
+
+    def chunk_rows(self, dim: int) -> int:
+        """About 256 MiB of float32 rows (the torch path's chunks are smaller), at least
+        MIN_FLUSH_ROWS."""
+        return max(MIN_FLUSH_ROWS, _CHUNK_BYTES // (4 * dim))
+
+    def add_chunk(self, moments: Moments, x: torch.Tensor) -> bool:
+        """See :meth:`fastspec.spectral.moments.Ops.add_chunk`. Same numerics as the torch
+        path (csrc/spectral): float32 shift, IEEE float32 (or 3×TF32) products, fused exact
+        centring and Chan merge into float64."""
+        if x.dtype not in INPUT_DTYPES:
+            return TORCH.add_chunk(moments, x)
+        if add_chunk(moments, x):
+            return True
+        if not bool(torch.isfinite(x).all()):
+            return False
+        return moments.add_chunk(x.to(torch.float64))  # float32 overflow: redo in float64
+
+    def eigh(self, sym: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """See :meth:`fastspec.spectral.moments.Ops.eigh`: cuSOLVER's cusolverDnXsyevd
+        (values and, when asked, vectors, in one call) on ``sym``'s device, float64."""
+        try:
+            return eigh(sym, k)
+        except EigensolverFailed as err:
+            warnings.warn(f"{err}; solving it on the CPU (torch.linalg, float64) instead", RuntimeWarning, stacklevel=2)
+            return TORCH.eigh(sym.cpu(), k)
 
 
 #: The canary's matrix: rows, columns (not a multiple of 4, so that rows of a 2-byte input
@@ -359,7 +397,7 @@ def canary(device: torch.device) -> str | None:
         m2 = (ref - mean).T @ (ref - mean)
         for products in PRODUCTS:
             mean_tol, m2_tol = (t.to(device) for t in canary_tolerances(ref.cpu(), products))
-            state = _State(CANARY_DIM, device, products)
+            state = Moments(CANARY_DIM, device, CudaOps(products))
             start = 0
             for rows in CANARY_CHUNKS:
                 if not add_chunk(state, x[start:start + rows]):

@@ -176,15 +176,15 @@ def auto_fit_range(spectrum_or_eigenvalues: Any, *, weighted: bool = True) -> tu
 def alpha_req(
     spectrum_or_eigenvalues: Any,
     *,
-    fit_range: tuple[int, int] | str = (11, 100),
+    fit_range: tuple[int, int] | str = DEFAULT_FIT_RANGE,
     weighted: bool = True,
 ) -> AlphaFit:
     """alpha-ReQ (Agrawal et al., 2022): the decay exponent of the eigenspectrum.
 
     Weighted least squares of log|λ_r| on [-log r, 1] with weights 1/r over 1-based ranks r,
     for 0-based indices ``fit_range = (start, stop)``, i.e. ranks start+1 .. stop. The
-    default (11, 100) is the seed paper's (ranks 12..100); Reptrix's ``get_alpha`` uses
-    ``fit_range=(10, 100)``. ``fit_range="auto"`` chooses the range by
+    default, ``DEFAULT_FIT_RANGE`` = (11, 100), is the seed paper's (ranks 12..100);
+    Reptrix's ``get_alpha`` uses ``fit_range=(10, 100)``. ``fit_range="auto"`` chooses the range by
     :func:`auto_fit_range`'s rule and returns it in the fit's ``fit_range``.
     """
     if isinstance(fit_range, str) and fit_range == "auto":

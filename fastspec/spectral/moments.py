@@ -10,20 +10,21 @@ chunks are merged into float64 state with the pairwise update of Chan, Golub and
 so columns with a large mean (LLM activations have a few) never meet the one-pass
 Σxxᵀ − nμμᵀ cancellation.
 
-:meth:`Moments.add_chunk` is the one place that decides how a chunk's product is formed:
-fastspec's CUDA kernels (:mod:`fastspec.spectral.kernels`) when the moments were made with
-``kernels=True``, the torch path otherwise.
+A :class:`Moments` holds its *ops*, the path its chunk products and eigensolves take, chosen
+once per accumulator or call (:func:`fastspec.spectral.backend.ops_for`): :class:`TorchOps`
+here (torch on any device), or :class:`fastspec.spectral.kernels.CudaOps` (fastspec's CUDA
+kernels, falling back to these where they cannot). Both have the same methods
+(:class:`Ops`), so no caller branches on the path.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-from typing import Iterator
+from typing import Callable, Iterator, Protocol
 
+import numpy as np
 import torch
-
-from . import kernels as cuda_kernels
 
 # Column-block width of the one-triangle product: wide enough for GEMM efficiency, narrow
 # enough that the skipped lower blocks save most of the second half of the flops.
@@ -33,9 +34,6 @@ _BLOCK = 512
 MIN_FLUSH_ROWS = 1024
 # Bytes of one centred chunk; bounds the working copy whatever the batch size.
 _CHUNK_BYTES = 64 << 20
-# With the CUDA kernels a chunk is larger, so that the O(d²) merge after each SYRK stays a
-# few percent of it (at d = 8192: 8192 rows, a 256 MiB float32 workspace).
-_CUDA_CHUNK_BYTES = 256 << 20
 # Beyond this magnitude a float64 sum of squares can overflow; such rows are refused.
 F64_SAFE = 1e150
 # Rows whose largest |value| is below 2^-50 are multiplied after an exact power-of-two
@@ -43,12 +41,6 @@ F64_SAFE = 1e150
 # is ~1e-38) and the spectrum would be silently wrong. (Squares that overflow are detected
 # and redone in float64 instead.)
 _SMALL = 2.0**-50
-
-
-def chunk_rows(dim: int, *, kernels: bool = False) -> int:
-    """Rows per chunk for dim features: about _CHUNK_BYTES of float32 (_CUDA_CHUNK_BYTES
-    with the CUDA kernels), at least 1024."""
-    return max(MIN_FLUSH_ROWS, (_CUDA_CHUNK_BYTES if kernels else _CHUNK_BYTES) // (4 * dim))
 
 
 def power_of_two_scale(x: torch.Tensor) -> float:
@@ -124,17 +116,90 @@ def symmetrize_upper(m: torch.Tensor) -> torch.Tensor:
     return torch.triu(m) + torch.triu(m, 1).T
 
 
+class Ops(Protocol):
+    """What a computation path provides (:class:`TorchOps`, or the CUDA kernels'
+    :class:`~fastspec.spectral.kernels.CudaOps`): the same methods, so that the choice is made
+    once, by :func:`fastspec.spectral.backend.ops_for`, and never branched on again."""
+
+    #: Whether this path is fastspec's CUDA kernels (``CovarianceAccumulator.uses_kernels``).
+    kernels: bool
+    #: How chunk products are formed (``kernels.PRODUCTS``); "fp32" on the torch path.
+    products: str
+
+    def chunk_rows(self, dim: int) -> int:
+        """Rows per chunk of ``dim`` features."""
+        ...
+
+    def add_chunk(self, moments: "Moments", x: torch.Tensor) -> bool:
+        """Add the rows ``x`` (on ``moments``' device, not tiny: :meth:`Moments.add_chunk`
+        rescales those first) to ``moments``; False, adding nothing, if ``x`` is not finite."""
+        ...
+
+    def eigh(self, sym: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Descending float64 eigenvalues of the matrix whose upper triangle is ``sym``'s
+        (the lower is not read), and its top-k eigenvectors (dim × k) when ``k`` > 0."""
+        ...
+
+
+class TorchOps:
+    """The torch path, on any device: chunk products in the compute dtype (float32 for
+    bf16/fp16/fp32 rows, float64 for float64 rows) of rows shifted by their approximate mean,
+    merged exactly (:meth:`Moments.add_products`); eigensolves by torch.linalg in float64.
+    Stateless: :data:`TORCH` is the one instance."""
+
+    kernels = False
+    products = "fp32"
+
+    def __repr__(self) -> str:
+        return "TorchOps()"
+
+    def chunk_rows(self, dim: int) -> int:
+        """About _CHUNK_BYTES of float32 rows, at least MIN_FLUSH_ROWS."""
+        return max(MIN_FLUSH_ROWS, _CHUNK_BYTES // (4 * dim))
+
+    def add_chunk(self, moments: "Moments", x: torch.Tensor) -> bool:
+        """See :meth:`Ops.add_chunk`. A float32 product that overflows is redone in float64;
+        float64 rows beyond ~1e150 raise OverflowError (and change nothing)."""
+        b = x.shape[0]
+        cdtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+        shift = x.sum(0, dtype=cdtype) / b  # approximate mean, in the compute dtype
+        y = torch.sub(x, shift)  # upcasts bf16/fp16 as it reads
+        # What is left of the mean after the shift: small, so a compute-dtype sum is exact
+        # enough (a float64-dtype reduction costs 15× more here).
+        s = y.sum(0).to(torch.float64)
+        p = upper_gram(y)
+        if not (bool(torch.isfinite(p.diagonal()).all()) and bool(torch.isfinite(s).all())):
+            if not bool(torch.isfinite(x).all()):
+                return False
+            if cdtype == torch.float32:
+                return moments.add_chunk(x.to(torch.float64))
+            raise float64_overflow(x)
+        moments.add_products(b, shift.to(torch.float64) + s / b, s, p)
+        return True
+
+    def eigh(self, sym: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """See :meth:`Ops.eigh`; torch.linalg, float64, on ``sym``'s device."""
+        if k:
+            values, vectors = torch.linalg.eigh(sym, UPLO="U")
+            return values.flip(0).cpu().numpy(), vectors[:, -k:].flip(1).cpu().numpy()
+        return torch.linalg.eigvalsh(sym, UPLO="U").flip(0).cpu().numpy(), None
+
+
+#: The torch path (stateless, so one instance serves every computation).
+TORCH = TorchOps()
+
+
 class Moments:
-    """n, mean and M2 (float64, upper triangle authoritative) of a set of rows.
+    """n, mean and M2 (float64, upper triangle authoritative) of a set of rows, and the
+    :class:`Ops` that add chunks to them (default: the torch path).
 
     Tensors are made by the first rows that arrive, and taken over rather than copied
     where the caller hands them over, so streaming pays one d×d pass per chunk, not four.
     """
 
-    def __init__(self, dim: int, device: torch.device, kernels: bool = False, products: str = "fp32"):
+    def __init__(self, dim: int, device: torch.device, ops: Ops = TORCH):
         self.dim, self.device = dim, device
-        self.kernels = kernels  # fastspec's CUDA kernels add the chunks (device is CUDA)
-        self.products = products  # their product path (kernels.PRODUCTS)
+        self.ops = ops
         self.n = 0
         self.mean: torch.Tensor | None = None
         self.m2: torch.Tensor | None = None
@@ -163,12 +228,39 @@ class Moments:
         self.mean += delta * (n / total)
         self.n = total
 
+    def add_products(self, b: int, mean: torch.Tensor, s: torch.Tensor, p: torch.Tensor) -> None:
+        """Add ``b`` rows x given their float64 ``mean``, and, for the shifted rows y = x − a
+        (any shift a), the float64 column sums ``s`` = Σy and ``p`` = yᵀy (upper triangle
+        authoritative, in the compute dtype). Exact centring, Σ(y − s/b)(y − s/b)ᵀ =
+        yᵀy − ssᵀ/b, fused with Chan's merge so that M2 is passed over once."""
+        if self.n == 0:
+            self.n, self.mean, self.m2 = b, mean, p.to(torch.float64).addr_(s, s, alpha=-1.0 / b)
+            return
+        assert self.mean is not None and self.m2 is not None
+        total = self.n + b
+        delta = mean - self.mean
+        add_upper_(self.m2, p)  # read in the compute dtype, summed in float64
+        self.m2.addr_(s, s, alpha=-1.0 / b)
+        self.m2.addr_(delta, delta, alpha=self.n * b / total)
+        self.mean += delta * (b / total)
+        self.n = total
+
+    def add_merged(self, b: int, merge: Callable[[int, torch.Tensor, torch.Tensor], None]) -> None:
+        """Add ``b`` rows that ``merge(n, mean, m2)`` folds into this set's tensors in place
+        (given the count ``n`` before them; M2 contiguous), as the CUDA kernels' fused Chan
+        merge does on the device."""
+        mean, m2 = self.tensors()
+        if not m2.is_contiguous():
+            m2 = self.m2 = m2.contiguous()
+        merge(self.n, mean, m2)
+        self.n += b
+
     @classmethod
-    def pooled(cls, parts: "list[Moments]", dim: int, device: torch.device, kernels: bool = False) -> "Moments":
+    def pooled(cls, parts: "list[Moments]", dim: int, device: torch.device, ops: Ops = TORCH) -> "Moments":
         """One set holding every part's rows: M2 = Σ M2ₚ + Σ nₚ(meanₚ − mean)(meanₚ − mean)ᵀ,
         the sum over the upper triangles and the corrections as one GEMM (the parts are
         unchanged). Equal to merging them one by one, with a third of the d×d passes."""
-        out = cls(dim, device, kernels)
+        out = cls(dim, device, ops)
         parts = [p for p in parts if p.n]
         if not parts:
             return out
@@ -191,62 +283,24 @@ class Moments:
         rest = self.n - n
         if rest < 1:
             raise ValueError(f"cannot remove {n} rows from a set of {self.n}")
-        out = Moments(self.dim, self.device, self.kernels, self.products)
+        out = Moments(self.dim, self.device, self.ops)
         out.n, out.mean = rest, (self.mean * self.n - mean * n) / rest
         delta = mean - out.mean
         out.m2 = (self.m2 - m2).addr_(delta, delta, alpha=-n * rest / self.n)
         return out
 
     def add_chunk(self, x: torch.Tensor) -> bool:
-        """Add the rows ``x``. Returns False, adding nothing, if ``x`` holds a non-finite
-        value (the caller locates it). Rows of very small magnitude are multiplied after an
-        exact power-of-two rescaling (:func:`power_of_two_scale`), so a float32 product
-        cannot underflow; one that overflows is redone in float64; float64 input beyond
-        ~1e150 raises OverflowError. Either way a failure
-        leaves this set as it was."""
+        """Add the rows ``x`` through this set's ops. Returns False, adding nothing, if ``x``
+        holds a non-finite value (the caller locates it). Rows of very small magnitude are
+        multiplied after an exact power-of-two rescaling (:func:`power_of_two_scale`), so a
+        float32 product cannot underflow; one that overflows is redone in float64; float64
+        input beyond ~1e150 raises OverflowError. Either way a failure leaves this set as it was."""
         scale = power_of_two_scale(x)
         if scale != 1.0:
-            part = Moments(self.dim, self.device, self.kernels, self.products)
+            part = Moments(self.dim, self.device, self.ops)
             if not part.add_chunk(rescaled(x, scale)):
                 return False
             assert part.mean is not None and part.m2 is not None
             self.add_centred(part.n, part.mean.mul_(scale), part.m2.mul_(scale * scale), own=True)
             return True
-        if self.kernels and x.dtype in cuda_kernels.INPUT_DTYPES:
-            # Same numerics on the GPU (csrc/spectral): float32 shift, IEEE float32 SYRK,
-            # fused exact centring and Chan merge into float64.
-            if cuda_kernels.add_chunk(self, x):
-                return True
-            if not bool(torch.isfinite(x).all()):
-                return False
-            return self.add_chunk(x.to(torch.float64))  # float32 overflow: redo in float64
-        b = x.shape[0]
-        cdtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-        shift = x.sum(0, dtype=cdtype) / b  # approximate mean, in the compute dtype
-        y = torch.sub(x, shift)  # upcasts bf16/fp16 as it reads
-        # What is left of the mean after the shift: small, so a compute-dtype sum is exact
-        # enough (a float64-dtype reduction costs 15× more here).
-        s = y.sum(0).to(torch.float64)
-        p = upper_gram(y)
-        if not (bool(torch.isfinite(p.diagonal()).all()) and bool(torch.isfinite(s).all())):
-            if not bool(torch.isfinite(x).all()):
-                return False
-            if cdtype == torch.float32:
-                return self.add_chunk(x.to(torch.float64))
-            raise float64_overflow(x)
-        mean = shift.to(torch.float64) + s / b
-        if self.n == 0:
-            # Exact centring of the shifted rows: Σ(y − s/b)(y − s/b)ᵀ = yᵀy − ssᵀ/b.
-            self.n, self.mean, self.m2 = b, mean, p.to(torch.float64).addr_(s, s, alpha=-1.0 / b)
-            return True
-        assert self.mean is not None and self.m2 is not None
-        # The same, fused with Chan's merge so M2 is passed over once: M2 += yᵀy (read in
-        # the compute dtype, summed in float64), then the two rank-one corrections.
-        total = self.n + b
-        delta = mean - self.mean
-        add_upper_(self.m2, p)
-        self.m2.addr_(s, s, alpha=-1.0 / b)
-        self.m2.addr_(delta, delta, alpha=self.n * b / total)
-        self.mean += delta * (b / total)
-        self.n = total
-        return True
+        return self.ops.add_chunk(self, x)

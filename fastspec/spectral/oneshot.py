@@ -10,14 +10,17 @@ import torch
 
 from . import kernels as cuda_kernels
 from .accumulator import CovarianceAccumulator
-from .backend import check_backend, placement, use_kernels
-from .eigen import Spectrum, check_k, eigh, metrics_of, warn_dropped
+from .backend import check_backend, ops_for, placement
+from .eigen import check_k, metrics_of, warn_dropped
 from .inputs import as_matrix, check_nan_policy, nonfinite_rows
-from .moments import exact_fp32_matmul, float64_overflow, power_of_two_scale, rescaled
+from .metrics import DEFAULT_FIT_RANGE
+from .moments import TORCH, Ops, exact_fp32_matmul, float64_overflow, power_of_two_scale, rescaled
+from .record import Spectrum
 
 
-def gram_spectrum(x: torch.Tensor, center: bool, k: int, n_dropped: int, kernels: bool = False) -> Spectrum:
-    """N < d: the N×N Gram matrix has the same non-zero spectrum at lower cost.
+def gram_spectrum(x: torch.Tensor, center: bool, k: int, n_dropped: int, ops: Ops = TORCH) -> Spectrum:
+    """N < d: the N×N Gram matrix has the same non-zero spectrum at lower cost (its
+    eigensolve by ``ops``; the product is a torch matmul on either path).
 
     Rows are shifted by their float32 mean (exact subtraction for values near it), the Gram
     product is formed in the compute dtype, and the shift is undone exactly in float64:
@@ -26,7 +29,7 @@ def gram_spectrum(x: torch.Tensor, center: bool, k: int, n_dropped: int, kernels
     """
     scale = power_of_two_scale(x)
     if scale != 1.0:  # tiny values: multiply the exactly rescaled rows (see moments)
-        inner = gram_spectrum(rescaled(x, scale), center, k, n_dropped, kernels)
+        inner = gram_spectrum(rescaled(x, scale), center, k, n_dropped, ops)
         return dataclasses.replace(inner, eigenvalues=inner.eigenvalues * (scale * scale))
     n, d = x.shape
     cdtype = torch.float64 if x.dtype == torch.float64 else torch.float32
@@ -36,13 +39,13 @@ def gram_spectrum(x: torch.Tensor, center: bool, k: int, n_dropped: int, kernels
         gram = (y @ y.T).to(torch.float64)
     if not bool(torch.isfinite(gram.diagonal()).all()):  # rows are finite: an overflow
         if cdtype == torch.float32:
-            return gram_spectrum(x.to(torch.float64), center, k, n_dropped, kernels)
+            return gram_spectrum(x.to(torch.float64), center, k, n_dropped, ops)
         raise float64_overflow(x, "acts")
     c = -y.sum(0, dtype=torch.float64) / n if center else shift.to(torch.float64)
     y64 = y.to(torch.float64)
     u = y64 @ c
     gram += u[:, None] + u[None, :] + float(c @ c)
-    values, vectors = eigh(gram, k, kernels)
+    values, vectors = ops.eigh(gram, k)
     if vectors is not None:
         ev = torch.from_numpy(vectors).to(y64.device)
         z_t_u = y64.T @ ev + c[:, None] * ev.sum(0)[None, :]
@@ -90,7 +93,7 @@ def spectrum(
     assert device is not None
     if n >= d:
         acc = CovarianceAccumulator(d, device=device, nan_policy=nan_policy, backend=backend)
-        acc._update(x, "acts")
+        acc.update(x, name="acts")
         if acc.n_samples < 2:
             raise ValueError(f"acts: a spectrum needs at least 2 finite rows, got {acc.n_samples} (shape {tuple(x.shape)})")
         return acc.spectrum(center=center, top_k_eigenvectors=top_k_eigenvectors)
@@ -103,9 +106,11 @@ def spectrum(
     k = check_k(top_k_eigenvectors, x.shape[0], d, center)
     warn_dropped(n_dropped, stacklevel=2)
     x = x.to(device)
-    return gram_spectrum(x, center, k, n_dropped, use_kernels(backend, x.device))
+    return gram_spectrum(x, center, k, n_dropped, ops_for(backend, x.device))
 
 
-def summarize(acc: CovarianceAccumulator, *, fit_range: tuple[int, int] = (11, 100)) -> dict[str, Any]:
-    """:func:`metrics_of` the accumulator's centred and raw spectra."""
+def summarize(acc: CovarianceAccumulator, *, fit_range: tuple[int, int] = DEFAULT_FIT_RANGE) -> dict[str, Any]:
+    """:func:`~fastspec.spectral.eigen.metrics_of` the accumulator's centred and raw spectra
+    (those of all its rows, without jackknife errors: ``acc.metrics(fit_range=...).to_dict()``
+    adds them for an accumulator with folds)."""
     return metrics_of(acc.spectrum(), acc.spectrum(center=False), fit_range=fit_range)

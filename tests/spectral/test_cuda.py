@@ -793,7 +793,7 @@ def test_wiring_of_the_chunk_calls_gives_the_torch_paths_state(fake_binding, dty
     lam = np.arange(1, d + 1, dtype=np.float64) ** -1.0
     x = make_activations(2500, lam, mean=np.r_[np.full(3, 1e3), np.zeros(d - 3)], seed=80, dtype=dtype)
     wide = torch.cat([x, x[:, :5]], dim=1)
-    ours, theirs = Moments(d, torch.device("cpu"), kernels=True), Moments(d, torch.device("cpu"))
+    ours, theirs = Moments(d, torch.device("cpu"), cuda_kernels.CudaOps()), Moments(d, torch.device("cpu"))
     for chunk in (wide[:700, :d], wide[700:701, :d], wide[701:, :d]):  # a row stride, a single row
         assert ours.add_chunk(chunk) and theirs.add_chunk(chunk)
     assert fake_binding.calls == ["centre_and_gram", "chan_merge"] * 3
@@ -815,7 +815,7 @@ def test_wiring_of_a_failed_chunk_leaves_the_state_alone_and_overflow_is_redone(
     from fastspec.spectral.moments import Moments
 
     x = make_activations(1200, LAM[:32] / LAM[0], seed=81, dtype=torch.float32)
-    m = Moments(32, torch.device("cpu"), kernels=True)
+    m = Moments(32, torch.device("cpu"), cuda_kernels.CudaOps())
     assert m.add_chunk(x[:600])
     mean, m2 = m.mean.clone(), m.m2.clone()
     bad = x[600:].clone()
@@ -850,11 +850,14 @@ def test_wiring_of_the_eigensolver_reads_values_and_vectors_the_right_way_round(
 
 
 def test_wiring_of_the_dispatch_points_sends_chunks_and_eigensolves_to_the_kernels(fake_binding, monkeypatch):
-    """The accumulator's one decision (spectral.backend.use_kernels) reaches both dispatch
-    points, Moments.add_chunk and eigen.eigh, and their answer is the torch path's."""
+    """The accumulator's one decision (spectral.backend.ops_for) reaches both places the work
+    is done, its chunks (Moments.add_chunk) and its eigensolves, and their answer is the torch
+    path's."""
     from fastspec.spectral import accumulator
+    from fastspec.spectral.moments import TORCH
 
-    monkeypatch.setattr(accumulator, "use_kernels", lambda backend, device: backend != "torch")
+    monkeypatch.setattr(accumulator, "ops_for",
+                        lambda backend, device, products: cuda_kernels.CudaOps(products) if backend != "torch" else TORCH)
     x = make_activations(1500, LAM[:24] / LAM[0], seed=83, dtype=torch.float32)
     ours = fastspec.CovarianceAccumulator(24).update(x)
     s = ours.spectrum(top_k_eigenvectors=2)
@@ -875,7 +878,7 @@ def test_wiring_of_3xtf32_products_keeps_float32_accuracy(fake_binding, monkeypa
     not be."""
     from fastspec.spectral import accumulator
 
-    monkeypatch.setattr(accumulator, "use_kernels", lambda backend, device: True)
+    monkeypatch.setattr(accumulator, "ops_for", lambda backend, device, products: cuda_kernels.CudaOps(products))
     x = make_activations(3000, LAM[:64], mean=np.r_[np.full(3, 1e3), np.zeros(61)] if large_mean else None, seed=84,
                          dtype=torch.float32)
     want = ref_eigenvalues(x.double())
@@ -917,8 +920,6 @@ def test_products_other_than_fp32_need_the_kernels():
 
 
 def test_wiring_of_a_failed_eigensolve_retries_in_float64_then_on_the_cpu(fake_binding):
-    from fastspec.spectral.eigen import eigh
-
     g = torch.Generator().manual_seed(86)
     q, _ = torch.linalg.qr(torch.randn(30, 30, generator=g, dtype=torch.float64))
     sym = (q * torch.linspace(5.0, 0.1, 30, dtype=torch.float64)) @ q.T
@@ -932,7 +933,7 @@ def test_wiring_of_a_failed_eigensolve_retries_in_float64_then_on_the_cpu(fake_b
     with pytest.raises(cuda_kernels.EigensolverFailed, match="in float32: .*; in float64: "):
         cuda_kernels.eigh(sym, 0, torch.float32)
     with pytest.warns(RuntimeWarning, match=r"in float64: .*info = 17.*solving it on the CPU \(torch.linalg, float64\)"):
-        values, vectors = eigh(sym, 2, kernels=True)
+        values, vectors = cuda_kernels.CudaOps().eigh(sym, 2)
     np.testing.assert_allclose(values, want, rtol=1e-12)
     np.testing.assert_allclose(np.abs(vectors.T @ q[:, :2].numpy()).diagonal(), 1.0, atol=1e-10)
 
@@ -944,7 +945,7 @@ def test_wiring_keeps_workspaces_per_stream(fake_binding, monkeypatch):
     x = make_activations(600, LAM[:16] / LAM[0], seed=87, dtype=torch.float32)
     for stream in (11, 22, 11):
         monkeypatch.setattr(cuda_kernels, "_stream", lambda device, s=stream: s)
-        assert Moments(16, torch.device("cpu"), kernels=True).add_chunk(x)
+        assert Moments(16, torch.device("cpu"), cuda_kernels.CudaOps()).add_chunk(x)
         cuda_kernels.eigh(torch.eye(16, dtype=torch.float64), 0)
     assert sorted(cuda_kernels._blas_workspaces) == sorted(cuda_kernels._solver_workspaces) == [(None, 11), (None, 22)]
     a, b = (cuda_kernels._blas_workspaces[(None, s)] for s in (11, 22))

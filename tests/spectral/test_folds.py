@@ -147,3 +147,46 @@ def test_jackknife_standard_errors_match_the_spread_over_independent_samples(rat
         se.append([jk.rankme_se, jk.rankme_sv_se, jk.alpha_se])
     ratio_of = np.mean(se, axis=0) / np.std(est, axis=0, ddof=1)
     assert np.all((ratio_of > 1 / 1.5) & (ratio_of < 1.5)), ratio_of
+
+
+def test_folds_make_a_folded_accumulator_that_is_still_a_covariance_accumulator():
+    import copy
+
+    from fastspec.spectral import FoldedAccumulator
+
+    folded, plain = CovarianceAccumulator(D, folds=3), CovarianceAccumulator(D, folds=1)
+    assert type(folded) is FoldedAccumulator and isinstance(folded, CovarianceAccumulator)
+    assert type(plain) is CovarianceAccumulator and plain.folds == 1 and folded.folds == 3
+    x = _rows(90, 95)
+    twin = copy.deepcopy(folded.update(x))  # __new__ dispatch leaves copying alone
+    assert type(twin) is FoldedAccumulator and twin.n_samples == 90
+    np.testing.assert_allclose(twin.covariance().numpy(), np.cov(x, rowvar=False), rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="a FoldedAccumulator needs folds >= 2, got 1"):
+        FoldedAccumulator(D, folds=1)
+    for bad in (0, 2.0, True):
+        with pytest.raises(ValueError, match="folds must be a positive integer"):
+            CovarianceAccumulator(D, folds=bad)
+
+
+@pytest.mark.parametrize("fit_range", [(2, 20), (11, 100)])
+def test_a_jackknife_over_degenerate_data_reports_nan_and_why(fit_range):
+    """Issue 24, item 9: rows that vary in one fold only. Without that fold the rows are
+    constant, but their M2, computed by subtraction from the pooled one, is rounding noise
+    (~1e-16 of the pooled scale), whose RankMe and α are noise too (before: a number, or a
+    'negative eigenvalue' error from α). The standard errors are NaN with the reason; the
+    estimates are still all the rows' (the float64 reference)."""
+    x = _rows(300, 96)
+    x[np.arange(300) % 3 != 0] = x[1]  # folds 1 and 2: one constant row
+    acc = CovarianceAccumulator(D, folds=3).update(x)
+    jk = acc.jackknife(fit_range=fit_range)
+    assert np.isnan(jk.rankme_se) and np.isnan(jk.rankme_sv_se)
+    assert (jk.alpha_se is None) == (fit_range == (11, 100)) and (jk.alpha_se is None or np.isnan(jk.alpha_se))
+    assert jk.error.startswith("without fold 0 the rows have no variance above rounding")
+    assert rel(jk.rankme, ref_rankme(ref_eigenvalues(x))) < 1e-9
+    record = acc.metrics(fit_range=fit_range).to_dict()
+    assert np.isnan(record["rankme_se"]) and record["jackknife_error"] == jk.error
+    assert list(record)[-4:] == ["rankme_se", "rankme_sv_se", "alpha_se", "jackknife_error"]
+    # a small but real variance in those folds is data, not noise: numbers again
+    x[np.arange(300) % 3 != 0] += 1e-5 * _rows(300, 97, mean=0.0)[np.arange(300) % 3 != 0]
+    jk = CovarianceAccumulator(D, folds=3).update(x).jackknife(fit_range=fit_range)
+    assert jk.error is None and np.isfinite(jk.rankme_se)
