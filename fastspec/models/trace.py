@@ -43,7 +43,6 @@ from tqdm import tqdm
 from .._files import write_csv
 from .._settings import SettingError
 from .._version import __version__
-from ..spectral.eigen import metrics_of
 from .checkpoints import Checkpoint, as_checkpoint, load_checkpoint
 from .data import load_texts, sample_texts, texts_digest
 from .extract import extract
@@ -262,7 +261,7 @@ class _Checkpoints:
                 acc.all_reduce()
         t2 = time.perf_counter()
         if self.rank == 0:
-            layers, arrays = layer_results(accs, s.fit_range, s.folds)
+            layers, arrays = layer_results(accs, s.fit_range)
             self.results.write(ckpt, {
                 "commit": commit, "label": label, "chosen_by": chosen_by,
                 "index": index, "n_tokens": stats["n_tokens"], "max_length": stats["max_length"],
@@ -283,19 +282,15 @@ class _Checkpoints:
         return acc
 
 
-def layer_results(accs: dict[int, Any], fit_range: tuple[int, int], folds: int = 1
-                  ) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
-    """Each layer's record (:func:`~fastspec.spectral.eigen.metrics_of` of its centred and raw
-    spectra, and jackknife standard errors with ``folds`` > 1) and the spectra themselves
-    (``centered_<layer>``, ``raw_<layer>``), from its accumulator."""
+def layer_results(accs: dict[int, Any], fit_range: tuple[int, int]) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
+    """Each layer's record (its accumulator's :class:`~fastspec.spectral.record.MetricsRecord`:
+    RankMe both ways, the α fit, n, d, and with folds the jackknife standard errors) and the
+    spectra it came from (``centered_<layer>``, ``raw_<layer>``)."""
     records, arrays = [], {}
     for layer, acc in accs.items():
-        centred, raw = acc.spectrum(), acc.spectrum(center=False)
-        rec = {"layer": layer, **metrics_of(centred, raw, fit_range=fit_range, eigenvalues=False)}
-        if folds > 1:
-            jk = acc.jackknife(fit_range=fit_range, spectra=(centred, raw))
-            rec.update(rankme_se=jk.rankme_se, rankme_sv_se=jk.rankme_sv_se, alpha_se=jk.alpha_se)
-        records.append(rec)
+        record = acc.metrics(fit_range=fit_range)
+        records.append({"layer": layer, **record.to_dict()})
+        centred, raw = record.spectra
         arrays[f"centered_{layer}"], arrays[f"raw_{layer}"] = centred.eigenvalues, raw.eigenvalues
     return records, arrays
 
