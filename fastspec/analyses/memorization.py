@@ -66,9 +66,10 @@ def memorization(items: Iterable[Any], index: InfGramIndex | str | os.PathLike, 
     its p-value over the items with a defined ∞-gram score.
     """
     check_rule(rule)
+    item_list, names = _item_list(items)  # a missing items file before anything is loaded
     idx = _as_index(index)
     model, tokenizer = load_causal_lm(model, tokenizer)
-    seqs, prompt_lens = _encoded(*_item_list(items), tokenizer, model)
+    seqs, prompt_lens = _encoded(item_list, names, tokenizer, model)
     infgram = output_scores(idx.score(seqs, threads=threads), prompt_lens, rule)
     return _correlate(model, seqs, prompt_lens, infgram, rule, batch_size=batch_size, device=device)
 

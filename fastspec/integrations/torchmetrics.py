@@ -26,7 +26,7 @@ except ImportError as err:  # pragma: no cover - depends on the environment
     raise ImportError("fastspec.integrations.torchmetrics needs torchmetrics: pip install 'fastspec[torchmetrics]'") from err
 
 from ..spectral.eigen import spectrum_of_scatter
-from ..spectral.inputs import as_matrix, nonfinite_rows
+from ..spectral.inputs import as_matrix, check_nan_policy, nonfinite_rows
 from ..spectral.metrics import DEFAULT_FIT_RANGE, check_fit_range
 from ..spectral.moments import Moments, symmetrize_upper
 from ..spectral.record import MetricsRecord
@@ -46,17 +46,20 @@ class SpectralMetrics(Metric):
     """RankMe (``rankme``: the eigenvalues of the centred covariance; ``rankme_sv``: Garrido
     et al.'s, the singular values of the raw rows) and α-ReQ (``alpha``, over the 0-based
     ``fit_range``; NaN while the spectrum is shorter) of every row given to :meth:`update`.
-    ``dim``: the feature width. Rows with NaN/Inf are refused (a ValueError naming them)."""
+    ``dim``: the feature width. Rows with NaN/Inf are refused (a ValueError naming them), or
+    with ``nan_policy="omit"`` left out (their number is not kept: the metric's state is the
+    rows it holds)."""
 
     is_differentiable = False
     higher_is_better = None
     full_state_update = False
 
-    def __init__(self, dim: int, *, fit_range: tuple[int, int] = DEFAULT_FIT_RANGE, **kwargs: Any):
+    def __init__(self, dim: int, *, fit_range: tuple[int, int] = DEFAULT_FIT_RANGE, nan_policy: str = "raise",
+                 **kwargs: Any):
         super().__init__(**kwargs)
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
             raise ValueError(f"dim must be a positive integer, got {dim!r}")
-        self.dim, self.fit_range = dim, check_fit_range(fit_range)
+        self.dim, self.fit_range, self.nan_policy = dim, check_fit_range(fit_range), check_nan_policy(nan_policy)
         self.add_state("n", default=torch.zeros(1, dtype=torch.float64), dist_reduce_fx="cat")
         self.add_state("mean", default=torch.zeros(1, dim, dtype=torch.float64), dist_reduce_fx="cat")
         self.add_state("m2", default=torch.zeros(1, dim, dim, dtype=torch.float64), dist_reduce_fx="cat")
@@ -66,9 +69,11 @@ class SpectralMetrics(Metric):
         if x.shape[1] != self.dim:
             raise ValueError(f"features have {x.shape[1]} columns (shape {tuple(x.shape)}), this metric was made "
                              f"for dim={self.dim}")
+        keep = nonfinite_rows(x, "features", self.nan_policy)
+        if keep is not None:  # nan_policy="omit": rows with NaN/Inf are left out
+            x = x[keep]
         if not x.shape[0]:
             return
-        nonfinite_rows(x, "features", "raise")
         batch = Moments(self.dim, self.n.device)
         batch.add_chunk(x.detach().to(self.n.device, torch.float64))  # exact centring, float64 products
         m2 = symmetrize_upper(batch.m2)

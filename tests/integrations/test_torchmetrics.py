@@ -57,3 +57,20 @@ def test_import_fastspec_imports_none_of_the_tools_it_integrates_with():
     code = f"import sys, fastspec; print([t for t in {tools!r} if t in sys.modules])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd="/")
     assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_nan_policy_omit_leaves_the_bad_rows_out():
+    """Issue 24 item 13: the NaN error advised nan_policy='omit', which SpectralMetrics took not."""
+    x = metric_data()
+    bad = x.clone()
+    bad[[3, 50], 7] = float("nan")
+    metric = SpectralMetrics(D, fit_range=(2, 30), nan_policy="omit")
+    for batch in bad.split(300):
+        metric.update(batch)
+    got = metric.compute()
+    keep = torch.ones(len(x), dtype=torch.bool)
+    keep[[3, 50]] = False
+    assert got["n_samples"] == len(x) - 2
+    assert rel(got["rankme"], ref_rankme(ref_eigenvalues(x[keep].double()))) < 1e-9
+    with pytest.raises(ValueError, match="nan_policy must be one of"):
+        SpectralMetrics(D, nan_policy="drop")
