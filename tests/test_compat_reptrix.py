@@ -44,3 +44,19 @@ def test_batches_of_any_shape_are_flattened_and_bad_ranges_are_errors():
         compat.get_alpha(x, fit_range=np.array([10, 12, 14]))
     with pytest.raises(ValueError, match="reaches index 199, but the spectrum has 120 eigenvalues"):
         compat.get_alpha(x, fit_range=np.arange(10, 200))
+
+
+@pytest.mark.parametrize("bad, error", [(-3, ValueError), (-1, ValueError), (0, ValueError), (2.5, TypeError),
+                                        ("64", TypeError)])
+def test_a_count_of_eigenvalues_that_reptrix_refuses_is_refused(bad, error):
+    """Reptrix hands max_eigenvals to scikit-learn's PCA, which refuses a negative or fractional
+    count; ours sliced from the end instead and returned a number for -3. 0 is refused too
+    (Reptrix's RankMe of an empty spectrum is 1)."""
+    x = make_activations(300, np.arange(1, 41, dtype=np.float64) ** -1.0, seed=5, dtype=torch.float64)
+    if bad != 0:
+        with pytest.raises((ValueError, TypeError)):
+            reptrix_rankme.get_rankme(x, max_eigenvals=bad)
+    for call in (compat.get_rankme, compat.get_alpha):
+        with pytest.raises(error, match="max_eigenvals must be a positive integer"):
+            call(x, max_eigenvals=bad)
+    assert compat.get_rankme(x, max_eigenvals=np.int64(5)) == pytest.approx(reptrix_rankme.get_rankme(x, 5), rel=1e-6)

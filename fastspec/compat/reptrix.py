@@ -31,8 +31,21 @@ from ..spectral.oneshot import spectrum
 __all__ = ["get_alpha", "get_rankme"]
 
 
+def _check_max_eigenvals(max_eigenvals: Any) -> int:
+    """``max_eigenvals`` as an int, refused where Reptrix refuses it (scikit-learn's PCA takes
+    it as ``n_components`` and rejects a negative or fractional count), and at 0 too, where
+    Reptrix returns RankMe 1 of an empty spectrum. A negative count must not slice from the end."""
+    if not isinstance(max_eigenvals, (int, np.integer)):
+        raise TypeError(f"max_eigenvals must be a positive integer, got {max_eigenvals!r}")
+    if max_eigenvals < 1:
+        raise ValueError(f"max_eigenvals must be a positive integer (how many of the largest eigenvalues to keep), "
+                         f"got {max_eigenvals}")
+    return int(max_eigenvals)
+
+
 def _ratios(activations: Any, max_eigenvals: int) -> np.ndarray:
     """PCA's ``explained_variance_ratio_`` of the flattened, centred activations."""
+    max_eigenvals = _check_max_eigenvals(max_eigenvals)
     x = activations.detach() if hasattr(activations, "detach") else activations
     x = x.reshape(x.shape[0], -1)
     lam = spectrum(x).eigenvalues
@@ -41,7 +54,14 @@ def _ratios(activations: Any, max_eigenvals: int) -> np.ndarray:
 
 def get_rankme(activations: Any, max_eigenvals: int = 2048) -> float:
     """RankMe (Garrido et al., 2023) as Reptrix computes it: the effective rank of the
-    ``max_eigenvals`` largest eigenvalues of the activations' covariance."""
+    ``max_eigenvals`` largest eigenvalues of the activations' covariance.
+
+    Raises
+    ------
+    ValueError
+        ``max_eigenvals`` below 1 (Reptrix refuses a negative count; at 0 it returns 1).
+    TypeError
+        ``max_eigenvals`` not an integer (Reptrix refuses it too)."""
     return rankme(_ratios(activations, max_eigenvals))
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -214,8 +215,10 @@ def test_grid_is_evenly_spaced_in_step_first_and_last_included():
     assert hub.grid(revs, 4) == ["step0", "step1000", "step2000", "step3000"]
     assert hub.grid(revs, 2) == ["step0", "step3000"]
     assert hub.grid(revs, 100) == revs
-    with pytest.raises(ValueError, match="positive number"):
-        hub.grid(revs, 0)
+    for bad in (0, -2, True, 2.0, None):  # 0 read as "no grid" traced every revision (issue 24)
+        with pytest.raises(ValueError, match=rf"grid \(--grid N\) must be a positive number of revisions to keep, "
+                                             rf"got {re.escape(repr(bad))}: .* give no grid"):
+            hub.grid(revs, bad)
 
 
 def test_listing_orders_by_the_step_in_the_name_and_filters_by_glob(monkeypatch):
