@@ -187,7 +187,7 @@ def test_grid_zero_is_refused_not_read_as_no_grid(tmp_path, capsys):
     """Issue 24 item 11: --grid 0 traced every revision without a word (Pythia-1B: 154 × 2 GB)."""
     code, _, err = _run(capsys, "trace", "org/x", "--revisions", "step0", "step1", "step2", "--grid", "0", "--data",
                         str(tmp_path / "d.txt"), "--out", str(tmp_path / "o"))
-    assert code == 2 and "grid needs a positive number of revisions, got 0" in err
+    assert code == 2 and "must be a positive number of revisions to keep, got 0" in err
 
 
 def test_progress_bars_stay_out_of_logs(tmp_path):
