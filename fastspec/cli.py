@@ -496,13 +496,25 @@ def _is_int(text: str) -> bool:
 
 
 def cmd_lm_eval(argv: Sequence[str]) -> int:
-    """lm-eval-harness's own command line with fastspec's ``fastspec-ablate`` model type registered."""
+    """lm-eval-harness's own command line with fastspec's ``fastspec-ablate`` model type registered.
+
+    A bad argument that gets past lm-eval's parser (an ill-formed or unknown ``--model_args``
+    entry, a basis file that is missing or of the wrong kind, a model that does not load) is
+    one ``error:`` line and exit status 2, as for fastspec's other commands, not a traceback;
+    lm-eval's own parser errors exit 2 already."""
     try:
         from .integrations.lm_eval import main as lm_eval_main
     except ImportError as err:
         print(f"fastspec lm-eval: error: {err}", file=sys.stderr)
         return 2
-    lm_eval_main(list(argv))
+    try:
+        lm_eval_main(list(argv))
+    except (ValueError, TypeError, KeyError, OSError, NotImplementedError) as err:
+        msg = err.args[0] if isinstance(err, KeyError) and err.args else err
+        # One line: some of lm-eval's and transformers' messages span several.
+        text = " ".join(line.strip() for line in str(msg).splitlines() if line.strip())
+        print(f"fastspec lm-eval: error: {text or type(err).__name__}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -302,6 +302,24 @@ def test_command_line(setup):
     assert saved["config"]["fastspec_mode"] == "remove"
 
 
+def test_command_line_bad_model_args_are_one_error_line_and_exit_2(tmp_path):
+    """A bad --model_args entry (here an unknown mode) ends ``fastspec lm-eval`` with one
+    ``error:`` line and exit status 2, as every fastspec command does, not a traceback. It is
+    refused before any model loads, so the model path need not exist."""
+    (tmp_path / "basis.txt").write_text("a text\n")
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "task.yaml").write_text(TASK_YAML.format(task=TASK, items=tmp_path / "items.jsonl"))
+    proc = subprocess.run(
+        [sys.executable, "-W", "error", "-m", "fastspec", "lm-eval", "--model", NAME,
+         "--model_args", f"pretrained={tmp_path / 'no-model'},mode=flip,basis={tmp_path / 'basis.txt'}",
+         "--tasks", TASK, "--include_path", str(tmp_path / "tasks"), "--device", "cpu"],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path, env=_env(tmp_path))
+    assert proc.returncode == 2, proc.stderr[-4000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-4000:]
+    errors = [line for line in proc.stderr.splitlines() if "error:" in line]
+    assert errors == ["fastspec lm-eval: error: fastspec-ablate: mode must be one of retain, remove, got 'flip'"], errors
+
+
 def test_import_fastspec_does_not_import_lm_eval(setup):
     _, _, _, _, out, _ = setup
     assert out["fastspec_imported_lm_eval"] is False
