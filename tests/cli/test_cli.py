@@ -196,7 +196,9 @@ def test_progress_bars_stay_out_of_logs(tmp_path):
     import subprocess
     import sys
 
+    # from tmp_path: python -m puts the working directory first, and the source tree has no _C
     run = subprocess.run([sys.executable, "-m", "fastspec", "toy", "--steps", "300", "--out", str(tmp_path)],
-                         capture_output=True, text=True, timeout=300, check=True)
+                         capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-2000:]
     assert "%|" not in run.stderr and "step/s" not in run.stderr, run.stderr[-2000:]
     assert "wrote" in run.stdout
