@@ -79,6 +79,13 @@ def main(argv: list[str] | None = None) -> None:
         with open(os.path.join(a.out_dir, "logged.json"), "w") as fh:
             json.dump({"geometry": geometry, "losses": [h for h in trainer.state.log_history if "loss" in h],
                        "phase_changes": changes}, fh)
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        # as a training script should: left to interpreter exit, gloo's threads can meet a torn-down
+        # process ("terminate called without an active exception", seen once under load)
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -154,8 +154,9 @@ def test_fingerprints_agree_across_processes(tmp_path):
     assert len(set(here)) == 3
     code = ("import sys; from fastspec import InfGramIndex\n"
             "for p in sys.argv[1:]: print(InfGramIndex(p).fingerprint)")
+    # from tmp_path: python -c puts the working directory first, and the source tree has no _C
     out = subprocess.run([sys.executable, "-c", code, str(fs), str(ig), str(ig2)], capture_output=True, text=True,
-                         timeout=300, check=True).stdout.split()
+                         timeout=300, check=True, cwd=tmp_path).stdout.split()
     assert out == here
 
 
