@@ -116,18 +116,20 @@ class Settings:
         return tuple(f.name for f in dataclasses.fields(cls) if f.metadata.get("affects"))
 
     @classmethod
-    def add_arguments(cls, parser: argparse.ArgumentParser, *, exclude: Iterable[str] = ()) -> None:
-        """One option per field (not in ``exclude``), with the field's help and its default
-        named; an option not given leaves the field's default (argparse.SUPPRESS), so the
-        default is written once, in the field."""
-        skip = set(exclude)
+    def add_arguments(cls, parser: argparse.ArgumentParser, *, only: Iterable[str] | None = None,
+                      help: Mapping[str, str] | None = None) -> None:
+        """One option per field (those in ``only``, default all), with the field's help (or
+        ``help``'s for it) and its default named; an option not given leaves the field's
+        default (argparse.SUPPRESS), so the default is written once, in the field."""
+        keep = None if only is None else set(only)
         for f in dataclasses.fields(cls):
-            if f.name in skip or f.metadata.get("flag") == "-":
+            if (keep is not None and f.name not in keep) or f.metadata.get("flag") == "-":
                 continue
             cli = dict(f.metadata["cli"])
             shown = f.default if f.default not in (None, False) else cli.get("shown")
             cli.pop("shown", None)
-            help_text = f.metadata["help"] + (f" (default {_shown(shown)})" if shown is not None else "")
+            help_text = (help or {}).get(f.name, f.metadata["help"]) + \
+                (f" (default {_shown(shown)})" if shown is not None else "")
             if f.default is False and "action" not in cli:
                 cli["action"] = "store_true"
             parser.add_argument(option_string(f), dest=f.name, default=argparse.SUPPRESS, help=help_text, **cli)

@@ -15,7 +15,7 @@ from tqdm import tqdm
 from ._files import bar_off, json_text, write_csv, write_text
 from ._settings import SettingError, flags_of
 from ._version import __version__
-from .analyses.ablation import ablate
+from .analyses.ablation import AblateSettings, ablate
 from .analyses.correlation import correlate, correlation_table
 from .analyses.memorization import memorization, memorization_trace
 from .analyses.passk import pass_at_k_table
@@ -223,10 +223,9 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     model, tok = load_causal_lm(args.model, args.tokenizer)
     if args.device:
         model = model.to(args.device)
-    texts = load_texts(args.basis_data, n=args.n_texts, seed=args.seed, text_field=args.text_field)
-    frame = ablate(model, args.items, texts, tok, layer=args.layer, ks=args.k, modes=args.modes, positions=args.positions,
-                   final_norm=args.final_norm, batch_size=args.batch_size, max_length=args.max_length,
-                   progress=not args.quiet)
+    sample = TraceSettings.from_args(args)  # the basis texts: --n-texts, --seed, --text-field
+    texts = load_texts(args.basis_data, n=sample.n, seed=sample.seed, text_field=sample.text_field)
+    frame = ablate(model, args.items, texts, tok, settings=AblateSettings.from_args(args), progress=not args.quiet)
     csv, md = write_table(frame, args.out, "ablation", title=f"Top-k eigenvector ablation, layer {frame.attrs['layer']}")
     png = plot_ablation(frame, os.path.join(args.out, "ablation.png"))
     print(frame.to_string(index=False))
@@ -399,20 +398,10 @@ def _add_memorization(sub: Any) -> None:
     ab.add_argument("--items", required=True, help='.jsonl of {"question": ..., "choices": [...], "answer": index}')
     ab.add_argument("--basis-data", required=True, help="texts whose last-token covariance gives the eigenvectors "
                                                         "(.txt, .jsonl or .parquet)")
-    ab.add_argument("--n-texts", type=int, help="basis texts sampled from --basis-data (default: all)")
-    ab.add_argument("--seed", type=int, default=0)
-    ab.add_argument("--text-field", default="text", help="field/column of the text in .jsonl/.parquet")
+    TraceSettings.add_arguments(ab, only=("n", "seed", "text_field"),
+                                help={"n": "basis texts sampled from --basis-data (default: all)"})
     ab.add_argument("--tokenizer", help="tokenizer directory (default: the model's)")
-    ab.add_argument("--layer", type=int, default=-1, help="0 = embeddings, l = output of block l, -1 = last (default)")
-    ab.add_argument("--final-norm", action=argparse.BooleanOptionalAction, default=None,
-                    help="at the last layer, project after the final norm (default where the model has one: HF's "
-                         "hidden_states[-1], the paper's choice); --no-final-norm: before it")
-    ab.add_argument("--k", type=int, nargs="+", default=[1, 10, 100], help="numbers of eigenvectors")
-    ab.add_argument("--modes", nargs="+", choices=("retain", "remove"), default=["retain", "remove"])
-    ab.add_argument("--positions", choices=("all", "scored"), default="all",
-                    help="project every token, or only the positions whose predictions are scored")
-    ab.add_argument("--batch-size", type=int, default=16)
-    ab.add_argument("--max-length", type=int, help="tokens per basis text (default: the model's context)")
+    AblateSettings.add_arguments(ab)
     ab.add_argument("--device", help="torch device (default: where the model loads)")
     ab.add_argument("--out", default="fastspec-ablation", help="directory for ablation.csv/.md/.png")
     ab.add_argument("--quiet", action="store_true", help="no progress bars")

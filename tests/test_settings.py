@@ -30,7 +30,9 @@ def test_defaults_are_the_fields_and_the_command_line_takes_them():
 
 
 def test_every_field_has_an_option_and_help():
-    for cls, command in ((TraceSettings, "trace"), (MemorizationSettings, "memorization")):
+    from fastspec.analyses.ablation import AblateSettings
+
+    for cls, command in ((TraceSettings, "trace"), (MemorizationSettings, "memorization"), (AblateSettings, "ablate")):
         flags = flags_of(build_parser(), command)
         for f in dataclasses.fields(cls):
             assert f.metadata["help"], f.name
@@ -111,3 +113,14 @@ def test_parser_options_of_settings_do_not_shadow_defaults():
     MemorizationSettings.add_arguments(parser)
     assert vars(parser.parse_args([])) == {}  # nothing given, nothing set: the fields' defaults apply
     assert MemorizationSettings.from_args(parser.parse_args(["--rule", "all"])).rule == "all"
+
+
+def test_ablate_takes_its_settings_from_the_command_line():
+    from fastspec.analyses.ablation import AblateSettings
+
+    args = build_parser().parse_args(["ablate", "m", "--items", "i.jsonl", "--basis-data", "b.txt", "--k", "1", "5",
+                                      "--modes", "remove", "--n-texts", "9"])
+    assert AblateSettings.from_args(args) == AblateSettings(ks=(1, 5), modes=("remove",))
+    assert TraceSettings.from_args(args).n == 9
+    with pytest.raises(SettingError, match=r"ks must be positive integers, got \[0\]"):
+        AblateSettings(ks=[0])

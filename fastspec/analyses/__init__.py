@@ -9,10 +9,10 @@ name the file).
 """
 
 from . import toy
-from .ablation import ablate
+from .ablation import AblateSettings, ablate
 from .correlation import correlate
 from .memorization import MemorizationResult, memorization, memorization_trace, suffix_lengths
 from .passk import pass_at_k, pass_at_k_table
 
-__all__ = ["MemorizationResult", "ablate", "correlate", "memorization", "memorization_trace", "pass_at_k",
+__all__ = ["AblateSettings", "MemorizationResult", "ablate", "correlate", "memorization", "memorization_trace", "pass_at_k",
            "pass_at_k_table", "suffix_lengths", "toy"]

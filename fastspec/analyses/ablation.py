@@ -22,6 +22,7 @@ JSON lines ``{"question": …, "choices": [...], "answer": index}`` (extra field
 
 from __future__ import annotations
 
+import argparse
 import os
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -30,6 +31,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .._settings import Settings, boolean, fault, optional, positive_int, setting
 from ..models.data import iter_jsonl
 from ..models.extract import extract
 from ..models.layout import hidden_size, model_layout, register_layer_hook, resolve_final_norm, resolve_layers
@@ -38,6 +40,47 @@ from ..spectral import CovarianceAccumulator
 
 MODES = ("retain", "remove")
 POSITIONS = ("all", "scored")
+
+
+def _positions(value: Any, name: str) -> str:
+    if value not in POSITIONS:
+        raise fault(name, f"must be one of {POSITIONS}", value)
+    return value
+
+
+def _modes(value: Any, name: str) -> tuple[str, ...]:
+    modes = (value,) if isinstance(value, str) else tuple(value)
+    if not modes or any(m not in MODES for m in modes):
+        raise fault(name, f"must be a non-empty subset of {MODES}", list(modes))
+    return modes
+
+
+def _ks(value: Any, name: str) -> tuple[int, ...]:
+    ks = tuple(value)
+    if not ks or any(isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1 for k in ks):
+        raise fault(name, "must be positive integers", list(ks))
+    return tuple(int(k) for k in ks)
+
+
+@dataclass(frozen=True)
+class AblateSettings(Settings):
+    """The settings of :func:`ablate` (and ``fastspec ablate``'s options, generated from them)."""
+
+    layer: int = setting(-1, "0 = the embedding output, l = the output of block l, -1 = the last layer",
+                         cli={"type": int})
+    ks: Sequence[int] = setting((1, 10, 100), "numbers of top eigenvectors to retain or remove", check=_ks,
+                                flag="--k", cli={"type": int, "nargs": "+"})
+    modes: Sequence[str] = setting(MODES, "retain and/or remove the top-k eigenvectors", check=_modes,
+                                   cli={"nargs": "+", "choices": MODES})
+    positions: str = setting("all", "project every token (all), or only the positions whose predictions are scored",
+                             check=_positions, cli={"choices": POSITIONS})
+    final_norm: bool | None = setting(
+        None, "at the last layer, project after the final norm (default where the model has one: HF's "
+        "hidden_states[-1], the paper's choice); --no-final-norm: before it", check=optional(boolean),
+        cli={"action": argparse.BooleanOptionalAction})
+    batch_size: int = setting(16, "texts or items per forward pass", check=positive_int, cli={"type": int})
+    max_length: int | None = setting(None, "tokens per basis text (default: the model's context)",
+                                     check=optional(positive_int), cli={"type": int})
 PROMPT = "Question: {question}\nAnswer:"
 CHOICE = " {choice}"
 
@@ -230,14 +273,16 @@ def eigenbasis(model: Any, tokenizer: Any, basis: Sequence[str] | CovarianceAccu
 
 
 def ablate(model: Any, items: Any, basis: Sequence[str] | CovarianceAccumulator, tokenizer: Any = None, *,
-           layer: int = -1, ks: Sequence[int] = (1, 10, 100), modes: Sequence[str] = MODES, positions: str = "all",
-           final_norm: bool | None = None, prompt: str = PROMPT, choice: str = CHOICE, batch_size: int = 16,
-           max_length: int | None = None, progress: bool = True) -> pd.DataFrame:
+           settings: AblateSettings | None = None, prompt: str = PROMPT, choice: str = CHOICE, progress: bool = True,
+           **options: Any) -> pd.DataFrame:
     """Multiple-choice accuracy with the top-k eigenvectors of ``layer`` retained or removed,
     for each k in ``ks`` and each mode, beside the unablated model.
 
     ``model``: a Hugging Face causal LM or a local directory (``tokenizer`` defaults to it).
-    ``items``: a ``.jsonl`` path or dicts (see the module docstring). ``basis``: texts whose
+    ``items``: a ``.jsonl`` path or dicts (see the module docstring). ``settings``: an
+    :class:`AblateSettings`, with ``options`` (its fields as keywords: ``layer``, ``ks``,
+    ``modes``, ``positions``, ``final_norm``, ``batch_size``, ``max_length``) over it.
+    ``basis``: texts whose
     last-token representations at ``layer`` give the covariance (its mean and eigenvectors,
     from fastspec's spectrum), or a :class:`CovarianceAccumulator` of that layer. ``layer``:
     as in :func:`fastspec.extract` (−1: the last layer, after the final norm like HF's
@@ -251,18 +296,12 @@ def ablate(model: Any, items: Any, basis: Sequence[str] | CovarianceAccumulator,
     ``acc_norm`` and ``n_items``; ``attrs`` hold the layer, positions, chance level and the
     basis size.
     """
-    if positions not in POSITIONS:
-        raise ValueError(f"positions must be one of {POSITIONS}, got {positions!r}")
-    bad = [m for m in modes if m not in MODES]
-    if bad or not modes:
-        raise ValueError(f"modes must be a non-empty subset of {MODES}, got {list(modes)!r}")
-    ks = list(ks)
-    if not ks or any(isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1 for k in ks):
-        raise ValueError(f"ks must be positive integers, got {ks!r}")
+    s = AblateSettings.build(settings, caller="ablate", **options)
+    layer, ks, modes, positions, final_norm, batch_size = s.layer, s.ks, s.modes, s.positions, s.final_norm, s.batch_size
     model, tokenizer, items, seqs, prompt_lens, lengths = _prepare(model, tokenizer, items, prompt, choice)
     projector = Projector(model, layer, final_norm=final_norm)
     mean, vectors, acc = eigenbasis(model, tokenizer, basis, projector.layer, max(ks), final_norm=final_norm,
-                                    max_length=max_length, batch_size=batch_size, progress=progress)
+                                    max_length=s.max_length, batch_size=batch_size, progress=progress)
     dim = acc.dim
 
     def run(desc: str) -> dict[str, float]:
