@@ -103,10 +103,6 @@ class Settings:
         values = {k: getattr(base, k) for k in cls.names() if base is not None and hasattr(base, k)}
         return cls(**{**values, **options})
 
-    def affecting(self) -> dict[str, Any]:
-        """The fields that change results, as JSON values (what ``config.json`` binds)."""
-        return {f.name: jsonable(getattr(self, f.name)) for f in dataclasses.fields(self) if f.metadata.get("affects")}
-
     def to_config(self) -> dict[str, Any]:
         """Every field, as JSON values."""
         return {f.name: jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}

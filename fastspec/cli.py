@@ -201,17 +201,17 @@ def cmd_index_prob(args: argparse.Namespace) -> int:
 
 
 def cmd_memorization(args: argparse.Namespace) -> int:
-    items = args.items  # the file: errors name its lines
     settings = MemorizationSettings.from_args(args)
     if args.checkpoints:
         if not args.out:
             raise ValueError("--checkpoints needs --out RESULTS_DIR (memorization.csv and the per-checkpoint files)")
-        frame = memorization_trace(args.checkpoints, items, args.index, args.out, settings=settings,
+        frame = memorization_trace(args.checkpoints, args.items, args.index, args.out, settings=settings,
                                    progress=not args.quiet)
         print(frame.to_string(index=False))
         print(f"wrote {os.path.join(args.out, 'memorization.csv')}, {os.path.join(args.out, 'suffix_lengths.csv')}")
         return 0
-    res = memorization(items, args.index, args.model, args.tokenizer, **settings.to_config())
+    # the items as their file: errors name its lines
+    res = memorization(args.items, args.index, args.model, args.tokenizer, settings=settings)
     text = json_text(res.to_dict())  # strict JSON: a −∞ score (rule "all") is null
     if args.out:
         write_text(args.out, text)

@@ -45,7 +45,7 @@ def test_what_binds_is_what_changes_results():
     assert set(TraceSettings.affecting_names()) == {"layers", "pooling", "max_length", "batch_size", "final_norm",
                                                     "padding_side", "folds", "dtype", "fit_range"}
     assert set(ExtractSettings.affecting_names()) <= set(TraceSettings.affecting_names())
-    assert TraceSettings(layers=[3, 1]).affecting()["layers"] == [3, 1]  # JSON: lists, not tuples
+    assert TraceSettings(layers=[3, 1]).to_config()["layers"] == [3, 1]  # JSON: lists, not tuples
 
 
 @pytest.mark.parametrize("options, keyword, flag", [

@@ -24,7 +24,7 @@ from ..models.runs import ResultsDir, Sweep, check_distinct
 from ..models.settings import MemorizationSettings
 from ..models.scoring import context_limit, continuation_logprobs, load_causal_lm
 from ..ngram import InfGramIndex
-from ..ngram.memorization import check_rule, encode_items, output_scores
+from ..ngram.memorization import encode_items, output_scores
 
 __all__ = ["MemorizationResult", "memorization", "memorization_trace", "suffix_lengths"]
 
@@ -53,7 +53,7 @@ class MemorizationResult:
                 "model_scores": self.model_scores.tolist(), "output_lengths": self.output_lengths.tolist()}
 
 def memorization(items: Iterable[Any], index: InfGramIndex | str | os.PathLike, model: Any, tokenizer: Any = None, *,
-                 rule: str = "wang", batch_size: int = 8, device: Any = None, threads: int = 1) -> MemorizationResult:
+                 settings: MemorizationSettings | None = None, **options: Any) -> MemorizationResult:
     """Distributional memorization of ``model`` on ``items`` against the corpus of ``index``.
 
     ``items``: a ``.jsonl`` path (errors then name its file and line) or (prompt, output)
@@ -61,17 +61,19 @@ def memorization(items: Iterable[Any], index: InfGramIndex | str | os.PathLike, 
     (tokenised with ``tokenizer``) or token-id sequences; the paper formats TriviaQA as
     ``("Question: {q}? Answer:", " {a}")``. ``model``: a Hugging Face causal LM or a local
     directory holding one; ``tokenizer``: a tokenizer or a local directory (default: the
-    model's directory). The index must have been built with the same tokenizer. ``rule``:
-    ``"wang"`` (the paper's) or ``"all"`` (see the module docstring). Returns Spearman ρ and
+    model's directory). The index must have been built with the same tokenizer.
+    ``settings``: a :class:`~fastspec.models.settings.MemorizationSettings`, with ``options``
+    (its fields as keywords: ``rule``, ``"wang"`` (the paper's) or ``"all"`` (see the module
+    docstring); ``batch_size``, ``device``, ``threads``) over it. Returns Spearman ρ and
     its p-value over the items with a defined ∞-gram score.
     """
-    check_rule(rule)
+    s = MemorizationSettings.build(settings, caller="memorization", **options)
     item_list, names = _item_list(items)  # a missing items file before anything is loaded
     idx = _as_index(index)
     model, tokenizer = load_causal_lm(model, tokenizer)
     seqs, prompt_lens = _encoded(item_list, names, tokenizer, model)
-    infgram = output_scores(idx.score(seqs, threads=threads), prompt_lens, rule)
-    return _correlate(model, seqs, prompt_lens, infgram, rule, batch_size=batch_size, device=device)
+    infgram = output_scores(idx.score(seqs, threads=s.threads), prompt_lens, s.rule)
+    return _correlate(model, seqs, prompt_lens, infgram, s.rule, batch_size=s.batch_size, device=s.device)
 
 
 def _as_index(index: InfGramIndex | str | os.PathLike) -> InfGramIndex:

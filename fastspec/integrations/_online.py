@@ -147,8 +147,8 @@ class OnlineGeometry:
         t0 = time.perf_counter()
         stats: dict[str, Any] = {}
         try:
-            accs = extract(model, tokenizer, self.texts, layers=s.layers, pooling=s.pooling, max_length=s.max_length,
-                           batch_size=s.batch_size, shard=(rank, world) if world > 1 else None, progress=False, stats=stats)
+            accs = extract(model, tokenizer, self.texts, settings=s, shard=(rank, world) if world > 1 else None,
+                           progress=False, stats=stats)
         except NonFiniteError as err:  # its advice (nan_policy='omit') is not a setting of a training callback
             raise ValueError(f"fastspec GeometryCallback: at training step {step} ({event}), the model's {err.what} "
                              "Its weights or activations went NaN/Inf: training has diverged (a lower learning "

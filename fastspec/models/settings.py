@@ -181,10 +181,6 @@ class TraceSettings(ExtractSettings):
         "where the last traced layer's RankMe or alpha is least resolved (a turn first, then the largest change)",
         check=non_negative_int, cli={"type": int, "metavar": "M"})
 
-    def extract_options(self) -> dict[str, Any]:
-        """The fields :func:`fastspec.extract` takes."""
-        return {k: getattr(self, k) for k in ExtractSettings.names()}
-
 
 @dataclasses.dataclass(frozen=True)
 class MemorizationSettings(Settings):

@@ -249,7 +249,7 @@ class _Checkpoints:
         partial = PartialState(self.results, ckpt, s.save_every, rank=self.rank, world=self.world)
         accs, start = partial.load(self._accumulator, self.progress)
         stats: dict[str, Any] = {}
-        accs = extract(model, tokenizer, self.texts, **s.extract_options(),
+        accs = extract(model, tokenizer, self.texts, settings=s,
                        shard=(self.rank, self.world) if self.world > 1 else None, accumulators=accs,
                        start_batch=start, on_batch=partial.save,
                        progress=os.path.basename(ckpt.source) if self.progress else False, stats=stats)
