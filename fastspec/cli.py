@@ -220,12 +220,13 @@ def cmd_memorization(args: argparse.Namespace) -> int:
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
+    settings = AblateSettings.from_args(args)  # checked before the model loads
+    sample = TraceSettings.from_args(args)  # the basis texts: --n-texts, --seed, --text-field
     model, tok = load_causal_lm(args.model, args.tokenizer)
     if args.device:
         model = model.to(args.device)
-    sample = TraceSettings.from_args(args)  # the basis texts: --n-texts, --seed, --text-field
     texts = load_texts(args.basis_data, n=sample.n, seed=sample.seed, text_field=sample.text_field)
-    frame = ablate(model, args.items, texts, tok, settings=AblateSettings.from_args(args), progress=not args.quiet)
+    frame = ablate(model, args.items, texts, tok, settings=settings, progress=not args.quiet)
     csv, md = write_table(frame, args.out, "ablation", title=f"Top-k eigenvector ablation, layer {frame.attrs['layer']}")
     png = plot_ablation(frame, os.path.join(args.out, "ablation.png"))
     print(frame.to_string(index=False))

@@ -115,7 +115,7 @@ def test_parser_options_of_settings_do_not_shadow_defaults():
     assert MemorizationSettings.from_args(parser.parse_args(["--rule", "all"])).rule == "all"
 
 
-def test_ablate_takes_its_settings_from_the_command_line():
+def test_ablate_takes_its_settings_from_the_command_line(capsys):
     from fastspec.analyses.ablation import AblateSettings
 
     args = build_parser().parse_args(["ablate", "m", "--items", "i.jsonl", "--basis-data", "b.txt", "--k", "1", "5",
@@ -124,3 +124,6 @@ def test_ablate_takes_its_settings_from_the_command_line():
     assert TraceSettings.from_args(args).n == 9
     with pytest.raises(SettingError, match=r"ks must be positive integers, got \[0\]"):
         AblateSettings(ks=[0])
+    # refused before the model is looked for
+    assert main(["ablate", "no-such-model", "--items", "i.jsonl", "--basis-data", "b.txt", "--k", "0"]) == 2
+    assert "error: --k must be positive integers, got [0]" in capsys.readouterr().err
