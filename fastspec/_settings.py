@@ -67,12 +67,31 @@ def _cli_words(flag: str, value: Any) -> str:
 
 def setting(default: Any, help: str, *, affects: bool = False, check: Callable[[Any, str], Any] | None = None,
             flag: str | None = None, cli: dict[str, Any] | None = None) -> Any:
-    """A settings field: its ``default``, ``help`` text (also the command line's), whether it
-    ``affects`` results (bound in a results directory's ``config.json``, refused on a resume
-    that differs) or is operational, a ``check(value, name)`` returning the value to keep or
-    raising :class:`SettingError`, and the command line's ``flag`` (default: ``--`` and the
-    name in kebab-case) with extra argparse keywords ``cli`` (``type``, ``choices``, ``nargs``,
-    ``metavar``, ``action``); ``cli=None`` with ``flag="-"`` keeps it off the command line."""
+    """A settings field.
+
+    Parameters
+    ----------
+    default
+        The field's default, written here once.
+    help
+        Its help text, also the command line's.
+    affects
+        Whether it changes results (bound in a results directory's ``config.json``, refused on
+        a resume that differs) or is operational.
+    check
+        ``check(value, name)``: the value to keep, or a :class:`SettingError`.
+    flag
+        The command line's option (default: ``--`` and the name in kebab-case); ``"-"`` keeps
+        the field off the command line.
+    cli
+        Extra argparse keywords (``type``, ``choices``, ``nargs``, ``metavar``, ``action``;
+        ``shown``: the default to show where the field's is None).
+
+    Returns
+    -------
+    dataclasses.Field
+        The field, its metadata holding all of the above.
+    """
     return dataclasses.field(default=default, metadata={
         "help": help, "affects": affects, "check": check, "flag": flag, "cli": dict(cli or {})})
 
@@ -94,9 +113,29 @@ class Settings:
 
     @classmethod
     def build(cls: type[S], base: "Settings | None" = None, /, *, caller: str = "", **options: Any) -> S:
-        """Settings of this class: ``base``'s fields it has (default: the defaults), with
-        ``options`` (keywords, as a function taking them is called) over them. An unknown
-        keyword is a TypeError, as Python's own for ``caller``."""
+        """Settings of this class from another's fields and keywords.
+
+        Parameters
+        ----------
+        base
+            Settings whose fields this class has are taken over (None: the defaults).
+        caller
+            The function whose keywords ``options`` are, named in a TypeError.
+        **options
+            Fields of this class, over ``base``'s.
+
+        Returns
+        -------
+        Settings
+            An instance of this class, every field checked.
+
+        Raises
+        ------
+        TypeError
+            An option that is no field of this class, in Python's own words for ``caller``.
+        SettingError
+            A field that fails its check.
+        """
         unknown = [k for k in options if k not in cls.names()]
         if unknown:
             raise TypeError(f"{caller or cls.__name__}() got an unexpected keyword argument {unknown[0]!r}")
@@ -132,8 +171,26 @@ class Settings:
 
     @classmethod
     def from_args(cls: type[S], args: argparse.Namespace, **options: Any) -> S:
-        """The settings a command line gave (fields it did not give keep their defaults), with
-        ``options`` over them."""
+        """The settings a command line gave.
+
+        Parameters
+        ----------
+        args
+            A namespace parsed by a parser that :meth:`add_arguments` filled: the fields it did
+            not give keep their defaults.
+        **options
+            Fields over the command line's.
+
+        Returns
+        -------
+        Settings
+            An instance of this class.
+
+        Raises
+        ------
+        SettingError
+            A field that fails its check.
+        """
         given = {k: getattr(args, k) for k in cls.names() if hasattr(args, k)}
         return cls(**{**given, **options})
 

@@ -90,9 +90,31 @@ def record_identity(rec: Mapping[str, Any]) -> str:
 
 
 class ResultsDir:
-    """A results directory: ``config`` (bound by its keys ``bound``) in ``config_file``, one
-    record per checkpoint in ``record_dir``. ``what`` names the results in errors ("a trace").
-    Only ``rank`` 0 writes."""
+    """A resumable results directory.
+
+    Parameters
+    ----------
+    path
+        The directory.
+    config
+        The run's configuration, written to ``config_file`` when the directory is new.
+    bound
+        Its keys that change results: once a record exists, a run whose ``config`` differs in
+        one of them is refused (:meth:`check_config`).
+    record_dir
+        The folder of the per-checkpoint records, inside ``path``.
+    config_file
+        The configuration's file name.
+    what
+        What the results are, in errors (``"a trace"``).
+    rank
+        This process's rank: only rank 0 writes.
+
+    Raises
+    ------
+    ValueError
+        From :meth:`open`: an unreadable record or configuration, or other bound settings.
+    """
 
     def __init__(self, path: str | os.PathLike, config: dict[str, Any], bound: Sequence[str], *,
                  record_dir: str = CKPT_DIR, config_file: str = CONFIG_FILE, what: str = "a trace", rank: int = 0):
@@ -198,9 +220,33 @@ Measure = Callable[[int, Checkpoint, "tuple[str, str] | None", float], None]
 
 
 class Sweep:
-    """The checkpoint loop over a :class:`ResultsDir` (see the module docstring). A context
-    manager: leaving it stops the downloads. ``after_each()`` runs on rank 0 after every
-    checkpoint (a table rewritten)."""
+    """The checkpoint loop over a :class:`ResultsDir` (see the module docstring); a context
+    manager that opens the directory on entry and stops the downloads on exit.
+
+    Parameters
+    ----------
+    results
+        The results directory.
+    rank, world
+        This process's rank and the number of processes (torchrun).
+    prefetch
+        Hub checkpoints fetched ahead (None: 1).
+    evict
+        Delete each hub checkpoint's downloaded files once measured (and what a killed run
+        left: ``downloads.json``).
+    progress
+        A progress bar and notes (rank 0).
+    desc
+        The progress bar's label.
+    after_each
+        Called on rank 0 after every checkpoint (a table rewritten).
+
+    Raises
+    ------
+    ValueError
+        On entry, on every rank: the directory refused the run (:meth:`ResultsDir.open`); from
+        :meth:`pending`: a recorded hub checkpoint whose branch moved.
+    """
 
     def __init__(self, results: ResultsDir, *, rank: int = 0, world: int = 1, prefetch: int | None = None,
                  evict: bool = False, progress: bool = True, desc: str = "checkpoints",
