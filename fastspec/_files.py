@@ -10,6 +10,7 @@ Below every subpackage (it imports nothing of fastspec), so each layer writes th
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -122,6 +123,53 @@ def save_figure(fig: Any, path: str | os.PathLike, **kwargs: Any) -> str:
     with replacing(path) as tmp:
         fig.savefig(tmp, format=fmt, **kwargs)
     return path
+
+
+def create_json(path: str | os.PathLike, obj: Any) -> bool:
+    """Write :func:`json_text` of ``obj`` to ``path`` only if no file is there, atomically:
+    whoever creates ``path`` first wins, and a reader never sees part of it. The content goes
+    to a temporary name first and is hard-linked to ``path`` (link(2) fails when the target
+    exists, on NFS too); on a filesystem without hard links, ``O_CREAT | O_EXCL`` creates it
+    and the content follows (a reader may then briefly see it empty). Returns whether this
+    call created it."""
+    path = os.fspath(path)
+    tmp = _temporary(path)
+    text = json_text(obj)
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        try:
+            os.link(tmp, path)
+            return True
+        except FileExistsError:
+            return False
+        except OSError as err:
+            if err.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+                raise
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        return True
+    except OSError as err:
+        raise OSError(err.errno, f"cannot write {path}: {err.strerror or err}") from err
+    finally:
+        _remove(tmp)
+
+
+def this_host() -> str:
+    """This machine's name as temporary files and claims spell it."""
+    return _HOST
+
+
+def process_alive(host: str, pid: int) -> bool | None:
+    """Whether process ``pid`` of machine ``host`` is running: known on this machine only
+    (None for another's)."""
+    if host != _HOST:
+        return None
+    return _alive(pid)
 
 
 def _alive(pid: int) -> bool:

@@ -1,4 +1,4 @@
-"""The ``fastspec`` command line: ``demo``, ``trace``, ``plot``, ``spectrum FILE``, ``backends``,
+"""The ``fastspec`` command line: ``demo``, ``trace``, ``status``, ``plot``, ``spectrum FILE``, ``backends``,
 ``index build|count|prob``, ``memorization``, ``ablate``, ``correlate``, ``pass-at-k``,
 ``report``, ``toy``."""
 
@@ -34,6 +34,7 @@ from .demo import (
 from .models.data import load_texts
 from .models.hub import grid, is_pattern, list_revisions
 from .models.phases import phases
+from .models.runs import status
 from .models.scoring import load_causal_lm
 from .models.settings import MemorizationSettings, TraceSettings
 from .models.trace import trace
@@ -99,8 +100,23 @@ def cmd_trace(args: argparse.Namespace) -> int:
         print(frame.drop(columns=["index", "alpha_error"]).to_string(index=False))
         for _, row in frame[frame["alpha_error"].notna()].iterrows():
             print(f"alpha is NaN for {row['checkpoint']} layer {row['layer']}: {row['alpha_error']}")
-        print(f"wrote {os.path.join(args.out, 'trace.csv')}")
+        for name, why in frame.attrs.get("left_to_other_jobs", {}).items():
+            print(f"fastspec trace: {name}: {why}", file=sys.stderr)
+        if frame.attrs.get("not_refined"):
+            print(f"fastspec trace: not refining: {frame.attrs['not_refined']}", file=sys.stderr)
+        if len(frame):
+            print(f"wrote {os.path.join(args.out, 'trace.csv')}")
     return 0
+
+
+#: ``fastspec status``'s exit status while the sweep is not complete (0 once it is; 2: an error).
+STATUS_INCOMPLETE = 3
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    state = status(args.results)
+    print(state.format())
+    return 0 if state.complete else STATUS_INCOMPLETE
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
@@ -308,6 +324,12 @@ def _add_trace(sub: Any) -> None:
     TraceSettings.add_arguments(tr)
     tr.add_argument("--quiet", action="store_true", help="no progress bars")
     tr.set_defaults(func=cmd_trace)
+
+    st = sub.add_parser("status", help="where a trace's sweep stands: per checkpoint done, running (host, pid, since), "
+                                       "failed (the error) or pending; tokens/s and the time left. Exit status 0 "
+                                       "when complete, 3 when not")
+    st.add_argument("results", help="a results directory of fastspec trace (jobs may be writing into it)")
+    st.set_defaults(func=cmd_status)
 
     pl = sub.add_parser("plot", help="figures and phase labels of a trace results directory")
     pl.add_argument("results", help="a directory written by fastspec trace")

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
+import re
 from typing import Any, Sequence
 
 from .._settings import (
@@ -83,6 +85,65 @@ def _integer(value: Any, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise fault(name, "must be an integer", value)
     return value
+
+
+def _shard(value: Any, name: str) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    if value == "slurm":
+        return slurm_shard(name)
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", value) if isinstance(value, str) else None
+    if match:
+        index, count = int(match[1]), int(match[2])
+    elif (isinstance(value, (tuple, list)) and len(value) == 2
+          and all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
+        index, count = value
+    else:
+        raise fault(name, "must be 'I/N' (or (I, N)) with 0 <= I < N, or 'slurm'", value)
+    if not 0 <= index < count:
+        raise fault(name, "must be 'I/N' with 0 <= I < N", value)
+    return index, count
+
+
+#: The Slurm job array's variables that ``shard="slurm"`` reads (sbatch sets them in every task).
+SLURM_VARIABLES = ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_MAX",
+                   "SLURM_ARRAY_TASK_STEP")
+
+
+def slurm_shard(name: str = "shard") -> tuple[int, int]:
+    """(I, N) of this task of a Slurm job array: I = (``SLURM_ARRAY_TASK_ID`` −
+    ``SLURM_ARRAY_TASK_MIN``) / ``SLURM_ARRAY_TASK_STEP``, N = ``SLURM_ARRAY_TASK_COUNT`` (else
+    (MAX − MIN) / STEP + 1); MIN defaults to 0 and STEP to 1. Read only when asked for
+    (``shard="slurm"``), never implicitly. A missing variable, or an array whose task ids are
+    not an evenly spaced range (``--array=0-9`` or ``1-64:2``, not ``--array=1,4,9``), is a
+    :class:`~fastspec._settings.SettingError` naming it and ``name``."""
+    env = {k: os.environ.get(k) for k in SLURM_VARIABLES}
+
+    def number(key: str, default: int | None = None) -> int:
+        text = env[key]
+        if text is None or not text.strip():
+            if default is not None:
+                return default
+            raise SettingError("{%s} reads the Slurm job array's task, and %s is not set (is this a task of a job "
+                               "array, sbatch --array=0-N-1?)" % (name, key), **{name: "slurm"})
+        try:
+            return int(text)
+        except ValueError:
+            raise SettingError("{%s}: %s=%s is not an integer" % (name, key, literal(repr(text))),
+                               **{name: "slurm"}) from None
+
+    task, low, step = number("SLURM_ARRAY_TASK_ID"), number("SLURM_ARRAY_TASK_MIN", 0), number("SLURM_ARRAY_TASK_STEP", 1)
+    if env["SLURM_ARRAY_TASK_COUNT"] is None and env["SLURM_ARRAY_TASK_MAX"] is None:
+        number("SLURM_ARRAY_TASK_COUNT")  # the error naming it
+    count = number("SLURM_ARRAY_TASK_COUNT") if env["SLURM_ARRAY_TASK_COUNT"] is not None else \
+        (number("SLURM_ARRAY_TASK_MAX") - low) // max(step, 1) + 1
+    offset = task - low
+    if step < 1 or offset % step or not 0 <= offset // step < count:
+        raise SettingError("{%s}: task %d of an array of %d tasks from %d in steps of %d: its task ids are not an "
+                           "evenly spaced range (use --array=0-%d, or --shard I/N)" % (name, task, count, low, step,
+                                                                                        max(count - 1, 0)),
+                           **{name: "slurm"})
+    return offset // step, count
 
 
 def _parse_layers(text: str) -> str | list[int]:
@@ -180,6 +241,11 @@ class TraceSettings(ExtractSettings):
         0, "after the checkpoints given, up to M more of the candidates, one at a time, each bisecting the interval "
         "where the last traced layer's RankMe or alpha is least resolved (a turn first, then the largest change)",
         check=non_negative_int, cli={"type": int, "metavar": "M"})
+    shard: tuple[int, int] | None = setting(
+        None, "trace every N-th checkpoint of the list (listed, gridded and filtered as without it) starting at I, "
+        "0 <= I < N, so that N jobs share the sweep and one results directory; 'slurm': I and N of this task of a "
+        "Slurm job array (SLURM_ARRAY_TASK_ID, SLURM_ARRAY_TASK_COUNT), which are read only then",
+        check=_shard, cli={"metavar": "I/N|slurm"})
 
 
 @dataclasses.dataclass(frozen=True)

@@ -18,6 +18,16 @@ A results directory holds:
 Under ``torchrun --nproc-per-node K``, every rank takes every K-th batch, the accumulators
 are all-reduced (exact: Chan's merge), and rank 0 writes.
 
+With ``shard=(I, N)`` (``--shard I/N``, or ``--shard slurm`` in a Slurm job array) a job
+traces the checkpoints at positions I, I + N, … of the list, and N such jobs, on any machines
+sharing the filesystem, write into one results directory at once: the settings and the list
+bind once (the first job wins; another with other settings is refused), every checkpoint is
+claimed before it is traced (``checkpoints/<name>.claim``: no two jobs trace one), a failure
+leaves ``checkpoints/<name>.failed``, and ``fastspec status DIR`` (:func:`fastspec.models.runs.status`)
+says where the sweep stands. ``refine`` waits until every checkpoint given is done: the job
+that finds them all done refines (one job: it claims ``refine.claim``); the others say why
+they do not. The records are the same as one job's.
+
 Hub checkpoints (``"org/name@revision"``) are fetched by :class:`fastspec.models.hub.Downloads`:
 the next ``prefetch`` download while the current one is traced, and with ``evict`` a traced
 checkpoint's files leave the Hugging Face cache (rank 0 downloads and evicts; the other ranks
@@ -47,11 +57,14 @@ from .checkpoints import Checkpoint, as_checkpoint, load_checkpoint
 from .data import load_texts, sample_texts, texts_digest
 from .extract import extract
 from .hub import list_revisions
-from .runs import CKPT_DIR, PartialState, ResultsDir, Sweep, barrier, broadcast, check_distinct, distributed, \
-    read_records, record_identity
+from .runs import CKPT_DIR, Claim, PartialState, ResultsDir, Sweep, barrier, broadcast, check_distinct, \
+    distributed, read_records, record_identity
 from .settings import DEFAULT_MAX_LENGTH, DEFAULT_SAVE_EVERY, TraceSettings
 
 TABLE_FILE = "trace.csv"
+#: load_trace's columns (without ``eigenvalues``).
+COLUMNS = ("checkpoint", "label", "chosen_by", "step", "index", "layer", "rankme", "rankme_sv", "alpha", "alpha_r2",
+           "alpha_intercept", "n_samples", "dim", "n_dropped", "alpha_error", "rankme_se", "rankme_sv_se", "alpha_se")
 #: Settings that change the numbers: a resumed run must match them (the texts by their digest).
 RESULT_SETTINGS = ("data_sha256", "n_texts", *TraceSettings.affecting_names())
 
@@ -96,7 +109,9 @@ def trace(checkpoints: Sequence[Any], data: str | os.PathLike | Sequence[str], o
     Returns
     -------
     pandas.DataFrame
-        :func:`load_trace` of ``out_dir``.
+        :func:`load_trace` of ``out_dir``. Its ``attrs``: ``"left_to_other_jobs"``, the
+        checkpoints of this job's list that other jobs hold or did meanwhile (name → why), and
+        with ``refine``, ``"not_refined"``: why this job did not refine (None when it did).
 
     Raises
     ------
@@ -129,14 +144,26 @@ def trace(checkpoints: Sequence[Any], data: str | os.PathLike | Sequence[str], o
     config = run_config(s, texts, data_name, device=device, world=world)
     results = ResultsDir(out_dir, config, RESULT_SETTINGS, rank=rank)
     job = _Checkpoints(results, s, texts, device, progress)
+    not_refined = None
     with Sweep(results, rank=rank, world=world, prefetch=s.prefetch, evict=s.evict, progress=progress,
-               after_each=lambda: write_table(out_dir)) as sweep:
+               after_each=lambda: write_table(out_dir), shard=s.shard) as sweep:
         _check_stages(ckpts, labels, sweep.done, out_dir)
         sweep.run(sweep.pending(ckpts), lambda i, c, fetched, waited: job.measure(
             i, c, fetched, waited, labels[i] if labels is not None else None, chosen_by))
         if s.refine:
-            _refine(sweep, job, ckpts, candidates, s.refine)
-    return load_trace(out_dir)
+            not_refined = _refine(sweep, job, ckpts, candidates, s.refine)
+        if rank == 0 and sweep.skipped and results.has_records():
+            write_table(out_dir)  # what the other jobs did meanwhile
+    if sweep.skipped and not results.has_records():  # every one of them is still in other jobs' hands
+        import pandas as pd
+
+        frame = pd.DataFrame(columns=list(COLUMNS))
+    else:
+        frame = load_trace(out_dir)
+    frame.attrs["left_to_other_jobs"] = {c.label: why for c, why in sweep.skipped}
+    if s.refine:
+        frame.attrs["not_refined"] = not_refined
+    return frame
 
 
 def _check_stages(ckpts: Sequence[Checkpoint], labels: Sequence[str] | None, done: dict[str, dict[str, Any]],
@@ -164,30 +191,57 @@ def _check_stages(ckpts: Sequence[Checkpoint], labels: Sequence[str] | None, don
 
 def run_config(s: TraceSettings, texts: Sequence[str], data_name: str, *, device: Any, world: int,
                **extra: Any) -> dict[str, Any]:
-    """A trace's ``config.json``: the texts (name, SHA-256, count), every setting, the device,
-    the number of processes and the versions; ``extra`` fields beside them."""
-    return {"data": data_name, "data_sha256": texts_digest(texts), "n_texts": len(texts), **s.to_config(),
+    """A trace's ``config.json``: the texts (name, SHA-256, count), every setting (but the
+    shard: the directory is every shard's), the device, the number of processes and the
+    versions; ``extra`` fields beside them."""
+    settings = {k: v for k, v in s.to_config().items() if k != "shard"}
+    return {"data": data_name, "data_sha256": texts_digest(texts), "n_texts": len(texts), **settings,
             "device": str(device), "world_size": world, **extra,
             "fastspec": __version__, "torch": torch.__version__, "transformers": _transformers_version()}
 
 
 def _refine(sweep: Sweep, job: "_Checkpoints", ckpts: Sequence[Checkpoint], candidates: Sequence[Any] | None,
-            refine: int) -> None:
-    """Up to ``refine`` refinements in all (those of an earlier run count), one at a time."""
+            refine: int) -> str | None:
+    """Up to ``refine`` refinements in all (those of an earlier run count), one at a time,
+    once every checkpoint given is done (by this job or others), by one job at a time.
+    Returns why this job did not refine, or None."""
     out_dir, world = job.results.path, sweep.world
     pool = _candidates(ckpts, candidates)
+    why, claim, left = None, None, 0
     if sweep.rank == 0:
-        frame = load_trace(out_dir).drop_duplicates("checkpoint")
-        left = refine - int((frame["chosen_by"] == "refine").sum())
-    left = broadcast(left if sweep.rank == 0 else None, world)
-    for extra in range(max(left, 0)):
-        nxt = broadcast(next_refinement(load_trace(out_dir), pool) if sweep.rank == 0 else None, world)
-        if nxt is None:
-            break
+        done = {record_identity(r) for r in job.results.records()}
+        missing = [c.label for c in ckpts if c.identity not in done]
+        if missing:
+            why = (f"--refine waits for every checkpoint given to be done, and {len(missing)} of {len(ckpts)} are not "
+                   f"({', '.join(missing[:3])}{', …' if len(missing) > 3 else ''}: other shards' or failed); the job "
+                   "that finds them all done refines, or once they are, run this command again (without --shard, or "
+                   "with any shard: it traces nothing again) to refine")
+        else:
+            claim = sweep.refining()
+            if isinstance(claim, str):
+                why, claim = claim + "; it refines", None
+        if why is None:
+            frame = load_trace(out_dir).drop_duplicates("checkpoint")
+            left = refine - int((frame["chosen_by"] == "refine").sum())
+    why, left = broadcast((why, left), world)
+    if why is not None:
         if sweep.progress:
-            tqdm.write(f"fastspec trace: refining with {nxt.label}")
-        sweep.one(len(ckpts) + extra, nxt, lambda i, c, fetched, waited: job.measure(i, c, fetched, 0.0, None,
-                                                                                     "refine"))
+            tqdm.write(f"fastspec trace: not refining: {why}")
+        return why
+    try:
+        for extra in range(max(left, 0)):
+            nxt = broadcast(next_refinement(load_trace(out_dir), pool) if sweep.rank == 0 else None, world)
+            if nxt is None:
+                break
+            if sweep.progress:
+                tqdm.write(f"fastspec trace: refining with {nxt.label}")
+            if not sweep.one(len(ckpts) + extra, nxt,
+                             lambda i, c, fetched, waited: job.measure(i, c, fetched, 0.0, None, "refine")):
+                break  # another job holds it (one that refines without claiming: an older fastspec)
+    finally:
+        if isinstance(claim, Claim) and sweep.heartbeat is not None:
+            sweep.heartbeat.drop(claim)
+    return None
 
 
 def _candidates(ckpts: Sequence[Checkpoint], candidates: Sequence[Any] | None) -> list[Checkpoint]:
@@ -356,6 +410,19 @@ def load_trace(out_dir: str | os.PathLike, *, eigenvalues: bool = False) -> Any:
 
 
 def write_table(out_dir: str) -> str:
+    """``trace.csv`` of every record in ``out_dir`` now. Jobs sharing the directory each
+    rewrite it after each of their checkpoints; one that read the records before another's
+    last record landed and renamed its table after that one's would leave it short, so the
+    records are listed again after the rename and the table rewritten until they are the
+    same (the last table renamed then holds every record)."""
     path = os.path.join(out_dir, TABLE_FILE)
-    frame = load_trace(out_dir)
-    return write_csv(frame, path)
+    records = os.path.join(out_dir, CKPT_DIR)
+
+    def listed() -> list[str]:
+        return sorted(n for n in os.listdir(records) if n.endswith(".json"))
+
+    while True:
+        before = listed()
+        write_csv(load_trace(out_dir), path)
+        if listed() == before:
+            return path

@@ -39,7 +39,7 @@ def _results(out):
         if name.endswith(".json"):
             rec = json.loads(path.read_text())
             got[name] = {k: v for k, v in rec.items() if k not in ("seconds", "tokens_per_second")}
-        else:
+        elif name.endswith(".npz"):
             with np.load(path) as z:
                 got[name] = {k: z[k].tolist() for k in z.files}
     return got
