@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import socket
+import uuid
 from typing import Any, Iterator
 
 TMP_MARK = ".fastspec-tmp-"
@@ -133,7 +134,7 @@ def create_json(path: str | os.PathLike, obj: Any) -> bool:
     and the content follows (a reader may then briefly see it empty). Returns whether this
     call created it."""
     path = os.fspath(path)
-    tmp = _temporary(path)
+    tmp = _temporary(f"{path}.{uuid.uuid4().hex[:8]}")  # unique to the call: threads of one process race too
     text = json_text(obj)
     try:
         with open(tmp, "w", encoding="utf-8") as fh:

@@ -45,6 +45,31 @@ def _limited_file_size():
     resource.setrlimit(resource.RLIMIT_FSIZE, (1024, 1024))
 
 
+def test_create_json_lets_the_first_writer_win_with_its_whole_content(tmp_path, monkeypatch):
+    """Many writers racing to create one file (the binding of a shared results directory; the
+    kernel decides link(2), so threads race as processes do): exactly one creates it, the file
+    holds that one's complete content, no temporary is left; without hard links (some
+    filesystems refuse link(2)) O_EXCL decides the same way."""
+    import errno
+    from multiprocessing.pool import ThreadPool
+
+    path = tmp_path / "bound.json"
+    with ThreadPool(8) as pool:
+        won = pool.starmap(_files.create_json, [(str(path), {"writer": i, "pad": "x" * 100_000}) for i in range(8)])
+    assert sum(won) == 1 and json.loads(path.read_text())["writer"] == won.index(True)
+    assert os.listdir(tmp_path) == ["bound.json"]
+
+    def no_links(src, dst):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    other = tmp_path / "nolink.json"
+    assert _files.create_json(other, {"a": 1}) and not _files.create_json(other, {"a": 2})
+    assert json.loads(other.read_text()) == {"a": 1} and sorted(os.listdir(tmp_path)) == ["bound.json", "nolink.json"]
+    with pytest.raises(OSError, match=r"cannot write .*missing/x.json"):
+        _files.create_json(tmp_path / "missing" / "x.json", {})
+
+
 def test_ulimit_f_keeps_the_good_result_of_the_cli(tmp_path):
     """(ulimit -f 1; fastspec spectrum X.npy --out m.json --eigenvalues): exit 2 naming m.json,
     and the previous m.json is intact."""

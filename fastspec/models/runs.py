@@ -396,7 +396,7 @@ class Claim:
             held = {**found, "_path": path, "_refreshed": mtime}
             if stale_reason(held, mtime) is None:
                 return held
-            aside = os.path.join(os.path.dirname(path), temporary_name(os.path.basename(path)))
+            aside = os.path.join(os.path.dirname(path), temporary_name(f"{os.path.basename(path)}.{token[:8]}"))
             try:
                 os.replace(path, aside)
             except FileNotFoundError:
