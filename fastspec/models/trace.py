@@ -154,7 +154,7 @@ def trace(checkpoints: Sequence[Any], data: str | os.PathLike | Sequence[str], o
             not_refined = _refine(sweep, job, ckpts, candidates, s.refine)
         if rank == 0 and sweep.skipped and results.has_records():
             write_table(out_dir)  # what the other jobs did meanwhile
-    if sweep.skipped and not results.has_records():  # every one of them is still in other jobs' hands
+    if not results.has_records():  # a shard with nothing to do, or all of it still in other jobs' hands
         import pandas as pd
 
         frame = pd.DataFrame(columns=list(COLUMNS))

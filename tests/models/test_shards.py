@@ -140,6 +140,11 @@ def test_without_shard_no_slurm_variable_is_read(ckpts, whole, data, tmp_path, m
     want = _records(whole)
     assert _records(tmp_path / "half") == {k: v for k, v in want.items() if "step2" in k or "step6" in k}
     assert json.loads((tmp_path / "half" / "config.json").read_text()).get("shard", "absent") == "absent"
+    # more tasks than checkpoints: a task with none has nothing to do, and says so by an empty frame
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "5")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_COUNT", "8")
+    idle = fastspec.trace(ckpts, data, tmp_path / "idle", shard="slurm", **KW)
+    assert idle.empty and list(idle.columns) == list(frame.columns)
 
 
 # -- many jobs, one directory -----------------------------------------------------------------
