@@ -202,6 +202,39 @@ def test_two_jobs_racing_on_one_checkpoint_leave_one_record(ckpts, whole, data, 
     assert got == want
 
 
+def test_a_torchrun_job_is_one_shard_its_rank_0_claiming_for_every_rank(ckpts, whole, data, tmp_path):
+    """Shard 0/2 as a torchrun job of two processes (gloo), shard 1/2 as one process, into one
+    directory; step4 (shard 0's) is held by another job: every rank of the torchrun job leaves
+    it (a rank that went on alone would wait for the others in the all-reduce, for ever). The
+    torchrun job's numbers agree with one process's to float32 rounding (as in test_cli_trace's
+    torchrun test), the single process's exactly."""
+    import numpy as np
+
+    out = tmp_path / "ranks"
+    fastspec.trace(ckpts, data, out, shard=(1, 2), **KW)  # step2, step6; binds the list
+    held = out / "checkpoints" / (Checkpoint(ckpts[2]).slug + ".claim")
+    held.write_text(json.dumps({"host": this_host(), "pid": os.getppid(), "since": "then", "token": "t"}))
+    p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                        "-m", "fastspec", "trace", *ckpts, "--data", str(data), "--out", str(out), *ARGS,
+                        "--shard", "0/2"], capture_output=True, text=True, timeout=600, cwd=tmp_path,
+                       env={**ENV, "OMP_NUM_THREADS": "1"})
+    assert p.returncode == 0, p.stderr[-6000:]
+    assert p.stderr.count("in progress in another job") == 1  # said once, by rank 0
+    got, want = _records(out), _records(whole)
+    step0, step4 = (Checkpoint(c).slug for c in (ckpts[0], ckpts[2]))
+    assert step4 + ".json" not in got and held.exists()
+    for name in want:
+        if name.startswith(step4):
+            continue
+        if not name.startswith(step0):
+            assert got[name] == want[name], name
+        elif name.endswith(".json"):
+            a, b = got[name]["layers"], want[name]["layers"]
+            np.testing.assert_allclose([x["rankme"] for x in a], [x["rankme"] for x in b], rtol=3e-5)
+    state = runs.status(out)
+    assert [c.state for c in state.checkpoints] == ["done", "done", "running", "done"]
+
+
 def test_a_checkpoint_another_job_holds_is_left_to_it_and_a_dead_jobs_is_taken_over(ckpts, whole, data, tmp_path):
     out = tmp_path / "held"
     fastspec.trace(ckpts, data, out, shard=(0, 4), **KW)  # step0
