@@ -26,7 +26,10 @@ claimed before it is traced (``checkpoints/<name>.claim``: no two jobs trace one
 leaves ``checkpoints/<name>.failed``, and ``fastspec status DIR`` (:func:`fastspec.models.runs.status`)
 says where the sweep stands. ``refine`` waits until every checkpoint given is done: the job
 that finds them all done refines (one job: it claims ``refine.claim``); the others say why
-they do not. The records are the same as one job's.
+they do not. The records are the same as one job's. :func:`trace`'s frame says what this job
+left to others in ``attrs["left_to_other_jobs"]`` (name → why: another job holds it, or did
+it meanwhile) and, with ``refine``, ``attrs["not_refined"]`` (why it did not refine; None
+when it did); a job left nothing to do returns an empty frame.
 
 Hub checkpoints (``"org/name@revision"``) are fetched by :class:`fastspec.models.hub.Downloads`:
 the next ``prefetch`` download while the current one is traced, and with ``evict`` a traced
@@ -109,9 +112,7 @@ def trace(checkpoints: Sequence[Any], data: str | os.PathLike | Sequence[str], o
     Returns
     -------
     pandas.DataFrame
-        :func:`load_trace` of ``out_dir``. Its ``attrs``: ``"left_to_other_jobs"``, the
-        checkpoints of this job's list that other jobs hold or did meanwhile (name → why), and
-        with ``refine``, ``"not_refined"``: why this job did not refine (None when it did).
+        :func:`load_trace` of ``out_dir``.
 
     Raises
     ------
