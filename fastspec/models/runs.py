@@ -756,7 +756,6 @@ class PartialState:
             os.remove(self.path)
 
 
-
 @dataclasses.dataclass(frozen=True)
 class CheckpointStatus:
     """Where one checkpoint of a results directory stands (an entry of :class:`SweepStatus`).
