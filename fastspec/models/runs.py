@@ -531,7 +531,8 @@ class Sweep:
         self.shard = shard
         # rank 0 downloads (and evicts); the others wait for the files (its threads start on first use).
         # A ledger per shard: each shard's job evicts what it left, never what another shard is using.
-        ledger = DOWNLOADS_FILE if shard is None else DOWNLOADS_FILE.replace(".json", f".shard{shard[0]}of{shard[1]}.json")
+        ledger = DOWNLOADS_FILE if shard is None else \
+            DOWNLOADS_FILE.replace(".json", f".shard{shard[0]}of{shard[1]}.json")
         self.downloads = Downloads(prefetch=1 if prefetch is None else prefetch, evict=evict,
                                    ledger=os.path.join(results.path, ledger)) if rank == 0 else None
         self.done: dict[str, dict[str, Any]] = {}

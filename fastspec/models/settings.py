@@ -132,7 +132,8 @@ def slurm_shard(name: str = "shard") -> tuple[int, int]:
             raise SettingError("{%s}: %s=%s is not an integer" % (name, key, literal(repr(text))),
                                **{name: "slurm"}) from None
 
-    task, low, step = number("SLURM_ARRAY_TASK_ID"), number("SLURM_ARRAY_TASK_MIN", 0), number("SLURM_ARRAY_TASK_STEP", 1)
+    task = number("SLURM_ARRAY_TASK_ID")
+    low, step = number("SLURM_ARRAY_TASK_MIN", 0), number("SLURM_ARRAY_TASK_STEP", 1)
     if env["SLURM_ARRAY_TASK_COUNT"] is None and env["SLURM_ARRAY_TASK_MAX"] is None:
         number("SLURM_ARRAY_TASK_COUNT")  # the error naming it
     count = number("SLURM_ARRAY_TASK_COUNT") if env["SLURM_ARRAY_TASK_COUNT"] is not None else \
