@@ -133,8 +133,8 @@ def test_without_shard_no_slurm_variable_is_read(ckpts, whole, data, tmp_path, m
     monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "1")
     monkeypatch.setenv("SLURM_ARRAY_TASK_COUNT", "2")
     monkeypatch.setenv("SLURM_ARRAY_TASK_MIN", "0")
-    frame = fastspec.trace(ckpts, data, tmp_path / "all", **KW)
-    assert frame["step"].drop_duplicates().tolist() == [0, 2, 4, 6]
+    frame = fastspec.trace(ckpts[:2], data, tmp_path / "all", **KW)
+    assert frame["step"].drop_duplicates().tolist() == [0, 2]  # not only step2 (task 1 of 2)
     half = fastspec.trace(ckpts, data, tmp_path / "half", shard="slurm", **KW)
     assert half["step"].drop_duplicates().tolist() == [2, 6]
     want = _records(whole)
@@ -416,3 +416,23 @@ def test_a_claim_is_exclusive_refreshed_and_released(tmp_path):
     assert os.path.exists(path) and not mine.mine()
     mine.refresh()
     assert mine.lost
+
+
+def test_taking_over_a_dead_jobs_claim_never_takes_a_fresh_one(tmp_path, monkeypatch):
+    """Two jobs find the same dead job's claim: the first moves it aside and claims afresh; the
+    second's rename then moves that fresh claim, sees it is not the one it judged stale, and
+    puts it back: one holder."""
+    path = tmp_path / "y.claim"
+    path.write_text(json.dumps({"host": this_host(), "pid": _dead_pid(), "since": "then", "token": "dead"}))
+    fresh = {"host": this_host(), "pid": os.getppid(), "since": "now", "token": "first job's"}
+    real = os.replace
+
+    def first_job_wins_meanwhile(src, dst):
+        if src == str(path) and json.loads(path.read_text())["token"] == "dead":
+            path.write_text(json.dumps(fresh))  # the first job took it over between our read and our rename
+        return real(src, dst)
+
+    monkeypatch.setattr(os, "replace", first_job_wins_meanwhile)
+    held = runs.Claim.take(str(path), checkpoint="y")
+    assert isinstance(held, dict) and held["token"] == "first job's"
+    assert json.loads(path.read_text()) == fresh and os.listdir(tmp_path) == ["y.claim"]
