@@ -7,6 +7,7 @@ errors, every cross-reference must resolve); ``tests/test_docs.py`` runs that bu
 from __future__ import annotations
 
 import atexit
+import inspect
 import os
 import shutil
 import sys
@@ -34,6 +35,8 @@ extensions = [
 
 source_suffix = {".md": "markdown", ".rst": "restructuredtext"}
 root_doc = "index"
+# Quotes and ellipses only: "--" must stay two hyphens (command-line flags in help texts).
+smartquotes_action = "qe"
 exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "tutorials/GALLERY_HEADER.rst",
                     # sphinx-gallery writes these beside the executed pages; they are not pages.
                     "tutorials_gen/*.ipynb", "tutorials_gen/*.py", "tutorials_gen/*.zip",
@@ -52,6 +55,8 @@ nitpick_ignore_regex = [
     # lm-eval, and the standard library's typing/os names that autodoc writes out.
     ("py:.*", r"(torch|numpy|np|pandas|pd|transformers|lightning|torchmetrics|lm_eval|scipy)(\..*)?"),
     ("py:.*", r"(os|typing|collections\.abc|pathlib|argparse|dataclasses)\..*"),
+    # lm-eval's model class, which fastspec-ablate subclasses, named as lm-eval's docs name it.
+    ("py:class", r"HFLM"),
 ]
 
 # Signatures show names and defaults; the types are in each docstring's Parameters section,
@@ -59,7 +64,9 @@ nitpick_ignore_regex = [
 # without intersphinx, unresolvable).
 autodoc_typehints = "none"
 autodoc_member_order = "bysource"
-autodoc_default_options = {"members": True, "undoc-members": False, "show-inheritance": False}
+# No "Bases:" line: the bases are private machinery (fastspec._settings.Settings, the
+# callbacks' shared core) or another tool's class, and the docstrings say what a class is.
+autodoc_default_options = {"members": True}
 
 # numpydoc renders the sections; autodoc's :members: lists methods and properties, so
 # numpydoc's own autosummary table of members would list them twice.
@@ -77,8 +84,11 @@ atexit.register(shutil.rmtree, _tutorial_dir, ignore_errors=True)
 sphinx_gallery_conf = {
     "examples_dirs": "tutorials",
     "gallery_dirs": "tutorials_gen",
-    # Every script is executed at each build: they are sized to take seconds.
+    # Every script is executed at each build, changed or not (sphinx-gallery would otherwise
+    # reuse the output of an earlier build in the same tree): they are sized to take seconds.
+    # `-D plot_gallery=0` builds the pages without running them, for quick edits.
     "filename_pattern": r".*\.py",
+    "run_stale_examples": True,
     "ignore_pattern": r"(^|/)_",
     "download_all_examples": False,
     "remove_config_comments": True,
@@ -96,3 +106,18 @@ html_theme = "furo"
 html_title = f"fastspec {release}"
 html_static_path = []
 html_show_sourcelink = False
+
+
+def _init_signature(app, what, name, obj, options, signature, return_annotation):
+    """A class whose ``__new__`` takes ``(*args, **kwargs)`` (CovarianceAccumulator's, which
+    picks the folded subclass) would be documented with that signature, as autodoc prefers
+    ``__new__``; show its ``__init__``'s parameters instead, without annotations."""
+    if what == "class" and signature == "(*args, **kwargs)" and "__init__" in vars(obj):
+        sig = inspect.signature(obj.__init__)
+        params = [p.replace(annotation=inspect.Parameter.empty) for p in list(sig.parameters.values())[1:]]
+        return str(sig.replace(parameters=params, return_annotation=inspect.Signature.empty)), None
+    return None
+
+
+def setup(app):
+    app.connect("autodoc-process-signature", _init_signature)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 from typing import Any
 
 from docutils import nodes
@@ -36,6 +37,26 @@ def _subparsers(parser: argparse.ArgumentParser) -> list[tuple[str, str, argpars
     return out
 
 
+def _usage(parser: argparse.ArgumentParser) -> str:
+    """argparse's usage line at a fixed width (it reads the terminal's otherwise), with a
+    subcommand list shown as COMMAND: the commands are listed below it, each with its help."""
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    saved = [a.metavar for a in subs]
+    old_columns = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = "88"
+    try:
+        for action in subs:
+            action.metavar = "COMMAND"
+        return parser.format_usage().strip()
+    finally:
+        for action, metavar in zip(subs, saved):
+            action.metavar = metavar
+        if old_columns is None:
+            del os.environ["COLUMNS"]
+        else:
+            os.environ["COLUMNS"] = old_columns
+
+
 def _invocation(action: argparse.Action) -> str:
     if not action.option_strings:
         return action.metavar if isinstance(action.metavar, str) else action.dest
@@ -49,7 +70,8 @@ def _invocation(action: argparse.Action) -> str:
 def _describe(action: argparse.Action) -> str:
     text = (action.help or "").replace("%(default)s", str(action.default))
     notes = []
-    if action.choices is not None and not isinstance(action, argparse._SubParsersAction):
+    # The choices show in the invocation ({right,left}) unless a metavar hides them.
+    if action.choices is not None and action.metavar is not None and not isinstance(action, argparse._SubParsersAction):
         notes.append("one of " + ", ".join(str(c) for c in action.choices))
     if action.required and action.option_strings:
         notes.append("required")
@@ -80,9 +102,12 @@ class ArgparseCli(Directive):
         return out
 
     def _section(self, title: str, helptext: str, parser: argparse.ArgumentParser) -> nodes.section:
-        section = nodes.section(ids=[make_id(self.state.document.settings.env, self.state.document, "", title)],
-                                names=[nodes.fully_normalize_name(title)])
+        env = self.state.document.settings.env
+        node_id = make_id(env, self.state.document, "", title)
+        section = nodes.section(ids=[node_id], names=[nodes.fully_normalize_name(title)])
         section += nodes.title(text=title)
+        # A label per command ({ref}`fastspec-trace`), so other pages can link to its section.
+        env.get_domain("std").note_hyperlink_target(node_id, env.docname, node_id, title)
         if helptext:
             section += nodes.paragraph(text=helptext[0].upper() + helptext[1:] + ("" if helptext.endswith(".") else "."))
         section.extend(self._body(parser))
@@ -98,8 +123,21 @@ class ArgparseCli(Directive):
         if not parser.add_help:
             # lm-eval: the command passes its arguments on; argparse has nothing to show.
             return out
-        usage = parser.format_usage().strip()
+        usage = _usage(parser)
         out.append(nodes.literal_block(usage, usage, language="text"))
+        commands = _subparsers(parser)
+        if commands:
+            listing = nodes.definition_list()
+            for name, helptext, _ in commands:
+                item = nodes.definition_list_item()
+                term = nodes.term()
+                term += nodes.literal(text=name)
+                item += term
+                definition = nodes.definition()
+                definition += nodes.paragraph(text=helptext)
+                item += definition
+                listing += item
+            out.append(listing)
         items = nodes.definition_list()
         for action in parser._actions:
             if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)):
