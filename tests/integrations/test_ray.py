@@ -139,7 +139,11 @@ def test_faulty_rows_are_named():
 # -- on a local Ray instance ---------------------------------------------------------------
 @pytest.fixture(scope="module")
 def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    # Ray kills idle workers beyond one per CPU, and a shuffle's map and reduce tasks run in
+    # different worker pools, so each aggregation would start (and import torch in) fresh
+    # workers; keeping a few alive makes every aggregation after the first take about a second.
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
+             _system_config={"num_workers_soft_limit": 6, "idle_worker_killing_time_threshold_ms": 600_000})
     with warnings.catch_warnings():  # DataContext's first use re-sets its own deprecated fields
         warnings.simplefilter("ignore", DeprecationWarning)
         context = ray.data.DataContext.get_current()
@@ -161,7 +165,7 @@ def test_on_ray_tensor_and_list_columns(local_ray):
     # a list column (from_items), several blocks, grouped; the other aggregation beside it
     items = [{"g": i % 2, "e": list(map(float, r))} for i, r in enumerate(x)]
     ds = ray.data.from_items(items, override_num_blocks=3)
-    rows = ds.groupby("g").aggregate(CovarianceAggregate("e", D, fit_range=FIT, alias_name="geom"),
+    rows = ds.groupby("g", num_partitions=2).aggregate(CovarianceAggregate("e", D, fit_range=FIT, alias_name="geom"),
                                      ray.data.aggregate.Count()).take_all()
     assert sorted(r["g"] for r in rows) == [0, 1]
     for r in rows:
