@@ -271,10 +271,12 @@ def write_index(corpus: Corpus, out_dir: str | os.PathLike, plan: ShardPlan, *, 
         # text input has its own bar (bytes tokenised); arrays get one over documents
         bar = tqdm(docs, unit="doc", desc="indexing", disable=bar_off(progress and corpus.tokenizer is None),
                    total=len(docs) if isinstance(docs, (list, tuple)) else None)
+        split = corpus.split
         for k, doc in enumerate(bar):
+            if split is not None:  # errors name the document's place in the whole corpus
+                k = k * split.count + split.index
             writer.add(checked_document(doc, k, corpus.name, plan.vocab_size), k)
         bar.close()
-        split = corpus.split
         if split is not None and writer.tokens < 2:
             raise ValueError(f"{corpus.name}: shard {split.index}/{split.count} holds {writer.docs} document(s) and "
                              f"{writer.tokens} token(s) of the corpus's {split.seen} documents; an index needs at least "

@@ -122,6 +122,13 @@ def test_combine_refuses_shards_that_do_not_fit(tmp_path):
         InfGramIndex.combine(parts[0], parts)
 
 
+def test_a_bad_document_is_named_by_its_place_in_the_corpus(tmp_path):
+    docs = corpus(10)
+    docs[7] = np.array([3, 9999])
+    with pytest.raises(ValueError, match=r"document 7, position 1: token id 9999 is outside \[0, 5000\)"):
+        InfGramIndex.build(docs, tmp_path / "s", shard="1/3", vocab_size=5000, progress=False)
+
+
 def test_a_shard_without_documents_is_refused(tmp_path):
     with pytest.raises(ValueError, match=r"shard 3/4 holds 0 document\(s\) and 0 token\(s\) of the corpus's 3 "
                                          r"documents.*fewer shards"):
