@@ -38,8 +38,9 @@ import numpy as np
 
 from .. import _C
 from .build import TOKEN_DTYPES, check_shard_options, plan_shards, resolve_vocab_size, write_index
-from .ingest import corpus_documents, load_tokenizer
+from .ingest import DocumentSplit, corpus_documents, load_tokenizer, split_corpus
 from .integrity import CHECKSUMS, FORMATS, fingerprint, formats_present, verify_checksums
+from .shards import combine_shards
 
 # load_tokenizer and CHECKSUMS are re-exported: they were defined here before the split, and
 # the CLI and users import them from this module.
@@ -151,7 +152,7 @@ class InfGramIndex:
     def build(cls, tokens_or_path: Any, out_dir: str | os.PathLike, *, vocab_size: int | None = None,
               token_width: int | None = None, tokenizer: Any = None, doc_lengths: Any = None,
               memory_budget: int | str | None = None, threads: int = 2, text_split: str = "line",
-              progress: bool = True, overwrite: bool = False) -> InfGramIndex:
+              progress: bool = True, overwrite: bool = False, shard: Any = None) -> InfGramIndex:
         """Index a tokenised corpus into ``out_dir`` and open it.
 
         ``tokens_or_path``: a list of 1-D token-id arrays (one per document); one 1-D array
@@ -167,12 +168,63 @@ class InfGramIndex:
         boundaries) so that building one needs at most ``memory_budget`` bytes (default half of
         physical memory; about ``width + 8`` bytes per token, times ``threads`` shards built at
         once); queries add the shards up.
+
+        ``shard="I/N"`` (or ``(I, N)``) indexes only shard I of the corpus split by document:
+        document d (0-based, in corpus order) goes to shard d mod N. Each of the N builds
+        reads the whole corpus (text is tokenised for its own documents only) and may run on
+        any machine; the directory gets a ``shard.json`` saying which shard of which corpus it
+        holds, and :meth:`combine` makes one index of the N directories. ``vocab_size`` must
+        then be the corpus's (given, the tokenizer's, or the largest id of all the documents
+        when they are a list), so that every shard has the same.
         """
         check_shard_options(token_width, threads)
-        corpus = corpus_documents(tokens_or_path, tokenizer, doc_lengths, text_split, progress)
+        split = DocumentSplit.of(shard) if shard is not None else None
+        corpus = corpus_documents(tokens_or_path, tokenizer, doc_lengths, text_split, progress, split=split)
         corpus, vocab_size = resolve_vocab_size(corpus, vocab_size)
+        corpus = split_corpus(corpus, split)
         plan = plan_shards(vocab_size, token_width, memory_budget, threads)
         return cls(write_index(corpus, out_dir, plan, progress=progress, overwrite=overwrite))
+
+    @classmethod
+    def combine(cls, out_dir: str | os.PathLike, shard_dirs: Any, *, copy: bool = False,
+                overwrite: bool = False) -> InfGramIndex:
+        """One index of the N shard directories of a corpus built apart (``build(...,
+        shard="I/N")``), without building again; its counts, probabilities and scores equal
+        those of the index of the whole corpus.
+
+        The files are moved (``copy=True``: copied) into ``out_dir`` under one numbering
+        and two fields of each header rewritten; every file is first checked against its
+        build-time checksum, and the combined index gets its own ``checksums.json``. Moving
+        needs ``out_dir`` on the shards' file system and empties the shard directories. See
+        :func:`fastspec.ngram.shards.combine_shards`.
+
+        Parameters
+        ----------
+        out_dir : str or os.PathLike
+            The index directory to write.
+        shard_dirs : sequence of str or os.PathLike
+            Every shard directory of one split, in any order.
+        copy : bool, default False
+            Copy the files instead of moving them (the shard directories stay).
+        overwrite : bool, default False
+            Replace an index already in ``out_dir``.
+
+        Returns
+        -------
+        InfGramIndex
+            The combined index, opened.
+
+        Raises
+        ------
+        ValueError
+            Naming the directory: not a shard, a shard of another split, corpus or settings,
+            a shard missing or given twice, a damaged file.
+        FileExistsError
+            ``out_dir`` holds an index and ``overwrite`` is False.
+        OSError
+            Moving across file systems without ``copy``, or a file that cannot be written.
+        """
+        return cls(combine_shards(out_dir, list(shard_dirs), copy=copy, overwrite=overwrite))
 
     # -- properties -------------------------------------------------------------------
 
