@@ -274,16 +274,18 @@ def _class_fields(cls: type) -> list[tuple[str, str, dataclasses.Field]]:
     ``__init_subclass__`` runs before ``@dataclass`` has made ``cls`` one, so its own fields
     are still the `setting` objects in its namespace; its bases' are dataclass fields already.
     """
+    def spelled(annotation: Any) -> str:  # a string under ``from __future__ import annotations``
+        return annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
+
     found: dict[str, tuple[str, dataclasses.Field]] = {}
     for base in reversed(cls.__mro__[1:]):
         if dataclasses.is_dataclass(base):
             for f in dataclasses.fields(base):
-                found[f.name] = (f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type)), f)
+                found[f.name] = (spelled(f.type), f)
     for name, annotation in cls.__dict__.get("__annotations__", {}).items():
         value = cls.__dict__.get(name, dataclasses.MISSING)
         if isinstance(value, dataclasses.Field):
-            found[name] = (annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation)),
-                           value)
+            found[name] = (spelled(annotation), value)
     return [(name, annotation, f) for name, (annotation, f) in found.items()]
 
 

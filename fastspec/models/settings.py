@@ -179,7 +179,8 @@ class TraceSettings(ExtractSettings):
     >>> s.fit_range, s.save_every
     ((10, 100), 500)
     >>> fastspec.ExtractSettings.build(s)  # the extraction fields of a trace's settings
-    ExtractSettings(layers=(-1,), pooling='last', max_length='auto', batch_size=16, final_norm=None, padding_side=None, folds=1)
+    ExtractSettings(layers=(-1,), pooling='last', max_length='auto', batch_size=16, final_norm=None,
+                    padding_side=None, folds=1)
     >>> sorted(s.to_config())[:4]
     ['batch_size', 'device', 'dtype', 'evict']
     """
