@@ -182,6 +182,13 @@ class Settings:
 
     @classmethod
     def names(cls) -> list[str]:
+        """The names of the fields, in order.
+
+        Returns
+        -------
+        list of str
+            The field names.
+        """
         return [f.name for f in dataclasses.fields(cls)]
 
     @classmethod
@@ -216,19 +223,43 @@ class Settings:
         return cls(**{**values, **options})
 
     def to_config(self) -> dict[str, Any]:
-        """Every field, as JSON values."""
+        """Every field, as JSON values (what a results directory's ``config.json`` records).
+
+        Returns
+        -------
+        dict
+            Field name → value, tuples as lists.
+        """
         return {f.name: jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
     @classmethod
     def affecting_names(cls) -> tuple[str, ...]:
+        """The fields that change results: those bound in a results directory's ``config.json``.
+
+        Returns
+        -------
+        tuple of str
+            Their names, in field order.
+        """
         return tuple(f.name for f in dataclasses.fields(cls) if f.metadata.get("affects"))
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser, *, only: Iterable[str] | None = None,
                       help: Mapping[str, str] | None = None) -> None:
-        """One option per field (those in ``only``, default all), with the field's help (or
-        ``help``'s for it) and its default named; an option not given leaves the field's
-        default (argparse.SUPPRESS), so the default is written once, in the field."""
+        """Add one command-line option per field to ``parser``.
+
+        An option not given leaves the field's default (``argparse.SUPPRESS``), so the
+        default is written once, in the field; the help shows it.
+
+        Parameters
+        ----------
+        parser : argparse.ArgumentParser
+            The parser (or subcommand parser) to add the options to.
+        only : iterable of str, optional
+            The fields to add (default: all, except those whose ``flag`` is ``"-"``).
+        help : mapping of str to str, optional
+            Field name → help text to use instead of the field's own.
+        """
         keep = None if only is None else set(only)
         for f in dataclasses.fields(cls):
             if (keep is not None and f.name not in keep) or f.metadata.get("flag") == "-":

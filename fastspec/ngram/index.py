@@ -648,7 +648,12 @@ class InfGramIndex:
         last MiB, a sample. The same directory gives the same value in every process; the
         same corpus rebuilt with the same settings too (the build is deterministic); another
         corpus, token width or sharding another. Computed on first access and kept; it does
-        not check the files (:meth:`verify` does).
+        not check the files (`verify` does).
+
+        Returns
+        -------
+        str
+            64 hexadecimal digits.
 
         Raises
         ------
