@@ -297,7 +297,7 @@ class InfGramIndex:
         and two fields of each header rewritten; every file is first checked against its
         build-time checksum, and the combined index gets its own ``checksums.json``. Moving
         needs ``out_dir`` on the shards' file system and empties the shard directories. See
-        :func:`fastspec.ngram.shards.combine_shards`.
+        ``fastspec.ngram.shards.combine_shards``.
 
         Parameters
         ----------
