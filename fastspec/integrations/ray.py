@@ -44,7 +44,7 @@ class CovarianceAggregate(AggregateFnV2):
     """The (ddof=1) covariance spectrum of a vector column, as a Ray Data aggregation.
 
     ``ds.aggregate(CovarianceAggregate(column, dim))`` returns ``{name: result}``: by default
-    the :class:`~fastspec.spectral.record.MetricsRecord` of every row of ``column`` (RankMe,
+    the ``MetricsRecord`` of every row of ``column`` (RankMe,
     ``convention="eig"``, of the centred covariance; Garrido et al.'s RankMe_sv of the raw
     second moments; the α-ReQ fit over ``fit_range``; n and d; its ``spectra`` hold the
     centred and raw :class:`fastspec.Spectrum`), equal to
@@ -161,7 +161,7 @@ class CovarianceAggregate(AggregateFnV2):
         -------
         bytes
             The ``state_dict`` of a :class:`fastspec.CovarianceAccumulator` fed the block's
-            rows of :attr:`column` (``torch.save`` format; Ray stores it in a binary column).
+            rows of ``column`` (``torch.save`` format; Ray stores it in a binary column).
 
         Raises
         ------
@@ -227,7 +227,7 @@ class CovarianceAggregate(AggregateFnV2):
 
     # -- reading a block -----------------------------------------------------------------
     def rows(self, block: Any) -> np.ndarray:
-        """The block's vectors of :attr:`column` as one n×d float array, checked.
+        """The block's vectors of ``column`` as one n×d float array, checked.
 
         Parameters
         ----------
@@ -244,7 +244,7 @@ class CovarianceAggregate(AggregateFnV2):
         ------
         ValueError
             The column is missing; a row is null (``nan_policy="raise"``), not a vector, or
-            not of width :attr:`dim`.
+            not of width ``dim``.
         TypeError
             The column's values are not floating point.
         """

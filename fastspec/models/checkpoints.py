@@ -19,7 +19,18 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 
 class CheckpointError(OSError):
-    """A checkpoint could not be loaded (missing directory, unknown revision, bad files)."""
+    """A checkpoint could not be loaded (missing directory, unknown revision, bad files).
+
+    An `OSError`, with a message that names the checkpoint. Raised by `fastspec.trace`,
+    `fastspec.memorization_trace` and the command line when they load or fetch one.
+
+    Examples
+    --------
+    >>> fastspec.trace(["./ckpts/step1000"], ["a text", "another"], "run", progress=False)
+    Traceback (most recent call last):
+    ...
+    fastspec.models.checkpoints.CheckpointError: checkpoint ./ckpts/step1000: no such directory ./ckpts/step1000
+    """
 
 
 @dataclass(frozen=True)

@@ -119,8 +119,27 @@ def _parse_save_every(text: str) -> int | None:
 
 @dataclasses.dataclass(frozen=True)
 class ExtractSettings(Settings):
-    """How :func:`fastspec.extract` turns a model and texts into one covariance accumulator per
-    layer. Every field changes the numbers."""
+    """How `fastspec.extract` turns a model and texts into one covariance accumulator per
+    layer. Every field changes the numbers.
+
+    Each field is checked when the settings are made: a bad value raises
+    `fastspec.SettingError` naming it. The same fields are keywords of `fastspec.extract`,
+    `fastspec.trace` and the training callbacks, and options of the ``fastspec`` command line.
+
+    See Also
+    --------
+    fastspec.TraceSettings : These fields and tracing's own.
+
+    Examples
+    --------
+    >>> s = fastspec.ExtractSettings(layers=[0, -1], batch_size=8)
+    >>> s.layers, s.pooling, s.batch_size
+    ((0, -1), 'last', 8)
+    >>> fastspec.ExtractSettings(pooling="max")
+    Traceback (most recent call last):
+    ...
+    fastspec._settings.SettingError: pooling must be one of ('last', 'mean', 'cls') or a token position (int), got 'max'
+    """
 
     layers: str | int | Sequence[int] = setting(
         "all", "'all' or layer indices (0 = the embedding output, l = the output of block l, negative from the end)",
@@ -146,9 +165,25 @@ class ExtractSettings(Settings):
 
 @dataclasses.dataclass(frozen=True)
 class TraceSettings(ExtractSettings):
-    """The settings of :func:`fastspec.trace`: extraction's, how checkpoints are loaded and
+    """The settings of `fastspec.trace`: extraction's, how checkpoints are loaded and
     measured, which texts, and how the sweep runs. The sample of texts is bound by its SHA-256
-    (``data_sha256`` in ``config.json``), so ``n``, ``seed`` and ``text_field`` bind through it."""
+    (``data_sha256`` in ``config.json``), so ``n``, ``seed`` and ``text_field`` bind through it.
+
+    See Also
+    --------
+    fastspec.ExtractSettings : The extraction fields alone.
+
+    Examples
+    --------
+    >>> s = fastspec.TraceSettings(layers=[-1], n=256, fit_range=[10, 100])
+    >>> s.fit_range, s.save_every
+    ((10, 100), 500)
+    >>> fastspec.ExtractSettings.build(s)  # the extraction fields of a trace's settings
+    ExtractSettings(layers=(-1,), pooling='last', max_length='auto', batch_size=16, final_norm=None,
+                    padding_side=None, folds=1)
+    >>> sorted(s.to_config())[:4]
+    ['batch_size', 'device', 'dtype', 'evict']
+    """
 
     dtype: str = setting("float32", "the dtype the checkpoints are loaded in", affects=True,
                          check=one_of(*DTYPE_NAMES), cli={"choices": DTYPE_NAMES})
@@ -184,7 +219,19 @@ class TraceSettings(ExtractSettings):
 
 @dataclasses.dataclass(frozen=True)
 class MemorizationSettings(Settings):
-    """The settings of :func:`fastspec.memorization` and :func:`fastspec.memorization_trace`."""
+    """The settings of `fastspec.memorization` and `fastspec.memorization_trace`.
+
+    Only ``rule`` changes results; the others say how the scoring runs.
+
+    Examples
+    --------
+    >>> fastspec.MemorizationSettings(rule="all", threads=4)
+    MemorizationSettings(rule='all', batch_size=8, device=None, threads=4)
+    >>> fastspec.MemorizationSettings(rule="none")
+    Traceback (most recent call last):
+    ...
+    fastspec._settings.SettingError: rule must be 'wang' or 'all', got 'none'
+    """
 
     rule: str = setting(
         "wang", "wang: the paper's (zero ∞-gram probabilities dropped, items whose every one is zero left out); "

@@ -62,50 +62,92 @@ __all__ = ["DEFAULT_SAVE_EVERY", "RESULT_SETTINGS", "TraceSettings", "load_trace
 def trace(checkpoints: Sequence[Any], data: str | os.PathLike | Sequence[str], out_dir: str | os.PathLike, *,
           settings: TraceSettings | None = None, candidates: Sequence[Any] | None = None, chosen_by: str = "given",
           progress: bool = True, **options: Any) -> Any:
-    """Trace every checkpoint's per-layer spectrum, RankMe (both conventions) and α into
-    ``out_dir`` (layout in this module's docstring) and return :func:`load_trace` of it.
+    """Trace every checkpoint's per-layer spectrum, RankMe (both conventions) and α into a results directory.
+
+    Each checkpoint is loaded in turn, the same sample of texts is extracted at every
+    requested layer (`fastspec.extract`), and the layer's spectrum and metrics are written
+    to ``out_dir`` as soon as the checkpoint is done: ``config.json`` (the settings, the
+    sample's SHA-256, the versions), ``checkpoints/<name>.json`` and ``.npz`` (per layer:
+    RankMe both ways, α and its fit, n, d; the centred and raw spectra) and ``trace.csv``.
+    Done checkpoints are skipped, so an interrupted run continues where it stopped and gives
+    identical results; a second run into the same directory must agree with ``config.json``
+    on every setting that changes a number. Under ``torchrun`` every rank takes its share of
+    the batches, the accumulators are all-reduced (exact: Chan's merge), and rank 0 writes.
 
     Parameters
     ----------
-    checkpoints
-        Local directories, ``"hub/id@revision"`` strings or (id, revision) pairs, in training
-        order.
-    data
+    checkpoints : sequence
+        Local directories, ``"hub/id@revision"`` strings or ``(id, revision)`` pairs, in
+        training order (a directory's step is read from its name, e.g. ``step1000``).
+    data : str, os.PathLike or sequence of str
         A ``.txt``/``.jsonl``/``.parquet`` file (``n`` documents sampled with ``seed``; all
         when None) or a list of texts.
-    out_dir
-        The results directory. Done checkpoints are skipped, so an interrupted run continues
-        where it stopped and gives identical results.
-    settings
-        A :class:`~fastspec.models.settings.TraceSettings`; ``options`` (its fields as
-        keywords: ``n=``, ``layers=``, ``folds=``, ``fit_range=``, ``prefetch=``, ``evict=``,
-        ``labels=``, ``save_every=``, ``refine=``, …) are applied over it. Each field's
-        meaning and default is documented there, once.
-    candidates
+    out_dir : str or os.PathLike
+        The results directory.
+    settings : fastspec.TraceSettings, optional
+        The settings; ``options`` apply over them.
+    candidates : sequence, optional
         With ``refine=M``: the checkpoints refinements pick from (default: every branch of the
         one hub repository traced that names a step). Each refinement bisects the interval
         between traced checkpoints where the last traced layer's RankMe or α is least resolved
         (a change of direction across it first, then the largest change, relative to the
         metric's range), at the candidate nearest its middle step.
-    chosen_by
+    chosen_by : str, default 'given'
         How the given checkpoints were chosen (``"given"``, ``"grid"``); refinements are
-        ``"refine"`` (``load_trace``'s ``chosen_by`` column).
-    progress
+        ``"refine"`` (`fastspec.load_trace`'s ``chosen_by`` column).
+    progress : bool, default True
         Progress bars and notes on stderr.
+    **options
+        Fields of `fastspec.TraceSettings` as keywords (``n``, ``layers``, ``pooling``,
+        ``folds``, ``fit_range``, ``dtype``, ``device``, ``prefetch``, ``evict``,
+        ``labels``, ``save_every``, ``refine``, …), each documented there, once.
 
     Returns
     -------
     pandas.DataFrame
-        :func:`load_trace` of ``out_dir``.
+        `fastspec.load_trace` of ``out_dir``: one row per (checkpoint, layer).
 
     Raises
     ------
-    fastspec._settings.SettingError
+    fastspec.SettingError
         A setting out of range, naming it.
     ValueError
-        A checkpoint listed twice, labels that do not match the checkpoints, a directory
-        holding a trace made with other settings, or a hub branch that moved since it was
-        traced.
+        No checkpoints, a checkpoint listed twice, labels that do not match the
+        checkpoints, a directory holding a trace made with other settings, or a hub branch
+        that moved since it was traced.
+    fastspec.CheckpointError
+        A checkpoint that cannot be found or loaded.
+
+    See Also
+    --------
+    fastspec.phases : Label the trace's pretraining phases.
+    fastspec.TraceSettings : Every setting, its default and meaning.
+
+    Examples
+    --------
+    Two checkpoints of a tiny GPT-2 (random weights; nothing is downloaded), traced at the
+    last layer with a fit range that its 18 eigenvalues can hold:
+
+    >>> import transformers
+    >>> from fastspec.models.tiny import train_tokenizer
+    >>> texts = [f"the {a} {b} sat on the {c}" for a in ("red", "old", "small")
+    ...          for b in ("cat", "dog", "fox") for c in ("mat", "rug")]
+    >>> tokenizer = train_tokenizer(texts, vocab_size=300)
+    >>> config = transformers.GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=4,
+    ...                                  bos_token_id=0, eos_token_id=0)
+    >>> for step in (0, 100):  # random weights, saved as checkpoints step0/ and step100/
+    ...     _ = torch.manual_seed(step)
+    ...     transformers.GPT2LMHeadModel(config).save_pretrained(f"step{step}")
+    ...     _ = tokenizer.save_pretrained(f"step{step}")
+    >>> frame = fastspec.trace(["step0", "step100"], texts, "run", layers=[-1], fit_range=(1, 10),
+    ...                        progress=False)
+    >>> frame[["checkpoint", "step", "layer", "n_samples", "dim"]]
+      checkpoint  step  layer  n_samples  dim
+    0      step0     0      2         18   32
+    1    step100   100      2         18   32
+    >>> import os
+    >>> sorted(os.listdir("run"))
+    ['checkpoints', 'config.json', 'trace.csv']
     """
     s = TraceSettings.build(settings, caller="trace", **options)
     ckpts = [as_checkpoint(c) for c in checkpoints]
@@ -304,14 +346,59 @@ def _transformers_version() -> str | None:
 
 
 def load_trace(out_dir: str | os.PathLike, *, eigenvalues: bool = False) -> Any:
-    """The traced results as a pandas DataFrame, one row per (checkpoint, layer), in training
-    order (step, then the order given): ``checkpoint``, ``label`` (the one given, else
-    empty), ``step``, ``layer``, ``rankme``,
-    ``rankme_sv``, ``alpha``, ``alpha_r2``, ``alpha_intercept``, ``n_samples``, ``dim``,
-    ``n_dropped``, and ``alpha_error``: why α is NaN where it is (e.g. a spectrum with fewer
-    non-zero eigenvalues than the fit range), and ``rankme_se``, ``rankme_sv_se``, ``alpha_se``:
-    jackknife standard errors of a trace made with ``folds=K`` (NaN otherwise).
-    ``eigenvalues=True`` adds the centred spectrum of each row."""
+    """The traced results as a pandas DataFrame, one row per (checkpoint, layer), in training order.
+
+    Reads a results directory written by `fastspec.trace`, by the training callbacks or by
+    ``fastspec trace``; the checkpoints are ordered by step, then in the order given.
+
+    Parameters
+    ----------
+    out_dir : str or os.PathLike
+        The results directory.
+    eigenvalues : bool, default False
+        Also read each row's centred spectrum (from the ``.npz`` files) into an
+        ``eigenvalues`` column.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The columns ``checkpoint``, ``label`` (the one given, else empty), ``chosen_by``,
+        ``step``, ``index``, ``layer``, ``rankme``, ``rankme_sv``, ``alpha``, ``alpha_r2``,
+        ``alpha_intercept``, ``n_samples``, ``dim``, ``n_dropped``; ``alpha_error``, why α
+        is NaN where it is (e.g. a spectrum with fewer non-zero eigenvalues than the fit
+        range); and ``rankme_se``, ``rankme_sv_se``, ``alpha_se``, jackknife standard
+        errors of a trace made with ``folds=K`` (NaN otherwise).
+
+    Raises
+    ------
+    ValueError
+        A directory holding no results, a checkpoint recorded twice, or unreadable spectra,
+        naming the file.
+
+    Examples
+    --------
+    >>> import transformers
+    >>> from fastspec.models.tiny import train_tokenizer
+    >>> texts = [f"the {a} {b} sat on the {c}" for a in ("red", "old", "small")
+    ...          for b in ("cat", "dog", "fox") for c in ("mat", "rug")]
+    >>> tokenizer = train_tokenizer(texts, vocab_size=300)
+    >>> config = transformers.GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=4,
+    ...                                  bos_token_id=0, eos_token_id=0)
+    >>> for step in (0, 100):  # random weights, saved as checkpoints step0/ and step100/
+    ...     _ = torch.manual_seed(step)
+    ...     transformers.GPT2LMHeadModel(config).save_pretrained(f"step{step}")
+    ...     _ = tokenizer.save_pretrained(f"step{step}")
+    >>> _ = fastspec.trace(["step0", "step100"], texts, "run", layers=[-1], progress=False)
+    >>> frame = fastspec.load_trace("run", eigenvalues=True)
+    >>> frame[["checkpoint", "step", "layer"]]
+      checkpoint  step  layer
+    0      step0     0      2
+    1    step100   100      2
+    >>> frame["alpha_error"][0]
+    'fit_range (11, 100) needs at least 100 eigenvalues; this spectrum has 18 (min(N, d)). Pass a smaller fit_range.'
+    >>> frame["eigenvalues"][0].shape  # min(N, d) eigenvalues: 18 texts, width 32
+    (18,)
+    """
     import pandas as pd
 
     rows = []
