@@ -298,9 +298,9 @@ def ablate(model: Any, items: Any, basis: Sequence[str] | CovarianceAccumulator,
         model is given as an object).
     settings : fastspec.analyses.AblateSettings, optional
         The settings; ``options`` apply over them.
-    prompt : str, default "Question: {question}\\nAnswer:"
+    prompt : str, default ``"Question: {question}\\nAnswer:"``
         The template of an item's prompt (``str.format`` with the item's fields).
-    choice : str, default " {choice}"
+    choice : str, default ``" {choice}"``
         The template of a choice, after the prompt.
     progress : bool, default True
         Progress bars.

@@ -271,7 +271,7 @@ def memorization_trace(checkpoints: Sequence[Any], items: Any, index: InfGramInd
         The results directory: ``memorization/<name>-<hash>.json`` per checkpoint (written
         last: its presence means done), ``memorization.csv`` (``checkpoint``, ``step``,
         ``rho``, ``pvalue``, ``n_items``, ``n_excluded``, ``rule``, rewritten after each),
-        ``suffix_lengths.csv`` (:func:`suffix_lengths` per checkpoint, in the tokens its
+        ``suffix_lengths.csv`` (``fastspec.analyses.suffix_lengths`` per checkpoint, in the tokens its
         tokenizer makes of the items, and ``pooled`` over all of them; a suite that shares one
         tokenizer has the same rows for every checkpoint) and ``memorization_config.json``
         (the index, the items' SHA-256 and the rule: a resumed run with others is refused once

@@ -34,7 +34,7 @@ and help text; :func:`train` and :func:`representation` take them as arguments.
 Measured: fastspec's own :func:`fastspec.spectrum` of H (the centred, ddof=1 covariance of
 the D context representations), :func:`fastspec.rankme` (eig convention) and
 :func:`fastspec.alpha_req` (weighted fit) over ``fit_range``. fastspec's default range
-(:data:`fastspec.spectral.metrics.DEFAULT_FIT_RANGE`, ranks 12..100) needs 100 eigenvalues
+(``fastspec.spectral.DEFAULT_FIT_RANGE``, ranks 12..100) needs 100 eigenvalues
 and a bottleneck has d; the toy fits ranks 1..d, the whole spectrum of
 the bottleneck (1..D−1 if d ≥ D), and :func:`run_conditions` uses the main run's window,
 ranks 1..d, for every condition (the top d of the d = C control) so their α are comparable.

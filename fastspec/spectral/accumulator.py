@@ -129,7 +129,7 @@ class CovarianceAccumulator:
     Attributes
     ----------
     dim : int
-        d.
+        The number of features.
     n_dropped : int
         Rows dropped so far for holding NaN or Inf (``nan_policy="omit"``).
 
@@ -228,9 +228,9 @@ class CovarianceAccumulator:
 
     @property
     def ops(self) -> Ops:
-        """The path this accumulator's chunks and eigensolves take (:class:`~fastspec.spectral.
-        moments.TorchOps`, or the kernels' :class:`~fastspec.spectral.kernels.CudaOps`), chosen
-        once its device is known (before that, the CPU's)."""
+        """The path this accumulator's chunks and eigensolves take (the torch path's
+        ``fastspec.spectral.moments.TorchOps``, or the kernels' ``fastspec.spectral.kernels.CudaOps``),
+        chosen once its device is known (before that, the CPU's)."""
         return self._ops if self._ops is not None else ops_for(self.backend, self.device, self.products)
 
     @property

@@ -56,9 +56,9 @@ def rankme(
         A spectrum, or its eigenvalues (1-D, real, finite; any order: they are sorted in
         descending order first). A torch tensor is read as float64.
     convention : {"eig", "sv"}, default "eig"
-        ``"eig"`` (the seed paper, Reptrix, fastssl): p_i = |λ_i| / Σ|λ| + ε over the
+        ``"eig"`` (the seed paper, Reptrix, fastssl): ``p_i = |λ_i| / Σ|λ| + ε`` over the
         eigenvalues given (a `fastspec.Spectrum` holds the min(N, d) leading ones).
-        ``"sv"`` (Garrido et al., 2023): the same on singular values σ_i = sqrt(|λ_i|).
+        ``"sv"`` (Garrido et al., 2023): the same on singular values ``σ_i = sqrt(|λ_i|)``.
         Garrido's RankMe uses the raw, uncentred matrix:
         ``rankme(spectrum(X, center=False), convention="sv")``.
     eps : float, default 1e-7
