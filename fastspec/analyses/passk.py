@@ -110,7 +110,7 @@ def pass_at_k(n: Any, c: Any, k: Any) -> np.ndarray | float:
     for j, (n, k) in enumerate(pairs.T):
         prefix = np.concatenate([[0.0], np.cumsum(np.log1p(-k / np.arange(n, k, -1, dtype=np.float64)))])
         sel = order[bounds[j]:bounds[j + 1]]
-        values[sel] = -np.expm1(prefix[c_live[sel]])
+        values[sel] = 0.0 - np.expm1(prefix[c_live[sel]])  # 0.0 − x: c = 0 gives +0.0, not −0.0
     out[live] = values
     return float(out) if out.ndim == 0 else out
 

@@ -390,6 +390,14 @@ def train(labels: str = "powerlaw", loss: str = "ce", width: int = 8, classes: i
     fastspec.toy.run_conditions : The main run and its three controls.
     fastspec.toy.compression : Whether a run compresses.
 
+    Notes
+    -----
+    Pass ``contexts`` or ``instances``, not both: ``instances`` fixes the class sizes,
+    max(1, round(instances · c^(−exponent))) contexts of class c (``instances`` each with
+    uniform labels), and D is their sum. ``smoothing=0`` makes the labels hard
+    (deterministic). ``init="balanced"`` is Theorem B.2's condition, HᵀH = VᵀV =
+    init_scale²·I.
+
     Examples
     --------
     The warmup collapse: RankMe falls from near d = 8 to about 1 within 200 steps.

@@ -111,6 +111,8 @@ def spectrum(
     NotImplementedError
         ``backend="cuda"`` where fastspec's CUDA kernels are not available (the message says
         why).
+    OverflowError
+        Values whose float64 sum of squares overflows.
 
     See Also
     --------
