@@ -541,7 +541,7 @@ def run_conditions(steps: int = 4000, seed: int = 0, *, width: int = 8, classes:
 
     Examples
     --------
-    >>> runs = fastspec.toy.run_conditions(steps=200, width=4, classes=16, record_every=50)
+    >>> runs = fastspec.toy.run_conditions(steps=100, width=4, classes=16, record_every=50)
     >>> list(runs)
     ['skewed+bottleneck+CE', 'uniform labels', 'no bottleneck (d=C)', 'MSE loss']
     >>> [frame.attrs["width"] for frame in runs.values()]
