@@ -7,7 +7,7 @@
 
 At the start of training (step 0, for the warmup collapse), at every evaluation and every save
 (or every ``every_n_steps`` steps instead) the callback measures the model being trained on
-the fixed probe texts (:class:`~fastspec.integrations._online.OnlineGeometry`: eval mode, no
+the fixed probe texts (``OnlineGeometry``: eval mode, no
 grad, the model's own device and dtype) and logs ``geometry/rankme/layer_{l}``,
 ``geometry/rankme_sv/layer_{l}``, ``geometry/alpha/layer_{l}`` and ``geometry/phase/layer_{l}``
 (0 warmup, 1 entropy-seeking, 2 compression-seeking, 3 flat). With ``out_dir`` it writes a

@@ -1,6 +1,6 @@
 """An lm-eval-harness model type, ``fastspec-ablate``: any lm-eval task, scored with the top-k
 eigenvectors of one layer's covariance retained or removed (fastspec's
-:class:`~fastspec.analyses.ablation.Projector`, the paper's Table 2 ablation).
+``fastspec.analyses.ablation.Projector``, the paper's Table 2 ablation).
 
 From the command line (lm-eval 0.4.13 finds third-party models only in its own registry,
 which its ``lm_eval`` command fills from a fixed table, ``lm_eval.models.MODEL_MAPPING``: it
@@ -36,7 +36,7 @@ line reads ``layer=-1`` as −1.0. The results' ``config`` records ``fastspec_la
     as :func:`fastspec.ablate` does (``basis_max_length`` tokens per text, default: the
     model's context; ``basis_batch_size`` texts per forward, default 16). ``n_basis`` caps the
     number of texts: at most that many, drawn without replacement with the seeded generator
-    of :func:`fastspec.models.data.sample_texts` (``basis_seed``, default 0), in file order;
+    of ``fastspec.models.data.sample_texts`` (``basis_seed``, default 0), in file order;
     all of them when the file holds fewer or ``n_basis`` is not given.
   * a saved accumulator, ``.pt``/``.pth``: ``torch.save(acc.state_dict(), FILE)`` of the
     :class:`fastspec.CovarianceAccumulator` of that layer (e.g. from
@@ -46,7 +46,7 @@ line reads ``layer=-1`` as −1.0. The results' ``config`` records ``fastspec_la
 - ``layer`` (default −1): as in :func:`fastspec.extract`: 0 is the embedding output, l the
   output of block l, −1 the last layer, after the final norm as Hugging Face's
   ``hidden_states[-1]`` unless ``final_norm=False`` (``final_norm=True``/``False``; default:
-  after it where the model has one, see :func:`fastspec.models.layout.resolve_final_norm`).
+  after it where the model has one, see ``fastspec.models.layout.resolve_final_norm``).
 - ``k`` (default 10): the number of eigenvectors, at most min(n − 1, d) for n basis samples
   (eigenvectors of fastspec's float64 covariance, centred, ddof=1).
 - ``mode`` (default ``retain``): ``retain`` projects h on μ + U_k U_kᵀ (h − μ), ``remove``
@@ -67,7 +67,7 @@ the choice's length in *characters* — ``completion_len = np.array([float(len(i
 choices])`` and ``pred_norm = np.argmax(lls / completion_len)`` in
 ``ConfigurableTask.process_results`` (lm_eval/api/task.py, 0.4.13) — the choice as
 ``doc_to_choice`` gives it, without the target delimiter; ``acc_bytes`` divides by its UTF-8
-bytes. :func:`fastspec.analyses.ablation.accuracies` computes both the same way.
+bytes. ``fastspec.analyses.ablation.accuracies`` computes both the same way.
 """
 
 from __future__ import annotations
