@@ -26,7 +26,8 @@ from .._settings import SettingError
 from ..spectral import CovarianceAccumulator
 from .batching import iter_batches, pad_batch, position_ids, tokenize
 from .settings import DEFAULT_MAX_LENGTH, ExtractSettings
-from .layout import ModelLayout, hidden_size, model_layout, register_layer_hook, resolve_final_norm, resolve_layers
+from .layout import ModelLayout, hidden_size, layer_device, model_layout, register_layer_hook, resolve_final_norm, \
+    resolve_layers
 
 class _StopForward(Exception):
     """Raised by the hook of the last needed module, so the rest of the model never runs."""
@@ -154,7 +155,11 @@ def extract(
     ----------
     model : transformers.PreTrainedModel
         Any Hugging Face model (``AutoModelForCausalLM`` or ``AutoModel``), on the device and
-        in the dtype it should run in (fp32 or bf16, CPU or CUDA); the LM head never runs.
+        in the dtype it should run in (fp32 or bf16, CPU or CUDA), or spread over several
+        devices, the CPU and disk by a device map (``from_pretrained(device_map=...)``,
+        accelerate's big-model loading): each new accumulator then lives on the device of its
+        layer's output, and the pass still stops after the last requested layer. The LM head
+        never runs.
     tokenizer : transformers.PreTrainedTokenizerBase
         The model's tokenizer.
     texts : sequence of str
@@ -235,12 +240,15 @@ def extract(
     side = s.padding_side or getattr(tokenizer, "padding_side", "right")
     pad_id = next((v for v in (getattr(tokenizer, "pad_token_id", None), getattr(tokenizer, "eos_token_id", None)) if v is not None), 0)
     tokens = tokenize(tokenizer, texts, max_length)
-    first = next(model.parameters(), None)
-    device = first.device if first is not None else torch.device("cpu")
+    final_norm = resolve_final_norm(layout, s.final_norm)
+    device = layer_device(layout, 0)  # where the input ids go: the embedding's device
     dim = hidden_size(model)
     accs = accumulators if accumulators is not None else {}
     for layer in wanted:
-        accs.setdefault(layer, CovarianceAccumulator(dim, device=device, precision=precision, folds=s.folds))
+        # On the device of the layer's own output (a device map spreads layers over several),
+        # so that the rows never cross devices.
+        accs.setdefault(layer, CovarianceAccumulator(dim, device=layer_device(layout, layer, final_norm=final_norm),
+                                                     precision=precision, folds=s.folds))
         if accs[layer].dim != dim:
             raise ValueError(f"layer {layer}: accumulator has dim {accs[layer].dim}, the model's hidden size is {dim}")
     batches = list(iter_batches(tokens, s.batch_size, shard))
@@ -248,7 +256,7 @@ def extract(
         raise ValueError(f"start_batch must be an integer in [0, {len(batches)}], got {start_batch!r}")
     n_tokens = sum(len(tokens[i]) for b in batches[start_batch:] for i in b)
     desc = progress if isinstance(progress, str) else "extract"
-    with _Pooler(layout, wanted, accs, s.pooling, resolve_final_norm(layout, s.final_norm)) as pooler, torch.inference_mode(), \
+    with _Pooler(layout, wanted, accs, s.pooling, final_norm) as pooler, torch.inference_mode(), \
             tqdm(total=n_tokens, unit="tok", unit_scale=True, desc=desc, disable=bar_off(bool(progress)), leave=False) as bar:
         start = time.perf_counter()
         for done, batch in enumerate(batches[start_batch:], start=start_batch + 1):

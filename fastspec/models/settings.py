@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from typing import Any, Sequence
+import json
+from typing import Any, Mapping, Sequence
 
 from .._settings import (
+    NAME_ONLY,
     SettingError,
     Settings,
     fault,
@@ -83,6 +85,41 @@ def _integer(value: Any, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise fault(name, "must be an integer", value)
     return value
+
+
+def _device_map(value: Any, name: str) -> str | dict[str, int | str] | None:
+    """A device map as ``from_pretrained`` takes it: a strategy ("auto", "balanced", …) or a
+    device for the whole model, or module name → GPU index, "cpu", "disk" or a device name."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if not value:
+            raise fault(name, "must name a strategy ('auto') or a device, or map module names to devices", value)
+        return value
+    if not isinstance(value, Mapping) or not value:
+        raise fault(name, "must be a string ('auto') or a non-empty mapping of module names to devices", value)
+    out: dict[str, int | str] = {}
+    for module, device in value.items():
+        if not isinstance(module, str):
+            raise fault(name, "must map module names (strings) to devices", module)
+        if isinstance(device, bool) or not (isinstance(device, str) or (isinstance(device, int) and device >= 0)):
+            raise fault(name, f"maps {module!r} to neither a GPU index nor 'cpu', 'disk' or a device name", device)
+        out[module] = device
+    return out
+
+
+def _parse_device_map(text: str) -> str | dict[str, Any]:
+    """``auto`` (or another strategy, or a device), a JSON object, or a JSON file holding one."""
+    if text.lstrip().startswith("{") or text.endswith(".json"):
+        try:
+            if text.lstrip().startswith("{"):
+                return json.loads(text)
+            with open(text) as fh:
+                return json.load(fh)
+        except (OSError, ValueError) as err:
+            raise argparse.ArgumentTypeError(f"a device map as JSON (module name: GPU index, \"cpu\" or \"disk\"), "
+                                             f"or a .json file holding one; {text!r}: {err}") from None
+    return text
 
 
 def _parse_layers(text: str) -> str | list[int]:
@@ -197,6 +234,16 @@ class TraceSettings(ExtractSettings):
     seed: int = setting(0, "seed of the sample", check=_integer, cli={"type": int})
     text_field: str = setting("text", "field/column of the text in .jsonl/.parquet")
     device: str | None = setting(None, "cpu, cuda, cuda:1 … (default: cuda if there is one)")
+    # Operational, as device is: where the layers run changes the numbers by rounding only.
+    device_map: str | Mapping[str, int | str] | None = setting(
+        None, "load each checkpoint through accelerate's big-model path, spread over the GPUs, the CPU and disk: "
+        "auto, or a JSON object (or .json file) of module name -> GPU index, \"cpu\" or \"disk\"; with torchrun, "
+        "one process per node (instead of --device)", check=_device_map,
+        cli={"type": _parse_device_map, "metavar": "auto|JSON"})
+    offload_folder: str | None = setting(
+        None, "with --device-map: where weights offloaded to disk are written when the checkpoint has no "
+        "safetensors files to read them from (default: a temporary folder, deleted after each checkpoint)",
+        cli={"metavar": "DIR"})
     trust_remote_code: bool = setting(False, "let transformers run the checkpoints' own model code",
                                       check=boolean)
     prefetch: int | None = setting(None, "hub checkpoints downloaded ahead of the one being traced",
@@ -204,6 +251,10 @@ class TraceSettings(ExtractSettings):
     evict: bool = setting(
         False, "delete each hub checkpoint's downloaded files from the Hugging Face cache once its results are "
         "written (never files the cache held before the run): disk stays near K + 1 checkpoints", check=boolean)
+    node_local_downloads: bool = setting(
+        False, "with torchrun across nodes that share no filesystem: each node's local rank 0 downloads hub "
+        "checkpoints into its own Hugging Face cache (and evicts them there), and that node's ranks read them; by "
+        "default the job's rank 0 alone downloads, into a cache every node sees", check=boolean)
     labels: Sequence[str] | None = setting(
         None, "one name per checkpoint, in order (e.g. base sft dpo rlvr for post-training stages, which have no "
         "training step): kept in the results and on the plots' axes", check=_labels, cli={"nargs": "+"})
@@ -215,6 +266,15 @@ class TraceSettings(ExtractSettings):
         0, "after the checkpoints given, up to M more of the candidates, one at a time, each bisecting the interval "
         "where the last traced layer's RankMe or alpha is least resolved (a turn first, then the largest change)",
         check=non_negative_int, cli={"type": int, "metavar": "M"})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.device is not None and self.device_map is not None:
+            raise SettingError("{device} and {device_map} both say where the model goes: give one of them",
+                               device=self.device, device_map=self.device_map)
+        if self.offload_folder is not None and self.device_map is None:
+            raise SettingError("{offload_folder} is where {device_map} offloads weights to disk: give a device map "
+                               "with it", offload_folder=self.offload_folder, device_map=NAME_ONLY)
 
 
 @dataclasses.dataclass(frozen=True)

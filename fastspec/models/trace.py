@@ -32,9 +32,12 @@ torchrun broadcast are :mod:`fastspec.models.runs`', shared with the training ca
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import tempfile
 import time
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -47,6 +50,7 @@ from .checkpoints import Checkpoint, as_checkpoint, load_checkpoint
 from .data import load_texts, sample_texts, texts_digest
 from .extract import extract
 from .hub import list_revisions
+from .layout import layer_device, model_layout, resolve_final_norm
 from .runs import CKPT_DIR, PartialState, ResultsDir, Sweep, barrier, broadcast, check_distinct, distributed, \
     read_records, record_identity
 from .settings import DEFAULT_MAX_LENGTH, DEFAULT_SAVE_EVERY, TraceSettings
@@ -165,6 +169,10 @@ def trace(checkpoints: Sequence[Any], data: str | os.PathLike | Sequence[str], o
     if s.folds > len(texts):  # found before any model is loaded, not after its forward passes
         raise SettingError("{folds} asks for more folds than the %d texts: each fold needs texts of its own"
                            % len(texts), folds=s.folds)
+    if s.device_map is not None and int(os.environ.get("LOCAL_WORLD_SIZE", "1")) > 1:
+        raise SettingError("{device_map} spreads each checkpoint over this node's devices, and %s processes of this "
+                           "node would each do so: run one process per node (torchrun --nproc-per-node 1)"
+                           % os.environ["LOCAL_WORLD_SIZE"], device_map=s.device_map)
     rank, world = distributed()
     device = s.device or (f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
     out_dir = os.fspath(out_dir)
@@ -172,13 +180,14 @@ def trace(checkpoints: Sequence[Any], data: str | os.PathLike | Sequence[str], o
     results = ResultsDir(out_dir, config, RESULT_SETTINGS, rank=rank)
     job = _Checkpoints(results, s, texts, device, progress)
     with Sweep(results, rank=rank, world=world, prefetch=s.prefetch, evict=s.evict, progress=progress,
-               after_each=lambda: write_table(out_dir)) as sweep:
+               node_local=s.node_local_downloads, after_each=lambda: write_table(out_dir)) as sweep:
         _check_stages(ckpts, labels, sweep.done, out_dir)
         sweep.run(sweep.pending(ckpts), lambda i, c, fetched, waited: job.measure(
             i, c, fetched, waited, labels[i] if labels is not None else None, chosen_by))
         if s.refine:
             _refine(sweep, job, ckpts, candidates, s.refine)
-    return load_trace(out_dir)
+    # Rank 0's: on nodes that share no filesystem with it, the other ranks have no results to read.
+    return broadcast(load_trace(out_dir) if rank == 0 else None, world)
 
 
 def _check_stages(ckpts: Sequence[Checkpoint], labels: Sequence[str] | None, done: dict[str, dict[str, Any]],
@@ -285,19 +294,23 @@ class _Checkpoints:
         s = self.s
         t0 = time.perf_counter()
         path, commit = fetched if fetched is not None else (None, None)
-        model, tokenizer = load_checkpoint(ckpt, dtype=s.dtype, device=self.device,
-                                           trust_remote_code=s.trust_remote_code, path=path)
-        t1 = time.perf_counter()
-        partial = PartialState(self.results, ckpt, s.save_every, rank=self.rank, world=self.world)
-        accs, start = partial.load(self._accumulator, self.progress)
-        stats: dict[str, Any] = {}
-        accs = extract(model, tokenizer, self.texts, settings=s,
-                       shard=(self.rank, self.world) if self.world > 1 else None, accumulators=accs,
-                       start_batch=start, on_batch=partial.save,
-                       progress=os.path.basename(ckpt.source) if self.progress else False, stats=stats)
-        if self.progress and s.max_length == "auto" and stats["max_length"] < DEFAULT_MAX_LENGTH:
-            tqdm.write(f"fastspec trace: {ckpt.label}: max_length auto = {stats['max_length']}, the model's context")
-        del model
+        with _offload_folder(s) as offload:
+            model, tokenizer = load_checkpoint(ckpt, dtype=s.dtype, device=self.device,
+                                               trust_remote_code=s.trust_remote_code, path=path,
+                                               device_map=s.device_map, offload_folder=offload)
+            t1 = time.perf_counter()
+            partial = PartialState(self.results, ckpt, s.save_every, rank=self.rank, world=self.world)
+            states, start = partial.load(lambda state: state, self.progress)
+            accs = None if states is None else self._accumulators(model, states)
+            stats: dict[str, Any] = {}
+            accs = extract(model, tokenizer, self.texts, settings=s,
+                           shard=(self.rank, self.world) if self.world > 1 else None, accumulators=accs,
+                           start_batch=start, on_batch=partial.save,
+                           progress=os.path.basename(ckpt.source) if self.progress else False, stats=stats)
+            if self.progress and s.max_length == "auto" and stats["max_length"] < DEFAULT_MAX_LENGTH:
+                tqdm.write(f"fastspec trace: {ckpt.label}: max_length auto = {stats['max_length']}, the model's "
+                           "context")
+            del model  # before its offloaded weights' folder goes
         if self.world > 1:
             for acc in accs.values():
                 acc.all_reduce()
@@ -315,13 +328,33 @@ class _Checkpoints:
         barrier(self.world)
         partial.discard()
 
-    def _accumulator(self, state: dict[str, Any]) -> Any:
-        """An accumulator holding a saved ``state`` (a partial state's layer)."""
+    def _accumulators(self, model: Any, states: dict[int, dict[str, Any]]) -> dict[int, Any]:
+        """Accumulators holding a partial state's saved ``states`` (layer → state), each on the
+        device its layer's output is computed on, as :func:`extract` places new ones."""
         from ..spectral.accumulator import CovarianceAccumulator
 
-        acc = CovarianceAccumulator(int(state["dim"]), device=self.device, precision="float64", folds=self.s.folds)
-        acc.load_state_dict(state)
-        return acc
+        layout = model_layout(model)
+        final_norm = resolve_final_norm(layout, self.s.final_norm)
+        accs = {}
+        for layer, state in states.items():
+            accs[layer] = CovarianceAccumulator(int(state["dim"]), device=layer_device(layout, layer, final_norm=final_norm),
+                                                precision="float64", folds=self.s.folds)
+            accs[layer].load_state_dict(state)
+        return accs
+
+
+@contextlib.contextmanager
+def _offload_folder(s: TraceSettings) -> Iterator[str | None]:
+    """Where a device map offloads weights to disk while a checkpoint is traced: the folder
+    given, else (with a device map) a temporary one, deleted afterwards; None without one."""
+    if s.device_map is None or s.offload_folder is not None:
+        yield s.offload_folder
+        return
+    folder = tempfile.mkdtemp(prefix="fastspec-offload-")
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def layer_results(accs: dict[int, Any], fit_range: tuple[int, int]) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
