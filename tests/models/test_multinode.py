@@ -19,7 +19,7 @@ from tinylm import CORPUS, checkpoints
 
 import fastspec
 
-STEPS = (0, 3, 6)
+STEPS = (0, 2)
 
 
 def _free_port() -> int:
@@ -40,7 +40,7 @@ def _hub_env(server: HubServer, home) -> dict[str, str]:
 def test_two_nodes_without_a_shared_filesystem_trace_what_one_process_does(tmp_path):
     dirs = checkpoints(tmp_path / "ckpts", steps=STEPS)
     data = tmp_path / "data.txt"
-    data.write_text("\n".join(CORPUS[:40]) + "\n")
+    data.write_text("\n".join(CORPUS[:32]) + "\n")
     port = _free_port()
     with HubServer({"org/tiny": {f"step{s}": d for s, d in zip(STEPS, dirs)}}) as server:
         agents = []
@@ -69,9 +69,9 @@ def test_two_nodes_without_a_shared_filesystem_trace_what_one_process_does(tmp_p
                and list((tmp_path / f"node{n}" / "out" / "checkpoints").glob("*.json"))]
     assert len(written) == 1, "global rank 0 alone writes results"
     two = fastspec.load_trace(tmp_path / f"node{written[0]}" / "out", eigenvalues=True)
-    one = fastspec.trace(dirs, data, tmp_path / "one", layers=[0, 2], max_length=32, progress=False)
+    fastspec.trace(dirs, data, tmp_path / "one", layers=[0, 2], max_length=32, progress=False)
     one = fastspec.load_trace(tmp_path / "one", eigenvalues=True)
-    assert two["step"].tolist() == one["step"].tolist() and two["n_samples"].eq(40).all()
+    assert two["step"].tolist() == one["step"].tolist() and two["n_samples"].eq(32).all()
     # Each rank ran every other batch: float32 rows identical, their sums in another order.
     for x, y in zip(one["eigenvalues"], two["eigenvalues"]):
         np.testing.assert_allclose(y, x, rtol=0, atol=1e-6 * x[0])
