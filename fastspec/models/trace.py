@@ -312,6 +312,11 @@ class _Checkpoints:
                            "context")
             del model  # before its offloaded weights' folder goes
         if self.world > 1:
+            if s.device_map is not None:
+                # Spread over this node's devices by layer; the all-reduce meets on one device per
+                # rank (the GPU torchrun gave it, or the CPU), the same on every rank, whatever each
+                # node's map did.
+                accs = {layer: self._placed(acc.state_dict(), torch.device(self.device)) for layer, acc in accs.items()}
             for acc in accs.values():
                 acc.all_reduce()
         t2 = time.perf_counter()
@@ -331,16 +336,18 @@ class _Checkpoints:
     def _accumulators(self, model: Any, states: dict[int, dict[str, Any]]) -> dict[int, Any]:
         """Accumulators holding a partial state's saved ``states`` (layer → state), each on the
         device its layer's output is computed on, as :func:`extract` places new ones."""
-        from ..spectral.accumulator import CovarianceAccumulator
-
         layout = model_layout(model)
         final_norm = resolve_final_norm(layout, self.s.final_norm)
-        accs = {}
-        for layer, state in states.items():
-            accs[layer] = CovarianceAccumulator(int(state["dim"]), device=layer_device(layout, layer, final_norm=final_norm),
-                                                precision="float64", folds=self.s.folds)
-            accs[layer].load_state_dict(state)
-        return accs
+        return {layer: self._placed(state, layer_device(layout, layer, final_norm=final_norm))
+                for layer, state in states.items()}
+
+    def _placed(self, state: dict[str, Any], device: torch.device) -> Any:
+        """An accumulator on ``device`` holding ``state`` (an accumulator's ``state_dict()``)."""
+        from ..spectral.accumulator import CovarianceAccumulator
+
+        acc = CovarianceAccumulator(int(state["dim"]), device=device, precision="float64", folds=self.s.folds)
+        acc.load_state_dict(state)
+        return acc
 
 
 @contextlib.contextmanager

@@ -3,10 +3,12 @@ on the CPU) stand in for two nodes. They share no Hugging Face cache and no resu
 (each is given its own, as nodes with local disks would be), so with --node-local-downloads
 each node's local rank 0 downloads from the loopback Hub (tests/hubserver.py) into its own
 cache and evicts it there, global rank 0 alone writes results, and the numbers are one
-process's."""
+process's. Each node also loads its model through a device map that offloads part of it to
+disk (--device-map), as a model larger than a node's GPUs would be."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -20,6 +22,9 @@ from tinylm import CORPUS, checkpoints
 import fastspec
 
 STEPS = (0, 2)
+#: The tiny GPT-NeoX's modules (AutoModel): the embedding and the second block on disk.
+DEVICE_MAP = {"embed_in": "disk", "emb_dropout": "cpu", "rotary_emb": "cpu", "layers.0": "cpu", "layers.1": "disk",
+              "final_layer_norm": "cpu"}
 
 
 def _free_port() -> int:
@@ -50,7 +55,8 @@ def test_two_nodes_without_a_shared_filesystem_trace_what_one_process_does(tmp_p
                    "--node-rank", str(node), "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}",
                    "--rdzv-id", "fastspec-test", "-m", "fastspec", "trace", "org/tiny", "--revisions", "all",
                    "--data", str(data), "--out", str(tmp_path / f"node{node}" / "out"), "--layers", "0,2",
-                   "--max-length", "32", "--node-local-downloads", "--evict", "--quiet"]
+                   "--max-length", "32", "--node-local-downloads", "--evict", "--device-map", json.dumps(DEVICE_MAP),
+                   "--quiet"]
             agents.append(subprocess.Popen(cmd, env=_hub_env(server, tmp_path / f"node{node}" / "hf"),
                                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
         try:
