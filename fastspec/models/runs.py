@@ -253,8 +253,9 @@ class Sweep:
         left: ``downloads.json``).
     node_local
         Each node's local rank 0 (torchrun's ``LOCAL_RANK`` 0) downloads for its node, into
-        its own Hugging Face cache, its record of them in :func:`node_ledger` (rank 0's in
-        ``downloads.json``); else rank 0 downloads for all, into a cache every rank sees.
+        its own Hugging Face cache, its record of them in :func:`~fastspec.models.hub.node_ledger`
+        beside that cache; else rank 0 downloads for all, into a cache every rank sees, and
+        records them in ``downloads.json``.
     progress
         A progress bar and notes (rank 0).
     desc
@@ -278,8 +279,9 @@ class Sweep:
         self.results, self.rank, self.world, self.node_local = results, rank, world, node_local
         self.progress, self.desc, self.after_each = progress and rank == 0, desc, after_each
         # rank 0 (node_local: each node's local rank 0) downloads and evicts; the others wait
-        # for the files (its threads start on first use)
-        ledger = os.path.join(results.path, DOWNLOADS_FILE) if rank == 0 else node_ledger(results.path)
+        # for the files (its threads start on first use). A node-local cache's record stays
+        # with that cache: a restarted job may make another node rank 0.
+        ledger = node_ledger(results.path) if node_local else os.path.join(results.path, DOWNLOADS_FILE)
         self.downloads = Downloads(prefetch=1 if prefetch is None else prefetch, evict=evict, ledger=ledger) \
             if rank == 0 or (node_local and node_rank()[1] == 0) else None
         self.done: dict[str, dict[str, Any]] = {}

@@ -15,14 +15,20 @@ A results directory holds:
   resumes from it, with results identical to an uninterrupted run's; it is deleted once the
   checkpoint's results are written.
 
-Under ``torchrun --nproc-per-node K``, every rank takes every K-th batch, the accumulators
-are all-reduced (exact: Chan's merge), and rank 0 writes.
+Under ``torchrun --nproc-per-node K`` (and across nodes: ``--nnodes N`` with a c10d
+rendezvous), every rank takes every W-th batch (W processes in all), the accumulators are
+all-reduced (exact: Chan's merge), and global rank 0 writes.
+
+With ``device_map`` a checkpoint is loaded through accelerate's big-model path, spread over
+the GPUs, the CPU and disk (one process per node under torchrun); each layer's accumulator
+lives on the device of that layer's output.
 
 Hub checkpoints (``"org/name@revision"``) are fetched by :class:`fastspec.models.hub.Downloads`:
 the next ``prefetch`` download while the current one is traced, and with ``evict`` a traced
 checkpoint's files leave the Hugging Face cache (rank 0 downloads and evicts; the other ranks
 wait for it; ``downloads.json`` records what the run downloaded, so a killed run leaks
-nothing). Each record holds the commit its revision resolved to; a resumed run whose
+nothing). With ``node_local_downloads`` (nodes that share no filesystem), each node's local
+rank 0 does so in its own cache, recording it beside that cache. Each record holds the commit its revision resolved to; a resumed run whose
 revision now resolves to another commit is refused rather than mixed.
 
 The directory, the settings' binding, the loop over checkpoints, the partial saves and the

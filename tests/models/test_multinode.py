@@ -82,6 +82,9 @@ def test_two_nodes_without_a_shared_filesystem_trace_what_one_process_does(tmp_p
     for x, y in zip(one["eigenvalues"], two["eigenvalues"]):
         np.testing.assert_allclose(y, x, rtol=0, atol=1e-6 * x[0])
     np.testing.assert_allclose(two["rankme"], one["rankme"], rtol=3e-5)
-    for n in (0, 1):  # each node evicted what it downloaded, and recorded so
+    for n in (0, 1):  # each node evicted what it downloaded, and its record of that is beside its cache
         snapshots = tmp_path / f"node{n}" / "hf" / "hub" / "models--org--tiny" / "snapshots"
         assert not snapshots.exists() or not os.listdir(snapshots)
+        (ledger,) = (tmp_path / f"node{n}" / "hf" / "fastspec").glob("downloads-*.json")
+        assert json.loads(ledger.read_text())["downloads"] == {}
+        assert not (tmp_path / f"node{n}" / "out" / "downloads.json").exists()
