@@ -88,3 +88,50 @@ def test_two_nodes_without_a_shared_filesystem_trace_what_one_process_does(tmp_p
         (ledger,) = (tmp_path / f"node{n}" / "hf" / "fastspec").glob("downloads-*.json")
         assert json.loads(ledger.read_text())["downloads"] == {}
         assert not (tmp_path / f"node{n}" / "out" / "downloads.json").exists()
+
+
+def _scripted_gather(monkeypatch, rank, *rounds):
+    """torch.distributed.all_gather_object as a world of len(round) ranks would answer it: this
+    process's object at ``rank``, the others' as scripted, round after round."""
+    import torch.distributed as dist
+
+    left = list(rounds)
+
+    def gather(out, obj, group=None):
+        out[:] = [obj if r == rank else theirs for r, theirs in enumerate(left.pop(0))]
+
+    monkeypatch.setattr(dist, "all_gather_object", gather)
+
+
+def test_each_rank_takes_its_nodes_files_and_all_stop_together_when_one_cannot_see_them(tmp_path, monkeypatch):
+    """Sweep's exchange of a hub checkpoint's files, the collectives scripted: a rank reads its
+    own node's download; a rank that sees nothing, or nodes that fetched different commits,
+    stop every rank with the reason (the rank, the path, the flag to use)."""
+    from fastspec.models.checkpoints import Checkpoint, CheckpointError
+    from fastspec.models.runs import ResultsDir, Sweep
+
+    ckpt = Checkpoint("org/tiny", "step2")
+    mine, theirs = (str(tmp_path), "c0ffee"), (str(tmp_path / "elsewhere"), "c0ffee")
+    results = ResultsDir(tmp_path / "out", {}, ())
+    # Rank 3 of 4: local rank 1 of node 1, which reads what node 1's local rank 0 (rank 2) fetched.
+    monkeypatch.setenv("GROUP_RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    sweep = Sweep(results, rank=3, world=4, node_local=True)
+    assert sweep.downloads is None  # not its node's local rank 0
+    _scripted_gather(monkeypatch, 3, [("node 0", 0, theirs), ("node 0", 1, None), ("node 1", 0, mine), None],
+                     [(True, theirs[0]), (True, theirs[0]), (True, mine[0]), None])
+    assert sweep._share(ckpt, None) == mine
+    # node 1 fetched another commit (the branch moved between the nodes' downloads)
+    _scripted_gather(monkeypatch, 3, [("node 0", 0, (theirs[0], "beef")), ("node 0", 1, None), ("node 1", 0, mine),
+                                      None], [(True, theirs[0])] * 4)
+    with pytest.raises(ValueError, match="nodes downloaded different commits of it"):
+        sweep._share(ckpt, None)
+    # Shared-filesystem mode (the default): rank 0's download, which rank 1 does not see.
+    monkeypatch.setenv("GROUP_RANK", "0")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    sweep = Sweep(results, rank=0, world=2)
+    _scripted_gather(monkeypatch, 0, [None, ("node 1", 0, None)], [None, (False, mine[0])])
+    with pytest.raises(CheckpointError, match=r"rank 1 \(.*\) cannot see the files downloaded by rank 0.*"
+                                              r"--node-local-downloads"):
+        sweep._share(ckpt, mine)
+    sweep.close()
