@@ -219,7 +219,7 @@ class TraceSettings(ExtractSettings):
     ExtractSettings(layers=(-1,), pooling='last', max_length='auto', batch_size=16, final_norm=None,
                     padding_side=None, folds=1)
     >>> sorted(s.to_config())[:4]
-    ['batch_size', 'device', 'dtype', 'evict']
+    ['batch_size', 'device', 'device_map', 'dtype']
     """
 
     dtype: str = setting("float32", "the dtype the checkpoints are loaded in", affects=True,
@@ -241,7 +241,7 @@ class TraceSettings(ExtractSettings):
         "one process per node (instead of --device)", check=_device_map,
         cli={"type": _parse_device_map, "metavar": "auto|JSON"})
     offload_folder: str | None = setting(
-        None, "with --device-map: where weights offloaded to disk are written when the checkpoint has no "
+        None, "where the weights that --device-map offloads to disk are written when the checkpoint has no "
         "safetensors files to read them from (default: a temporary folder, deleted after each checkpoint)",
         cli={"metavar": "DIR"})
     trust_remote_code: bool = setting(False, "let transformers run the checkpoints' own model code",
