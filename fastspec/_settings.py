@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
+import re
+import textwrap
 from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 S = TypeVar("S", bound="Settings")
@@ -19,15 +22,38 @@ NAME_ONLY = ...
 
 
 class SettingError(ValueError):
-    """A fault in a setting, or advice that names one. The message is a ``template`` whose
-    ``{name}`` fields are settings: ``str(err)`` spells them as Python keywords
-    (``nan_policy='omit'``), :meth:`render` with a parser's flags as options
-    (``--nan-policy omit``), so neither side rewrites the other's words.
+    """A fault in a setting, or advice that names one, in the words of whoever set it.
 
-    >>> str(SettingError("{batch_size} must be positive", batch_size=0))
+    The message is a ``template`` whose ``{name}`` fields are settings: ``str(err)`` spells
+    them as Python keywords (``nan_policy='omit'``), `render` with a parser's flags as
+    options (``--nan-policy omit``), so neither side rewrites the other's words. A subclass
+    of `ValueError`, so code that catches that catches this.
+
+    Parameters
+    ----------
+    template : str
+        The message; each ``{name}`` field names a setting, and literal braces are doubled
+        (`str.format` syntax).
+    **named
+        The settings the template names, with the values given (``...``, i.e.
+        ``fastspec._settings.NAME_ONLY``: the setting's name alone, no value).
+
+    Attributes
+    ----------
+    template : str
+        The template, as given.
+    named : dict
+        The settings it names and their values.
+
+    Examples
+    --------
+    >>> err = fastspec.SettingError("{batch_size} must be positive", batch_size=0)
+    >>> str(err)
     'batch_size=0 must be positive'
-    >>> SettingError("{batch_size} must be positive", batch_size=0).render({"batch_size": "--batch-size"})
+    >>> err.render({"batch_size": "--batch-size"})
     '--batch-size 0 must be positive'
+    >>> str(fastspec.SettingError("{layers} is empty", layers=...))
+    'layers is empty'
     """
 
     def __init__(self, template: str, /, **named: Any):
@@ -35,8 +61,28 @@ class SettingError(ValueError):
         super().__init__(self.render())
 
     def render(self, flags: Mapping[str, str] | None = None) -> str:
-        """The message, settings spelled as keywords (``flags`` None) or as the flags given
-        (keyword → option string; a keyword not there is ``--`` + its kebab-case)."""
+        """The message, its settings spelled as Python keywords or as command-line options.
+
+        Parameters
+        ----------
+        flags : mapping of str to str, optional
+            Keyword → option string (``{"batch_size": "--batch-size"}``); a keyword not in it
+            is ``--`` and its kebab-case. None: spell settings as Python keywords.
+
+        Returns
+        -------
+        str
+            The message. As options, True and None values print the flag alone, False its
+            ``--no-`` form, and sequences their items after the flag.
+
+        Examples
+        --------
+        >>> err = fastspec.SettingError("{final_norm} needs a final norm", final_norm=False)
+        >>> err.render()
+        'final_norm=False needs a final norm'
+        >>> err.render({})
+        '--no-final-norm needs a final norm'
+        """
         words = {}
         for name, value in self.named.items():
             if flags is None:
@@ -46,7 +92,24 @@ class SettingError(ValueError):
         return self.template.format(**words)
 
     def prefixed(self, prefix: str) -> "SettingError":
-        """The same error with ``prefix`` (a file name, a layer) before its message."""
+        """The same error with ``prefix`` (a file name, a layer) before its message.
+
+        Parameters
+        ----------
+        prefix : str
+            Plain text put before the message; braces in it are kept literally.
+
+        Returns
+        -------
+        SettingError
+            A new error naming the same settings.
+
+        Examples
+        --------
+        >>> err = fastspec.SettingError("{folds} must be positive", folds=0)
+        >>> str(err.prefixed("config.json: "))
+        'config.json: folds=0 must be positive'
+        """
         return SettingError(literal(prefix) + self.template, **self.named)
 
 
@@ -99,7 +162,17 @@ def setting(default: Any, help: str, *, affects: bool = False, check: Callable[[
 @dataclasses.dataclass(frozen=True)
 class Settings:
     """Base of the settings dataclasses: every field is checked when made, and a bad value is
-    a :class:`SettingError` naming it."""
+    a :class:`SettingError` naming it.
+
+    A subclass's docstring gets its Parameters section from its fields (see
+    `parameters_section`): the help text is written once, in `setting`, and serves the
+    reference and the command line alike.
+    """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.__doc__:
+            cls.__doc__ = with_parameters(cls.__doc__, parameters_section(_class_fields(cls)))
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -109,6 +182,13 @@ class Settings:
 
     @classmethod
     def names(cls) -> list[str]:
+        """The names of the fields, in order.
+
+        Returns
+        -------
+        list of str
+            The field names.
+        """
         return [f.name for f in dataclasses.fields(cls)]
 
     @classmethod
@@ -143,19 +223,43 @@ class Settings:
         return cls(**{**values, **options})
 
     def to_config(self) -> dict[str, Any]:
-        """Every field, as JSON values."""
+        """Every field, as JSON values (what a results directory's ``config.json`` records).
+
+        Returns
+        -------
+        dict
+            Field name → value, tuples as lists.
+        """
         return {f.name: jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
     @classmethod
     def affecting_names(cls) -> tuple[str, ...]:
+        """The fields that change results: those bound in a results directory's ``config.json``.
+
+        Returns
+        -------
+        tuple of str
+            Their names, in field order.
+        """
         return tuple(f.name for f in dataclasses.fields(cls) if f.metadata.get("affects"))
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser, *, only: Iterable[str] | None = None,
                       help: Mapping[str, str] | None = None) -> None:
-        """One option per field (those in ``only``, default all), with the field's help (or
-        ``help``'s for it) and its default named; an option not given leaves the field's
-        default (argparse.SUPPRESS), so the default is written once, in the field."""
+        """Add one command-line option per field to ``parser``.
+
+        An option not given leaves the field's default (``argparse.SUPPRESS``), so the
+        default is written once, in the field; the help shows it.
+
+        Parameters
+        ----------
+        parser : argparse.ArgumentParser
+            The parser (or subcommand parser) to add the options to.
+        only : iterable of str, optional
+            The fields to add (default: all, except those whose ``flag`` is ``"-"``).
+        help : mapping of str to str, optional
+            Field name → help text to use instead of the field's own.
+        """
         keep = None if only is None else set(only)
         for f in dataclasses.fields(cls):
             if (keep is not None and f.name not in keep) or f.metadata.get("flag") == "-":
@@ -193,6 +297,79 @@ class Settings:
         """
         given = {k: getattr(args, k) for k in cls.names() if hasattr(args, k)}
         return cls(**{**given, **options})
+
+
+def _class_fields(cls: type) -> list[tuple[str, str, dataclasses.Field]]:
+    """(name, annotation, field) of every field ``cls`` will have, in the dataclass's order.
+
+    ``__init_subclass__`` runs before ``@dataclass`` has made ``cls`` one, so its own fields
+    are still the `setting` objects in its namespace; its bases' are dataclass fields already.
+    """
+    def spelled(annotation: Any) -> str:  # a string under ``from __future__ import annotations``
+        return annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
+
+    found: dict[str, tuple[str, dataclasses.Field]] = {}
+    for base in reversed(cls.__mro__[1:]):
+        if dataclasses.is_dataclass(base):
+            for f in dataclasses.fields(base):
+                found[f.name] = (spelled(f.type), f)
+    for name, annotation in cls.__dict__.get("__annotations__", {}).items():
+        value = cls.__dict__.get(name, dataclasses.MISSING)
+        if isinstance(value, dataclasses.Field):
+            found[name] = (spelled(annotation), value)
+    return [(name, annotation, f) for name, (annotation, f) in found.items()]
+
+
+def parameters_section(fields: Iterable[tuple[str, str, dataclasses.Field]]) -> str:
+    """A numpydoc Parameters section from settings fields: the type from the annotation, the
+    default and the help text from `setting`, and whether the field changes results.
+
+    Parameters
+    ----------
+    fields
+        ``(name, annotation, field)`` triples; fields made without `setting` (no help) are
+        listed with their type and default alone.
+
+    Returns
+    -------
+    str
+        The section, its lines unindented, ending with a newline.
+    """
+    lines = ["Parameters", "----------"]
+    for name, annotation, f in fields:
+        default = "" if f.default is dataclasses.MISSING else f", default {f.default!r}"
+        lines.append(f"{name} : {annotation}{default}")
+        # Not capitalised: the help often starts with a value ("wang: ...", "right | left").
+        help_text = f.metadata.get("help", "")
+        if help_text and not help_text.endswith("."):
+            help_text += "."
+        shown = f.metadata.get("cli", {}).get("shown")
+        if f.default is None and shown is not None:
+            help_text += f" None means {_shown(shown)}."
+        if f.metadata.get("affects"):
+            # Why it is said here: a resumed run with another value is refused, which a reader
+            # of the reference should know before changing it.
+            help_text += " Changes results: bound in a results directory's ``config.json``."
+        # Options as literals: Sphinx's smart quotes would print "--no-final-norm" with a dash.
+        help_text = re.sub(r"(?<![\w`-])(--[a-z][\w-]*)", r"``\1``", help_text)
+        if help_text:
+            lines.extend(textwrap.wrap(help_text.strip(), 92, initial_indent="    ", subsequent_indent="    ",
+                                       break_on_hyphens=False))
+    return "\n".join(lines) + "\n"
+
+
+def with_parameters(doc: str, section: str) -> str:
+    """``doc`` (a class docstring) with ``section`` inserted before its first numpydoc section,
+    or at its end; a docstring that has a Parameters section of its own is kept as it is."""
+    lines = inspect.cleandoc(doc).splitlines()
+    headers = [i for i in range(len(lines) - 1)
+               if lines[i].strip() and set(lines[i + 1].strip()) == {"-"} and len(lines[i + 1].strip()) >= 3]
+    if any(lines[i].strip() == "Parameters" for i in headers):
+        return doc
+    at = headers[0] if headers else len(lines)
+    head = "\n".join(lines[:at]).rstrip("\n")
+    tail = "\n".join(lines[at:])
+    return head + "\n\n" + section + ("\n" + tail if tail else "")
 
 
 def option_string(f: dataclasses.Field) -> str:

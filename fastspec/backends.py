@@ -11,16 +11,36 @@ from .spectral import kernels as cuda_kernels
 
 
 def backends() -> dict[str, dict[str, Any]]:
-    """Report each compute path: ``{"name": {"available": bool, "detail"|"reason": str}}``.
+    """What this install can compute with, and for what it cannot, why.
 
-    - ``torch_cpu``: the reference path (always there).
-    - ``torch_cuda``: the torch path on a CUDA device (needs a CUDA build of torch and a GPU).
-    - ``cuda_kernels``: fastspec's CUDA kernels (``fastspec._C_cuda``): available when they
-      were built (``FASTSPEC_CUDA``), import, and find a driver and a device; otherwise the
-      reason names the first of those that failed. ``devices``: per visible device, "ok" or
-      why work there uses the torch path (compute capability below 8.0, or a failed canary:
-      the kernels disagreed with the torch path in float64 on that device).
-    - ``infgram``: the C++ suffix-array ∞-gram engine (compiled into ``fastspec._C``).
+    Returns
+    -------
+    dict
+        ``{name: {"available": bool, "detail" or "reason": str}}`` for each path:
+
+        - ``torch_cpu``: the reference path (always there).
+        - ``torch_cuda``: the torch path on a CUDA device (needs a CUDA build of torch and a
+          GPU).
+        - ``cuda_kernels``: fastspec's CUDA kernels (``fastspec._C_cuda``): available when
+          they were built (``FASTSPEC_CUDA``), import, and find a driver and a device;
+          otherwise the reason names the first of those that failed. ``devices``: per
+          visible device, "ok" or why work there uses the torch path (compute capability
+          below 8.0, or a failed canary: the kernels disagreed with the torch path in float64
+          on that device).
+        - ``infgram``: the C++ suffix-array ∞-gram engine (compiled into ``fastspec._C``).
+        - ``build``: the compiled module's version and compiler.
+
+    See Also
+    --------
+    fastspec.spectrum : Its ``backend`` argument chooses between these paths.
+
+    Examples
+    --------
+    >>> info = fastspec.backends()
+    >>> sorted(info)
+    ['build', 'cuda_kernels', 'infgram', 'torch_cpu', 'torch_cuda']
+    >>> info["torch_cpu"]["available"], info["infgram"]["available"]
+    (True, True)
     """
     info = _C.build_info()
     out: dict[str, dict[str, Any]] = {

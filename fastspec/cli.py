@@ -1,5 +1,5 @@
 """The ``fastspec`` command line: ``demo``, ``trace``, ``status``, ``plot``, ``spectrum FILE``, ``backends``,
-``index build|count|prob``, ``memorization``, ``ablate``, ``correlate``, ``pass-at-k``,
+``index build|combine|count|prob``, ``memorization``, ``ablate``, ``correlate``, ``pass-at-k``,
 ``report``, ``toy``."""
 
 from __future__ import annotations
@@ -182,7 +182,14 @@ def cmd_index_build(args: argparse.Namespace) -> int:
             raise type(err)(f"{args.doc_lengths}: {err}") from err
     idx = InfGramIndex.build(args.corpus, args.out, tokenizer=args.tokenizer, vocab_size=args.vocab_size, doc_lengths=doc_lengths,
                              token_width=args.token_width, memory_budget=args.memory_budget, threads=args.threads,
-                             text_split=args.text_split, progress=not args.quiet, overwrite=args.overwrite)
+                             text_split=args.text_split, progress=not args.quiet, overwrite=args.overwrite,
+                             shard=args.shard)
+    print(json.dumps(idx.info, indent=1))
+    return 0
+
+
+def cmd_index_combine(args: argparse.Namespace) -> int:
+    idx = InfGramIndex.combine(args.out, args.shard_dirs, copy=args.copy, overwrite=args.overwrite)
     print(json.dumps(idx.info, indent=1))
     return 0
 
@@ -377,7 +384,17 @@ def _add_index(sub: Any) -> None:
     ib.add_argument("--text-split", choices=("line", "file"), default="line", help="a document per line or per file")
     ib.add_argument("--overwrite", action="store_true")
     ib.add_argument("--quiet", action="store_true", help="no progress bar")
+    ib.add_argument("--shard", metavar="I/N", help="index only shard I of N of the corpus split by document (document "
+                                                  "d in shard d mod N), for `fastspec index combine`")
     ib.set_defaults(func=cmd_index_build)
+    ic = isub.add_parser("combine", help="one index of the shard directories built with --shard I/N (files moved, "
+                                         "not rebuilt)")
+    ic.add_argument("out", help="index directory to write")
+    ic.add_argument("shard_dirs", nargs="+", metavar="SHARD_DIR", help="every shard directory of the split")
+    ic.add_argument("--copy", action="store_true", help="copy the files (the shard directories stay) instead of "
+                                                         "moving them")
+    ic.add_argument("--overwrite", action="store_true")
+    ic.set_defaults(func=cmd_index_combine)
     iv = isub.add_parser("verify", help="check every file of an index against its build-time checksums, and its "
                                         "structure (exit 2 naming a damaged file)")
     iv.add_argument("index", help="index directory (fastspec's or infini-gram's)")

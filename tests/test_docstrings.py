@@ -28,6 +28,7 @@ MODULES = (
     "fastspec.integrations.lightning",
     "fastspec.integrations.torchmetrics",
     "fastspec.integrations.lm_eval",
+    "fastspec.integrations.ray",
     "fastspec.compat.reptrix",
 )
 

@@ -127,3 +127,50 @@ def test_ablate_takes_its_settings_from_the_command_line(capsys):
     # refused before the model is looked for
     assert main(["ablate", "no-such-model", "--items", "i.jsonl", "--basis-data", "b.txt", "--k", "0"]) == 2
     assert "error: --k must be positive integers, got [0]" in capsys.readouterr().err
+
+
+def test_the_reference_documents_each_field_from_its_one_help_text():
+    from fastspec._settings import Settings, setting
+
+    @dataclasses.dataclass(frozen=True)
+    class Base(Settings):
+        """Base settings.
+
+        Examples
+        --------
+        >>> Base()
+        """
+
+        k: int = setting(3, "how many, see --k-max", affects=True)
+
+    @dataclasses.dataclass(frozen=True)
+    class Child(Base):
+        """Child settings."""
+
+        where: str | None = setting(None, "where it runs", cli={"shown": "cpu"})
+
+    @dataclasses.dataclass(frozen=True)
+    class Own(Base):
+        """Own.
+
+        Parameters
+        ----------
+        k : int
+            Written by hand.
+        """
+
+    base = Base.__doc__.splitlines()
+    # The section comes before Examples, the flag is a literal, and a field that binds says so.
+    assert base.index("Parameters") < base.index("Examples")
+    assert "k : int, default 3" in base and any("``--k-max``" in line and "Changes results" in line for line in base)
+    child = Child.__doc__
+    assert "k : int, default 3" in child and "where : str | None, default None" in child  # inherited fields too
+    assert "where it runs. None means cpu." in child and child.index("k : int") < child.index("where :")
+    assert Own.__doc__.count("Parameters") == 1 and "Written by hand." in Own.__doc__
+    # One source: every field's help (first words) is in both the reference and the command line.
+    parser = argparse.ArgumentParser()
+    TraceSettings.add_arguments(parser)
+    helps = {a.dest: a.help for a in parser._actions}
+    for f in dataclasses.fields(TraceSettings):
+        first = " ".join(f.metadata["help"].split()[:3])
+        assert first in " ".join(TraceSettings.__doc__.split()) and helps[f.name].startswith(f.metadata["help"][:20])

@@ -275,26 +275,102 @@ def eigenbasis(model: Any, tokenizer: Any, basis: Sequence[str] | CovarianceAccu
 def ablate(model: Any, items: Any, basis: Sequence[str] | CovarianceAccumulator, tokenizer: Any = None, *,
            settings: AblateSettings | None = None, prompt: str = PROMPT, choice: str = CHOICE, progress: bool = True,
            **options: Any) -> pd.DataFrame:
-    """Multiple-choice accuracy with the top-k eigenvectors of ``layer`` retained or removed,
-    for each k in ``ks`` and each mode, beside the unablated model.
+    """Multiple-choice accuracy with the top-k eigenvectors of a layer retained or removed
+    (the paper's Table 2), beside the unablated model.
 
-    ``model``: a Hugging Face causal LM or a local directory (``tokenizer`` defaults to it).
-    ``items``: a ``.jsonl`` path or dicts (see the module docstring). ``settings``: an
-    :class:`AblateSettings`, with ``options`` (its fields as keywords: ``layer``, ``ks``,
-    ``modes``, ``positions``, ``final_norm``, ``batch_size``, ``max_length``) over it.
-    ``basis``: texts whose
-    last-token representations at ``layer`` give the covariance (its mean and eigenvectors,
-    from fastspec's spectrum), or a :class:`CovarianceAccumulator` of that layer. ``layer``:
-    as in :func:`fastspec.extract` (−1: the last layer, after the final norm like HF's
-    ``hidden_states[-1]`` unless ``final_norm=False``). ``positions``: ``"all"`` projects every
-    token's representation, ``"scored"`` only those whose next-token predictions are scored
-    (the last prompt token and the choice's tokens but its last: for one-token choices, the
-    last-token representation alone). ``max_length``: tokens per basis text (None: the
-    model's context). The hook is removed afterwards, also on error.
+    At one layer, a forward hook replaces each representation h by its projection on the
+    span of the top-k eigenvectors U_k of that layer's covariance (``"retain"``: h ← μ +
+    U_k U_kᵀ (h − μ)) or on the orthogonal complement (``"remove"``: h ← h − U_k U_kᵀ (h − μ)),
+    about the covariance's mean μ. Items are scored as lm-eval-harness scores SciQ.
 
-    Returns one row per (mode, k) and one for ``mode="none"`` with ``accuracy``,
-    ``acc_norm`` and ``n_items``; ``attrs`` hold the layer, positions, chance level and the
-    basis size.
+    Parameters
+    ----------
+    model : transformers.PreTrainedModel or str
+        A Hugging Face causal LM, or a local directory holding one.
+    items : str, os.PathLike or iterable of dict
+        A ``.jsonl`` path or dicts, one per question: ``{"question": …, "choices": [...],
+        "answer": index}`` (extra fields may appear in the ``prompt`` template).
+    basis : sequence of str or fastspec.CovarianceAccumulator
+        Texts whose last-token representations at the layer give the covariance (its mean
+        and eigenvectors, from fastspec's spectrum), or an accumulator of that layer.
+    tokenizer : transformers.PreTrainedTokenizerBase or str, optional
+        A tokenizer or a local directory (default: the model's directory; needed when the
+        model is given as an object).
+    settings : fastspec.analyses.AblateSettings, optional
+        The settings; ``options`` apply over them.
+    prompt : str, default ``"Question: {question}\\nAnswer:"``
+        The template of an item's prompt (``str.format`` with the item's fields).
+    choice : str, default ``" {choice}"``
+        The template of a choice, after the prompt.
+    progress : bool, default True
+        Progress bars.
+    **options
+        Fields of ``AblateSettings`` as keywords (the options of ``fastspec ablate``):
+
+        - ``layer`` (default −1): as in :func:`fastspec.extract`: 0 the embedding output, l
+          the output of block l, −1 the last layer, after the final norm like HF's
+          ``hidden_states[-1]`` unless ``final_norm=False``.
+        - ``ks`` (default (1, 10, 100)): the numbers of top eigenvectors, each at most
+          min(n − 1, d) for n basis texts.
+        - ``modes`` (default both): ``"retain"`` and/or ``"remove"``.
+        - ``positions`` (default ``"all"``): project every token's representation, or
+          (``"scored"``) only those whose next-token predictions are scored (the last prompt
+          token and the choice's tokens but its last).
+        - ``final_norm``: at the last layer, project after the final norm (default where the
+          model has one) or before it (False).
+        - ``batch_size`` (default 16): texts or items per forward pass.
+        - ``max_length``: tokens per basis text (None: the model's context).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per (mode, k) and one for ``mode="none"`` (the unablated model), with
+        ``accuracy`` (lm-eval's ``acc``: the highest summed log-likelihood wins, ties to the
+        first choice), ``acc_norm`` (the sum over the choice's length in characters),
+        ``acc_bytes`` (in UTF-8 bytes) and ``n_items``; ``attrs`` hold the ``layer``,
+        ``positions``, ``final_norm``, the ``chance`` level, ``dim`` and the number of basis
+        samples (``basis_samples``).
+
+    Raises
+    ------
+    ValueError
+        Malformed items (naming the line or item), a prompt template that needs a field an
+        item lacks, a k beyond what the basis can give, a basis of another width than the
+        layer, or a bad setting (a ``SettingError`` naming it).
+    OSError
+        A model, tokenizer or items path that does not exist.
+
+    Notes
+    -----
+    Retaining every direction (k = d) changes nothing, and removing every direction replaces
+    each representation by μ. The hook is removed afterwards, also on error.
+
+    Examples
+    --------
+    A random-init GPT-2 and made-up text, built here (nothing downloaded):
+
+    >>> import transformers
+    >>> from fastspec.models.tiny import train_tokenizer
+    >>> rng = np.random.default_rng(0)
+    >>> words = ["the", "cat", "sat", "on", "mat", "dog", "ran", "far", "away"]
+    >>> texts = [" ".join(rng.choice(words, 8)) for _ in range(50)]
+    >>> tok = train_tokenizer(texts, vocab_size=300)
+    >>> _ = torch.manual_seed(0)
+    >>> model = transformers.GPT2LMHeadModel(transformers.GPT2Config(
+    ...     vocab_size=len(tok), n_positions=64, n_embd=32, n_layer=2, n_head=2,
+    ...     bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id))
+    >>> items = [{"question": " ".join(rng.choice(words, 3)), "choices": ["cat", "dog", "mat"],
+    ...           "answer": int(rng.integers(3))} for _ in range(8)]
+    >>> frame = fastspec.ablate(model, items, texts, tok, ks=(1, 8), progress=False)
+    >>> print(frame[["mode", "k", "accuracy", "n_items"]].to_string(index=False))
+      mode    k  accuracy  n_items
+      none <NA>     0.375        8
+    retain    1     0.250        8
+    retain    8     0.375        8
+    remove    1     0.375        8
+    remove    8     0.375        8
+    >>> frame.attrs["layer"], frame.attrs["dim"], frame.attrs["basis_samples"]
+    (2, 32, 50)
     """
     s = AblateSettings.build(settings, caller="ablate", **options)
     layer, ks, modes, positions, final_norm, batch_size = s.layer, s.ks, s.modes, s.positions, s.final_norm, s.batch_size

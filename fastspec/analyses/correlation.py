@@ -56,16 +56,64 @@ def _pair(x: np.ndarray, y: np.ndarray) -> dict[str, float]:
 def correlate(geometry: Any, scores: Any, *, metrics: Sequence[str] = ("rankme", "alpha"), on: str = "step",
               layer: int | str | None = "last", score_columns: Sequence[str] | None = None) -> pd.DataFrame:
     """Pearson and Spearman correlations (with p-values) of each geometry metric with each
-    score, across checkpoints.
+    score, across checkpoints (the paper's Table C.2).
 
-    ``geometry``: a trace results directory, a DataFrame from :func:`fastspec.load_trace`, or
-    a CSV with an ``on`` column (and ``layer``, if it holds several layers; ``layer="last"``
-    takes the deepest). ``scores``: a DataFrame or CSV with the ``on`` column and one numeric
-    column per score (``score_columns`` picks some; default: every numeric column). Rows are
-    matched on ``on`` (the step); checkpoints with a NaN metric or score are left out of that
-    pair, and a pair with fewer than 3 points, or a constant side, gets NaN. Returns one row
-    per (metric, score) with ``n``, ``pearson_r``, ``pearson_p``, ``spearman_rho`` and
-    ``spearman_p``; ``attrs`` hold the layer and the steps found on only one side.
+    Rows are matched on ``on`` (the step); checkpoints with a NaN metric or score are left
+    out of that pair, and a pair with fewer than 3 points, or a constant side, gets NaN. The
+    p-values are two-sided, from ``scipy.stats.pearsonr`` and ``spearmanr``.
+
+    Parameters
+    ----------
+    geometry : str, os.PathLike or pandas.DataFrame
+        A trace results directory, a DataFrame from :func:`fastspec.load_trace`, or a CSV,
+        with an ``on`` column, the ``metrics`` columns, and ``layer`` if it holds several
+        layers.
+    scores : str, os.PathLike or pandas.DataFrame
+        A DataFrame or CSV with the ``on`` column and one numeric column per score
+        (accuracy, memorization, loss, pass@k, …), one row per checkpoint.
+    metrics : sequence of str, default ("rankme", "alpha")
+        The geometry columns to correlate.
+    on : str, default "step"
+        The column that matches checkpoints between the two tables.
+    layer : int or "last", default "last"
+        The layer of ``geometry`` to use when it holds several (``"last"``: the deepest).
+    score_columns : sequence of str, optional
+        The score columns to correlate (default: every numeric, non-boolean column but
+        ``on``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per (metric, score) with ``n``, ``pearson_r``, ``pearson_p``,
+        ``spearman_rho`` and ``spearman_p``; ``attrs`` hold the ``layer`` used, ``on``, and
+        the steps found on only one side (``only_in_geometry``, ``only_in_scores``).
+
+    Raises
+    ------
+    ValueError
+        A missing ``on``, metric, layer or score column, a checkpoint twice in one table, no
+        numeric score column, or fewer than 3 checkpoints in both tables. Errors name the
+        file.
+
+    See Also
+    --------
+    fastspec.load_trace : The geometry table of a trace.
+    fastspec.pass_at_k : A score to correlate with.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> geometry = pd.DataFrame({"step": [0, 100, 200, 400, 800],
+    ...                          "rankme": [3.1, 9.5, 14.2, 12.8, 11.9], "alpha": [2.1, 1.2, 0.8, 0.9, 1.0]})
+    >>> scores = pd.DataFrame({"step": [0, 100, 200, 400, 800, 1600],
+    ...                        "accuracy": [0.25, 0.31, 0.40, 0.46, 0.52, 0.55]})
+    >>> table = fastspec.correlate(geometry, scores)
+    >>> print(table[["metric", "score", "n", "pearson_r", "spearman_rho"]].round(2).to_string(index=False))
+    metric    score  n  pearson_r  spearman_rho
+    rankme accuracy  5       0.78           0.6
+     alpha accuracy  5      -0.77          -0.6
+    >>> table.attrs["only_in_scores"]
+    [1600]
     """
     geo, used_layer = _one_layer(_geometry_frame(geometry), layer)
     sc = read_table(scores)

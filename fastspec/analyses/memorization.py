@@ -36,7 +36,40 @@ SUFFIX_BINS = ("<=3", "4", "5", "6", "7", "8", ">8")
 
 @dataclass(frozen=True)
 class MemorizationResult:
-    """Spearman ρ of the ∞-gram scores against the model scores, over ``n_items`` items."""
+    """Distributional memorization of a model on a set of items: what
+    `fastspec.memorization` returns.
+
+    Parameters
+    ----------
+    rho : float
+        Spearman ρ of the ∞-gram scores against the model scores, over ``n_items`` items (NaN
+        when either side is constant: it has no ranking).
+    pvalue : float
+        Its two-sided p-value (``scipy.stats.spearmanr``).
+    n_items : int
+        Items in the correlation.
+    n_excluded : int
+        Items left out (``rule="wang"``: every output token had ∞-gram probability 0).
+    rule : str
+        ``"wang"`` (the paper's) or ``"all"``.
+    infgram_scores : numpy.ndarray
+        Per item, Σ log p_∞-gram over the output tokens (NaN where excluded).
+    model_scores : numpy.ndarray
+        Per item, Σ log p_model over the output tokens.
+    output_lengths : numpy.ndarray
+        Per item, the output's number of tokens.
+
+    Examples
+    --------
+    >>> result = fastspec.MemorizationResult(
+    ...     rho=0.5, pvalue=0.39, n_items=5, n_excluded=1, rule="wang",
+    ...     infgram_scores=np.array([-1.1, np.nan, -0.7, -2.3, -0.2, -1.6]),
+    ...     model_scores=np.array([-9.0, -7.5, -8.1, -12.0, -6.2, -8.8]), output_lengths=np.array([2, 2, 1, 3, 1, 2]))
+    >>> result
+    MemorizationResult(rho=0.5, pvalue=0.39, n_items=5, n_excluded=1, rule='wang')
+    >>> result.to_dict()["infgram_scores"]  # JSON: NaN as None
+    [-1.1, None, -0.7, -2.3, -0.2, -1.6]
+    """
 
     rho: float
     pvalue: float
@@ -48,6 +81,13 @@ class MemorizationResult:
     output_lengths: np.ndarray = field(repr=False)
 
     def to_dict(self) -> dict[str, Any]:
+        """The result as JSON values.
+
+        Returns
+        -------
+        dict
+            Every field by name, the arrays as lists (NaN scores as None).
+        """
         return {"rho": self.rho, "pvalue": self.pvalue, "n_items": self.n_items, "n_excluded": self.n_excluded,
                 "rule": self.rule, "infgram_scores": [None if math.isnan(v) else v for v in self.infgram_scores.tolist()],
                 "model_scores": self.model_scores.tolist(), "output_lengths": self.output_lengths.tolist()}
@@ -56,16 +96,78 @@ def memorization(items: Iterable[Any], index: InfGramIndex | str | os.PathLike, 
                  settings: MemorizationSettings | None = None, **options: Any) -> MemorizationResult:
     """Distributional memorization of ``model`` on ``items`` against the corpus of ``index``.
 
-    ``items``: a ``.jsonl`` path (errors then name its file and line) or (prompt, output)
-    pairs or dicts with ``prompt``/``output`` keys, as strings
-    (tokenised with ``tokenizer``) or token-id sequences; the paper formats TriviaQA as
-    ``("Question: {q}? Answer:", " {a}")``. ``model``: a Hugging Face causal LM or a local
-    directory holding one; ``tokenizer``: a tokenizer or a local directory (default: the
-    model's directory). The index must have been built with the same tokenizer.
-    ``settings``: a :class:`~fastspec.models.settings.MemorizationSettings`, with ``options``
-    (its fields as keywords: ``rule``, ``"wang"`` (the paper's) or ``"all"`` (see the module
-    docstring); ``batch_size``, ``device``, ``threads``) over it. Returns Spearman ρ and
-    its p-value over the items with a defined ∞-gram score.
+    Wang et al. (ICLR 2025), as the seed paper measures it: the Spearman correlation, across
+    items, of each output's ∞-gram score under the pretraining corpus (the sum of the log
+    ∞-gram probabilities of its tokens, with the rule's treatment of zeros) against the
+    model's score of it (the sum of the output tokens' log-probabilities).
+
+    Parameters
+    ----------
+    items : str, os.PathLike or iterable
+        A ``.jsonl`` path (errors then name its file and line), or (prompt, output) pairs or
+        dicts with ``prompt`` and ``output`` keys, as strings (tokenised with ``tokenizer``,
+        no special tokens) or token-id sequences. The paper formats TriviaQA as
+        ``("Question: {q}? Answer:", " {a}")``. At least 3 must have a defined ∞-gram score.
+    index : fastspec.InfGramIndex, str or os.PathLike
+        The ∞-gram index of the pretraining corpus, or its directory; built with the same
+        tokenizer.
+    model : transformers.PreTrainedModel or str
+        A Hugging Face causal LM, or a local directory holding one.
+    tokenizer : transformers.PreTrainedTokenizerBase or str, optional
+        A tokenizer or a local directory (default: the model's directory).
+    settings : fastspec.MemorizationSettings, optional
+        The settings; ``options`` apply over them.
+    **options
+        Fields of `fastspec.MemorizationSettings` as keywords: ``rule`` (``"wang"``, the
+        paper's: zero ∞-gram probabilities dropped and items whose every one is zero left
+        out; ``"all"``: no dropping), ``batch_size``, ``device``, ``threads``.
+
+    Returns
+    -------
+    fastspec.MemorizationResult
+        Spearman ρ and its p-value over the items with a defined ∞-gram score, and the
+        per-item scores.
+
+    Raises
+    ------
+    ValueError
+        Malformed items (naming the item, or the file and line), an item longer than the
+        model's context, fewer than 3 items with a defined ∞-gram score, or a bad setting.
+    OSError
+        A model, tokenizer or items path that does not exist.
+    TypeError
+        An option that is no field of `fastspec.MemorizationSettings`.
+
+    See Also
+    --------
+    fastspec.memorization_trace : The same at every checkpoint of a run, resumable.
+
+    Examples
+    --------
+    A random-init GPT-2 and a corpus of made-up text, built here (nothing downloaded):
+
+    >>> import transformers
+    >>> from fastspec.models.tiny import train_tokenizer
+    >>> rng = np.random.default_rng(0)
+    >>> words = ["the", "cat", "sat", "on", "mat", "dog", "ran", "far", "away"]
+    >>> texts = [" ".join(rng.choice(words, 8)) for _ in range(50)]
+    >>> tok = train_tokenizer(texts, vocab_size=300)
+    >>> _ = torch.manual_seed(0)
+    >>> model = transformers.GPT2LMHeadModel(transformers.GPT2Config(
+    ...     vocab_size=len(tok), n_positions=64, n_embd=32, n_layer=2, n_head=2,
+    ...     bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id))
+    >>> index = fastspec.InfGramIndex.build([tok(t)["input_ids"] for t in texts], "index",
+    ...                                     vocab_size=len(tok), progress=False)
+    >>> items = [(" ".join(rng.choice(words, 3)), " " + " ".join(rng.choice(words, 2))) for _ in range(12)]
+    >>> items[0]
+    ('away sat far', ' cat on')
+    >>> result = fastspec.memorization(items, index, model, tok)
+    >>> result.rule, result.n_items, result.n_excluded  # unseen continuations are left out
+    ('wang', 5, 7)
+    >>> round(result.rho, 2)  # a random model has not memorized this corpus
+    -0.05
+    >>> fastspec.memorization(items, index, model, tok, rule="all").n_items
+    12
     """
     s = MemorizationSettings.build(settings, caller="memorization", **options)
     item_list, names = _item_list(items)  # a missing items file before anything is loaded
@@ -153,8 +255,8 @@ def _suffix_frame(counts: Sequence[int]) -> Any:
 def memorization_trace(checkpoints: Sequence[Any], items: Any, index: InfGramIndex | str | os.PathLike,
                        out_dir: str | os.PathLike, *, settings: MemorizationSettings | None = None,
                        progress: bool = True, **options: Any) -> Any:
-    """:func:`memorization` at every checkpoint, written as it goes and resumable like a trace
-    (the same results-directory loop, :mod:`fastspec.models.runs`).
+    """`fastspec.memorization` at every checkpoint, written as it goes and resumable like a
+    trace (the same results-directory loop as `fastspec.trace`).
 
     Parameters
     ----------
@@ -169,21 +271,67 @@ def memorization_trace(checkpoints: Sequence[Any], items: Any, index: InfGramInd
         The results directory: ``memorization/<name>-<hash>.json`` per checkpoint (written
         last: its presence means done), ``memorization.csv`` (``checkpoint``, ``step``,
         ``rho``, ``pvalue``, ``n_items``, ``n_excluded``, ``rule``, rewritten after each),
-        ``suffix_lengths.csv`` (:func:`suffix_lengths` per checkpoint, in the tokens its
+        ``suffix_lengths.csv`` (``fastspec.analyses.suffix_lengths`` per checkpoint, in the tokens its
         tokenizer makes of the items, and ``pooled`` over all of them; a suite that shares one
         tokenizer has the same rows for every checkpoint) and ``memorization_config.json``
         (the index, the items' SHA-256 and the rule: a resumed run with others is refused once
         a checkpoint is done).
     settings
-        A :class:`~fastspec.models.settings.MemorizationSettings`; ``options`` (``rule``,
-        ``batch_size``, ``device``, ``threads``) apply over it.
+        A `fastspec.MemorizationSettings`; ``options`` apply over it.
     progress
         A progress bar.
+    **options
+        Fields of `fastspec.MemorizationSettings` as keywords (``rule``, ``batch_size``,
+        ``device``, ``threads``), as `fastspec.memorization` takes them.
 
     Returns
     -------
     pandas.DataFrame
-        The table, in training order.
+        The table, in training order: ``checkpoint``, ``step``, ``index``, ``rho``,
+        ``pvalue``, ``n_items``, ``n_excluded``, ``rule``.
+
+    Raises
+    ------
+    ValueError
+        No checkpoints, one twice, malformed items, or a resumed run with another index,
+        items or rule once a checkpoint is done.
+    fastspec.CheckpointError
+        A checkpoint that cannot be loaded.
+
+    Examples
+    --------
+    A random-init GPT-2 and a corpus of made-up text, built here (nothing downloaded):
+
+    >>> import transformers
+    >>> from fastspec.models.tiny import train_tokenizer
+    >>> rng = np.random.default_rng(0)
+    >>> words = ["the", "cat", "sat", "on", "mat", "dog", "ran", "far", "away"]
+    >>> texts = [" ".join(rng.choice(words, 8)) for _ in range(50)]
+    >>> tok = train_tokenizer(texts, vocab_size=300)
+    >>> _ = torch.manual_seed(0)
+    >>> model = transformers.GPT2LMHeadModel(transformers.GPT2Config(
+    ...     vocab_size=len(tok), n_positions=64, n_embd=32, n_layer=2, n_head=2,
+    ...     bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id))
+    >>> index = fastspec.InfGramIndex.build([tok(t)["input_ids"] for t in texts], "index",
+    ...                                     vocab_size=len(tok), progress=False)
+    >>> items = [(" ".join(rng.choice(words, 3)), " " + " ".join(rng.choice(words, 2))) for _ in range(12)]
+    >>> items[0]
+    ('away sat far', ' cat on')
+
+    Two checkpoints as local directories, model and tokenizer each:
+
+    >>> for step in (0, 100):
+    ...     _ = torch.manual_seed(step)
+    ...     transformers.GPT2LMHeadModel(model.config).save_pretrained(f"step{step}")
+    ...     _ = tok.save_pretrained(f"step{step}")
+    >>> table = fastspec.memorization_trace(["step0", "step100"], items, index, "results", progress=False)
+    >>> print(table[["checkpoint", "step", "n_items", "n_excluded", "rule"]].to_string(index=False))
+    checkpoint  step  n_items  n_excluded rule
+         step0     0        5           7 wang
+       step100   100        5           7 wang
+    >>> import os
+    >>> sorted(os.listdir("results"))
+    ['memorization', 'memorization.csv', 'memorization_config.json', 'suffix_lengths.csv']
     """
     import pandas as pd
 

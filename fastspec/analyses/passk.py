@@ -35,10 +35,51 @@ def _as_counts(name: str, value: Any) -> np.ndarray:
 def pass_at_k(n: Any, c: Any, k: Any) -> np.ndarray | float:
     """Unbiased pass@k of Chen et al. (2021) for ``n`` samples with ``c`` correct.
 
-    ``n``, ``c`` and ``k`` broadcast against each other (scalars, lists or arrays of whole
-    numbers); the result has their broadcast shape (a float for scalar inputs). Requires
-    0 ≤ c ≤ n and 1 ≤ k ≤ n: with k > n there is no way to draw k of the n samples, and that
-    is an error, not a 1.
+    pass@k = 1 − C(n−c, k) / C(n, k), the probability that at least one of ``k`` answers drawn
+    without replacement from the ``n`` is correct; 1 when n − c < k. Computed as
+    −expm1(Σ_{i=n−c+1}^{n} log1p(−k/i)), which forms no binomial coefficient and keeps the
+    relative precision of a pass@k near 0.
+
+    Parameters
+    ----------
+    n : int or array_like of int
+        Samples per problem, at least 1.
+    c : int or array_like of int
+        Correct samples, 0 ≤ c ≤ n.
+    k : int or array_like of int
+        Answers drawn, 1 ≤ k ≤ n: with k > n there is no way to draw k of the n samples, and
+        that is an error, not a 1.
+
+    Returns
+    -------
+    float or numpy.ndarray
+        pass@k, of the broadcast shape of ``n``, ``c`` and ``k`` (scalars, lists or arrays
+        of whole numbers); a float when all three are scalars.
+
+    Raises
+    ------
+    ValueError
+        Counts out of range (the message names the first offending n, c, k and where it is),
+        numbers that are not whole, or shapes that do not broadcast.
+    TypeError
+        Counts that are not numbers (booleans included).
+
+    Examples
+    --------
+    >>> round(fastspec.pass_at_k(10, 3, 1), 3), round(fastspec.pass_at_k(10, 3, 5), 3)
+    (0.3, 0.917)
+    >>> fastspec.pass_at_k(10, 8, 5)  # fewer than k wrong answers: certain
+    1.0
+
+    One row per problem, one column per k:
+
+    >>> np.round(fastspec.pass_at_k(100, np.array([1, 50])[:, None], [1, 10, 100]), 3)
+    array([[0.01 , 0.1  , 1.   ],
+           [0.5  , 0.999, 1.   ]])
+    >>> fastspec.pass_at_k(5, 2, 6)
+    Traceback (most recent call last):
+    ...
+    ValueError: k must be at most n (cannot draw k of n samples): n=5, c=2, k=6
     """
     arrays = [_as_counts(name, v) for name, v in (("n", n), ("c", c), ("k", k))]
     try:
@@ -69,7 +110,7 @@ def pass_at_k(n: Any, c: Any, k: Any) -> np.ndarray | float:
     for j, (n, k) in enumerate(pairs.T):
         prefix = np.concatenate([[0.0], np.cumsum(np.log1p(-k / np.arange(n, k, -1, dtype=np.float64)))])
         sel = order[bounds[j]:bounds[j + 1]]
-        values[sel] = -np.expm1(prefix[c_live[sel]])
+        values[sel] = 0.0 - np.expm1(prefix[c_live[sel]])  # 0.0 − x: c = 0 gives +0.0, not −0.0
     out[live] = values
     return float(out) if out.ndim == 0 else out
 

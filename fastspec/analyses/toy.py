@@ -34,7 +34,7 @@ and help text; :func:`train` and :func:`representation` take them as arguments.
 Measured: fastspec's own :func:`fastspec.spectrum` of H (the centred, ddof=1 covariance of
 the D context representations), :func:`fastspec.rankme` (eig convention) and
 :func:`fastspec.alpha_req` (weighted fit) over ``fit_range``. fastspec's default range
-(:data:`fastspec.spectral.metrics.DEFAULT_FIT_RANGE`, ranks 12..100) needs 100 eigenvalues
+(``fastspec.spectral.DEFAULT_FIT_RANGE``, ranks 12..100) needs 100 eigenvalues
 and a bottleneck has d; the toy fits ranks 1..d, the whole spectrum of
 the bottleneck (1..D−1 if d ≥ D), and :func:`run_conditions` uses the main run's window,
 ranks 1..d, for every condition (the top d of the d = C control) so their α are comparable.
@@ -110,10 +110,23 @@ def _positive_float(name: str, value: Any) -> float:
 
 @dataclass(frozen=True)
 class ToySettings:
-    """The settings of one toy run (module docstring), each field with its default and a help
-    text (``dataclasses.fields(ToySettings)[i].metadata["help"]``; fastspec's settings fields,
-    ``fastspec._settings.setting``). :func:`train` and :func:`representation` take them as
-    arguments; :meth:`resolved` checks them."""
+    """The settings of one toy run, each field with its default and a help text.
+
+    The model, the data and the training are described in the module docstring
+    (`fastspec.toy`). `fastspec.toy.train` and `fastspec.toy.representation` take these
+    settings as arguments; `resolved` checks them. Every setting changes the results.
+
+    {parameters}
+    See Also
+    --------
+    fastspec.toy.train : Trains the run these settings describe.
+
+    Examples
+    --------
+    >>> cfg = fastspec.toy.ToySettings(width=4, instances=8).resolved()
+    >>> cfg["contexts"], cfg["fit_range"]  # the sum of the class sizes; the whole spectrum
+    (142, (0, 4))
+    """
 
     # every setting changes the results (affects=True): a run is its settings
     labels: str = setting("powerlaw", "class frequencies: 'powerlaw' (p_c ∝ c^(−exponent)) or 'uniform'",
@@ -139,13 +152,29 @@ class ToySettings:
                                                       "bottleneck spectrum, (0, min(width, contexts − 1)))", affects=True)
 
     def resolved(self) -> dict[str, Any]:
-        """The run's settings, checked, with ``contexts`` and ``fit_range`` resolved, as they go
-        into ``df.attrs``.
+        """The run's settings, checked, with ``contexts`` and ``fit_range`` resolved.
+
+        Returns
+        -------
+        dict
+            Every setting as it goes into `fastspec.toy.train`'s ``df.attrs`` (``contexts``
+            the number of contexts D, from ``instances`` when those are given; ``fit_range``
+            (0, min(width, contexts − 1)) by default), and a description of the ``model``,
+            ``optimizer``, ``dtype`` and ``metrics``.
 
         Raises
         ------
         ValueError
             Naming the setting that is out of range or conflicts with another.
+
+        Examples
+        --------
+        >>> fastspec.toy.ToySettings(width=4).resolved()["fit_range"]
+        (0, 4)
+        >>> fastspec.toy.ToySettings(width=1).resolved()
+        Traceback (most recent call last):
+        ...
+        ValueError: width must be an integer >= 2, got 1
         """
         labels, loss, init, seed, exponent, smoothing = (self.labels, self.loss, self.init, self.seed, self.exponent,
                                                          self.smoothing)
@@ -282,9 +311,35 @@ def _init(cfg: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def record_steps(steps: int, record_every: int = 50, log_steps: int | None = None) -> list[int]:
-    """The steps :func:`train` measures: every ``record_every`` steps and the last; or, with
-    ``log_steps``, step 0 and the distinct integers of ``log_steps`` log-spaced points from 1 to
-    ``steps`` (both included), for a logarithmic step axis."""
+    """The steps `fastspec.toy.train` measures.
+
+    Parameters
+    ----------
+    steps : int
+        The number of gradient-descent steps.
+    record_every : int, default 50
+        Measure every this many steps, and at the last.
+    log_steps : int, optional
+        Instead, step 0 and the distinct integers of ``log_steps`` log-spaced points from 1
+        to ``steps`` (both included), for a logarithmic step axis.
+
+    Returns
+    -------
+    list of int
+        The steps, ascending, the last one included.
+
+    Raises
+    ------
+    ValueError
+        A count that is not a positive integer (``log_steps`` at least 2).
+
+    Examples
+    --------
+    >>> fastspec.toy.record_steps(1000, 250)
+    [0, 250, 500, 750, 1000]
+    >>> fastspec.toy.record_steps(1000, log_steps=5)
+    [0, 1, 6, 32, 178, 1000]
+    """
     steps = _positive_int("steps", steps)
     if log_steps is None:
         grid = set(range(0, steps + 1, _positive_int("record_every", record_every)))
@@ -305,24 +360,57 @@ def train(labels: str = "powerlaw", loss: str = "ce", width: int = 8, classes: i
           lr: float = 2.0, init_scale: float = 1e-3, init: str = "gaussian", instances: int | None = None,
           record_every: int = 50, log_steps: int | None = None, fit_range: tuple[int, int] | None = None,
           on_step: Callable[[int], None] | None = None) -> Any:
-    """Train the toy model (module docstring) and measure its bottleneck every ``record_every``
-    steps and at the last step, or, with ``log_steps``, at step 0 and ``log_steps`` log-spaced
-    steps (:func:`record_steps`).
+    """Train the toy model and measure its bottleneck representation as it trains.
 
-    ``contexts``: the number D of contexts, each with its class drawn from the power law
-    (default 256). ``instances``: instead, fixed class sizes, max(1, round(instances · c^(−exponent)))
-    contexts of class c (``instances`` each with uniform labels), D their sum; pass one of the two.
-    ``smoothing=0`` makes the labels hard (deterministic). ``init``: ``"gaussian"`` (i.i.d.
-    N(0, init_scale²)) or ``"balanced"`` (HᵀH = VᵀV = init_scale²·I, Theorem B.2's condition;
-    :func:`_init`).
+    The model, data and loss are the module docstring's (`fastspec.toy`). The bottleneck is
+    measured every ``record_every`` steps and at the last step, or, with ``log_steps``, at
+    step 0 and ``log_steps`` log-spaced steps (`fastspec.toy.record_steps`). Deterministic
+    for a given seed (the data from NumPy's ``default_rng(seed)``, the weights from
+    ``torch.Generator`` seeded with it).
 
-    Returns a pandas DataFrame, one row per recorded step: ``step``, ``loss``, ``accuracy``
-    (fraction of contexts whose top logit is their preferred class), ``rankme``, ``alpha``,
-    ``alpha_r2``, ``lambda_1`` (the top eigenvalue). ``df.attrs`` holds the settings, the
-    α ``fit_range`` (default (0, min(width, contexts − 1))) included. Deterministic for a given seed
-    (the data from NumPy's default_rng(seed), the weights from torch.Generator(seed)).
-    ``on_step`` (e.g. a tqdm bar's ``update``) is called with 1 after every update.
-    Raises ValueError naming the argument for a bad one, and when ``lr`` diverges.
+    {parameters}    on_step : callable, optional
+        Called with 1 after every update (e.g. a tqdm bar's ``update``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per recorded step: ``step``, ``loss``, ``accuracy`` (the fraction of
+        contexts whose top logit is their preferred class), ``rankme``, ``alpha``,
+        ``alpha_r2`` and ``lambda_1`` (the top eigenvalue) of the centred, ddof=1 covariance
+        of the contexts' representations. ``df.attrs`` holds the settings as
+        `fastspec.toy.ToySettings.resolved` gives them, the α ``fit_range`` included.
+
+    Raises
+    ------
+    ValueError
+        A setting out of range (naming it), or a ``lr`` under which the loss diverges.
+
+    See Also
+    --------
+    fastspec.toy.run_conditions : The main run and its three controls.
+    fastspec.toy.compression : Whether a run compresses.
+
+    Notes
+    -----
+    Pass ``contexts`` or ``instances``, not both: ``instances`` fixes the class sizes,
+    max(1, round(instances · c^(−exponent))) contexts of class c (``instances`` each with
+    uniform labels), and D is their sum. ``smoothing=0`` makes the labels hard
+    (deterministic). ``init="balanced"`` is Theorem B.2's condition, HᵀH = VᵀV =
+    init_scale²·I.
+
+    Examples
+    --------
+    The warmup collapse: RankMe falls from near d = 8 to about 1 within 200 steps.
+
+    >>> frame = fastspec.toy.train(steps=300, record_every=100)
+    >>> print(frame[["step", "loss", "accuracy", "rankme", "alpha"]].round(2).to_string(index=False))
+     step  loss  accuracy  rankme  alpha
+        0  4.85      0.01    7.83   0.28
+      100  4.85      0.34    2.21   2.13
+      200  4.20      0.18    1.05   5.05
+      300  3.72      0.25    2.36   3.27
+    >>> frame.attrs["contexts"], frame.attrs["fit_range"]
+    (256, (0, 8))
     """
     import pandas as pd
 
@@ -344,10 +432,37 @@ def train(labels: str = "powerlaw", loss: str = "ce", width: int = 8, classes: i
 
 def representation(step: int, labels: str = "powerlaw", loss: str = "ce", width: int = 8, classes: int = 128,
                    seed: int = 0, **options: Any) -> np.ndarray:
-    """The bottleneck representation H (contexts × width, float64) after ``step`` updates of
-    ``train(labels, loss, width, classes, steps, seed, **options)``, for any steps >= step
-    (training is deterministic and plain gradient descent has no schedule), i.e. the H whose
-    metrics are the frame's row at that step."""
+    """The bottleneck representation H after ``step`` updates.
+
+    The H of ``train(labels, loss, width, classes, steps, seed, **options)`` at that step, for
+    any steps >= step (training is deterministic and plain gradient descent has no schedule),
+    i.e. the H whose metrics are the frame's row at that step.
+
+    Parameters
+    ----------
+    step : int
+        Gradient-descent updates, at least 0.
+    labels, loss, width, classes, seed
+        As `fastspec.toy.train` takes them.
+    **options
+        The other settings of `fastspec.toy.ToySettings` but ``steps``, as keywords.
+
+    Returns
+    -------
+    numpy.ndarray
+        H, contexts × width, float64.
+
+    Raises
+    ------
+    ValueError
+        A setting out of range, or an unknown option.
+
+    Examples
+    --------
+    >>> h = fastspec.toy.representation(300)
+    >>> h.shape, round(fastspec.rankme(fastspec.spectrum(h)), 2)  # the frame's row at step 300
+    ((256, 8), 2.36)
+    """
     step = _positive_int("step", step, 0)
     known = [f.name for f in fields(ToySettings) if f.name not in _POSITIONAL]
     unknown = set(options) - set(known)
@@ -358,6 +473,22 @@ def representation(step: int, labels: str = "powerlaw", loss: str = "ce", width:
         if k == step:
             return h.numpy().copy()
     raise AssertionError("unreachable: the trajectory runs to cfg['steps'] >= step")
+
+
+def _parameters_section(header: bool = True) -> str:
+    """The numpydoc Parameters entries of ToySettings' fields, from their ``setting`` help
+    texts (so the help is written once), indented for a docstring's body."""
+    lines = ["Parameters", "----------"] if header else []
+    for f in fields(ToySettings):
+        kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+        lines.append(f"{f.name} : {kind}, default {f.default!r}")
+        lines.append("    " + f.metadata["help"].rstrip(".") + ".")
+    return "\n".join("    " + line for line in lines).lstrip() + "\n"
+
+
+ToySettings.__doc__ = (ToySettings.__doc__ or "").replace("{parameters}", _parameters_section())
+train.__doc__ = (train.__doc__ or "").replace("{parameters}", "Parameters\n    ----------\n    "
+                                                + _parameters_section(header=False))
 
 
 # The paper's condition (Figure 5) and its three controls (Figures 12 and 13), as overrides
@@ -372,10 +503,50 @@ CONDITIONS: dict[str, dict[str, Any]] = {
 
 def run_conditions(steps: int = 4000, seed: int = 0, *, width: int = 8, classes: int = 128,
                    on_step: Callable[[int], None] | None = None, **options: Any) -> dict[str, Any]:
-    """Train the four runs of :data:`CONDITIONS` with the same seed and step budget: power-law
-    labels + bottleneck (d = ``width`` < C) + cross-entropy, and the controls uniform labels,
-    d = C (no bottleneck) and MSE. α is fitted over the same window, (0, width),
-    in all four. Returns {condition name: :func:`train`'s DataFrame}, in that order."""
+    """Train the paper's condition and its three controls with the same seed and steps.
+
+    The runs of ``fastspec.toy.CONDITIONS``: power-law labels + bottleneck (d = ``width`` <
+    C) + cross-entropy (the paper's Figure 5), and the controls uniform labels, d = C (no
+    bottleneck) and MSE (Figures 12 and 13). α is fitted over the same window, (0, width),
+    in all four, so that their α are comparable.
+
+    Parameters
+    ----------
+    steps : int, default 4000
+        Gradient-descent steps of each run.
+    seed : int, default 0
+        The seed of every run.
+    width : int, default 8
+        d of the runs with a bottleneck, below ``classes``.
+    classes : int, default 128
+        C, also the width of the no-bottleneck control.
+    on_step : callable, optional
+        Called with 1 after every update of every run.
+    **options
+        Other settings of `fastspec.toy.train` (``fit_range`` replaces the common window).
+
+    Returns
+    -------
+    dict of str to pandas.DataFrame
+        {condition name: `fastspec.toy.train`'s DataFrame}, in the order above.
+
+    Raises
+    ------
+    ValueError
+        ``width`` not below ``classes``, or a setting out of range.
+
+    See Also
+    --------
+    fastspec.toy.summary_table, fastspec.toy.conditions_table : Tables of the runs.
+
+    Examples
+    --------
+    >>> runs = fastspec.toy.run_conditions(steps=100, width=4, classes=16, record_every=50)
+    >>> list(runs)
+    ['skewed+bottleneck+CE', 'uniform labels', 'no bottleneck (d=C)', 'MSE loss']
+    >>> [frame.attrs["width"] for frame in runs.values()]
+    [4, 4, 16, 4]
+    """
     if isinstance(width, (int, np.integer)) and isinstance(classes, (int, np.integer)) and width >= classes:
         raise ValueError(f"width must be below classes ({classes}) for the main run to have a bottleneck, got {width}")
     fit_range = options.pop("fit_range", None) or (0, width)
@@ -391,7 +562,47 @@ def run_conditions(steps: int = 4000, seed: int = 0, *, width: int = 8, classes:
 
 @dataclass(frozen=True)
 class Compression:
-    """A run's RankMe landmarks and whether it compresses (see :func:`compression`)."""
+    """A run's RankMe landmarks and whether it compresses (what `fastspec.toy.compression`
+    returns).
+
+    Parameters
+    ----------
+    compresses : bool
+        Whether RankMe falls from its peak by more than ``tol`` of the peak while α rises.
+    tol : float
+        The relative fall that counts.
+    trough_step : int
+        The end of the warmup collapse (0 when the run does not start by falling).
+    rankme_trough : float
+        RankMe there.
+    peak_step : int
+        The highest RankMe from the trough on (the end of entropy-seeking).
+    rankme_peak : float
+        RankMe there.
+    after_step : int
+        The lowest RankMe at or after the peak.
+    rankme_after : float
+        RankMe there.
+    rankme_final : float
+        RankMe at the last step.
+    drop : float
+        (rankme_peak − rankme_after) / rankme_peak.
+    alpha_peak : float
+        α at the peak.
+    alpha_after : float
+        α at ``after_step``.
+    alpha_final : float
+        α at the last step.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> frame = pd.DataFrame({"step": [0, 100, 200, 400, 800, 1600],
+    ...                       "rankme": [7.8, 1.2, 5.0, 7.9, 7.6, 7.4], "alpha": [0.3, 3.0, 0.8, 0.2, 0.25, 0.3]})
+    >>> c = fastspec.toy.compression(frame)
+    >>> c.compresses, c.peak_step, c.after_step, round(c.drop, 3)
+    (True, 400, 1600, 0.063)
+    """
 
     compresses: bool
     tol: float
@@ -408,11 +619,20 @@ class Compression:
     alpha_final: float
 
     def to_dict(self) -> dict[str, Any]:
+        """The landmarks as a plain dict.
+
+        Returns
+        -------
+        dict
+            Every field, by name.
+        """
         return asdict(self)
 
 
 def compression(frame: Any, tol: float = TOL) -> Compression:
-    """Does a run compress? The rule:
+    """Does a run compress? The landmarks of its RankMe, and the rule's answer.
+
+    The rule:
 
     1. Warmup trough: when RankMe starts by falling by more than ``tol`` (relative; the same
        zig-zag filter as :func:`fastspec.phases`), the lowest point of that first fall, else
@@ -423,8 +643,37 @@ def compression(frame: Any, tol: float = TOL) -> Compression:
        (peak − after) / peak > tol, and α at that point is above α at the peak (the
        spectrum steepens, as in the paper's compression-seeking phase).
 
-    ``tol`` defaults to 3%: at the toy's defaults the main run falls 6–7% and the controls
-    drift by less than 0.5% (module docstring). ``frame``: :func:`train`'s DataFrame.
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        `fastspec.toy.train`'s DataFrame (the columns ``step``, ``rankme`` and ``alpha``),
+        at least 2 rows.
+    tol : float, default 0.03
+        The relative fall, in (0, 1). 3%: at the toy's defaults the main run falls 6–7% and
+        the controls drift by less than 0.5% (module docstring).
+
+    Returns
+    -------
+    fastspec.toy.Compression
+        The landmarks and ``compresses``.
+
+    Raises
+    ------
+    ValueError
+        ``tol`` outside (0, 1), or fewer than 2 rows.
+
+    Examples
+    --------
+    A run that collapses, expands to a peak at step 400, then falls 6% while α rises:
+
+    >>> import pandas as pd
+    >>> frame = pd.DataFrame({"step": [0, 100, 200, 400, 800, 1600],
+    ...                       "rankme": [7.8, 1.2, 5.0, 7.9, 7.6, 7.4], "alpha": [0.3, 3.0, 0.8, 0.2, 0.25, 0.3]})
+    >>> c = fastspec.toy.compression(frame)
+    >>> c.compresses, c.trough_step, c.peak_step, round(c.drop, 3), c.alpha_peak, c.alpha_after
+    (True, 100, 400, 0.063, 0.2, 0.3)
+    >>> fastspec.toy.compression(frame, tol=0.1).compresses
+    False
     """
     if not 0 < tol < 1:
         raise ValueError(f"tol must be in (0, 1), got {tol!r}")
@@ -444,8 +693,35 @@ def compression(frame: Any, tol: float = TOL) -> Compression:
 
 
 def summary_table(runs: dict[str, Any], tol: float = TOL) -> Any:
-    """One row per condition: RankMe at the warmup trough, the peak, after the peak and at
-    the end, the relative fall, α at the peak and after, and whether it compresses."""
+    """One row per run: its RankMe landmarks and whether it compresses.
+
+    Parameters
+    ----------
+    runs : dict of str to pandas.DataFrame
+        {condition name: `fastspec.toy.train`'s DataFrame}, as `fastspec.toy.run_conditions`
+        returns it.
+    tol : float, default 0.03
+        The relative fall that counts, as `fastspec.toy.compression` takes it.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``condition``, ``width``, RankMe at the warmup trough (``rankme_min``), at the peak
+        (``rankme_peak``, at ``peak_step``) and at the end (``rankme_final``), the relative
+        ``fall`` after the peak, α at the peak and at the end (``alpha_peak``,
+        ``alpha_final``), and ``compresses`` ("yes" or "no").
+
+    Examples
+    --------
+    >>> runs = fastspec.toy.run_conditions(steps=200, width=4, classes=16, record_every=50)
+    >>> table = fastspec.toy.summary_table(runs)
+    >>> print(table[["condition", "width", "rankme_min", "rankme_final", "compresses"]].round(2).to_string(index=False))
+               condition  width  rankme_min  rankme_final compresses
+    skewed+bottleneck+CE      4        1.07          1.18         no
+          uniform labels      4        3.26          3.26         no
+     no bottleneck (d=C)     16        1.13          2.18         no
+                MSE loss      4        1.09          1.74         no
+    """
     import pandas as pd
 
     rows = []
@@ -459,8 +735,27 @@ def summary_table(runs: dict[str, Any], tol: float = TOL) -> Any:
 
 
 def conditions_table(runs: dict[str, Any]) -> Any:
-    """Every run's trajectory in one long DataFrame, with its ``condition``, ``labels``,
-    ``objective`` (the loss function), ``width`` and ``classes`` as columns (``toy.csv``)."""
+    """Every run's trajectory in one long DataFrame (what the demo writes as ``toy.csv``).
+
+    Parameters
+    ----------
+    runs : dict of str to pandas.DataFrame
+        {condition name: `fastspec.toy.train`'s DataFrame}, as `fastspec.toy.run_conditions`
+        returns it.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The frames' rows one after another, with their ``condition``, ``labels``,
+        ``objective`` (the loss function), ``width`` and ``classes`` as columns.
+
+    Examples
+    --------
+    >>> runs = fastspec.toy.run_conditions(steps=100, width=4, classes=16, record_every=50)
+    >>> table = fastspec.toy.conditions_table(runs)
+    >>> table.shape, list(table.columns[-5:])
+    ((12, 12), ['condition', 'labels', 'objective', 'width', 'classes'])
+    """
     import pandas as pd
 
     return pd.concat([f.assign(condition=name, labels=f.attrs["labels"], objective=f.attrs["loss"], width=f.attrs["width"],

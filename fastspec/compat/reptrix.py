@@ -53,15 +53,44 @@ def _ratios(activations: Any, max_eigenvals: int) -> np.ndarray:
 
 
 def get_rankme(activations: Any, max_eigenvals: int = 2048) -> float:
-    """RankMe (Garrido et al., 2023) as Reptrix computes it: the effective rank of the
-    ``max_eigenvals`` largest eigenvalues of the activations' covariance.
+    """RankMe (Garrido et al., 2023) as Reptrix computes it.
+
+    The effective rank of the ``max_eigenvals`` largest eigenvalues of the activations'
+    covariance, each over the total variance (scikit-learn PCA's
+    ``explained_variance_ratio_``): p = λ/‖λ‖₁ + 1e-7, RankMe = exp(−Σ p log p).
+
+    Parameters
+    ----------
+    activations : torch.Tensor or numpy.ndarray
+        (batch, ...) activations, flattened to (batch, features) and centred.
+    max_eigenvals : int, default 2048
+        How many of the largest eigenvalues to keep (so the result cannot exceed it).
+
+    Returns
+    -------
+    float
+        RankMe, equal to Reptrix's to rounding.
 
     Raises
     ------
     ValueError
         ``max_eigenvals`` below 1 (Reptrix refuses a negative count; at 0 it returns 1).
     TypeError
-        ``max_eigenvals`` not an integer (Reptrix refuses it too)."""
+        ``max_eigenvals`` not an integer (Reptrix refuses it too).
+
+    See Also
+    --------
+    fastspec.rankme : The same with ``max_eigenvalues=2048`` on ``fastspec.spectrum(X)``.
+
+    Examples
+    --------
+    >>> from fastspec.compat.reptrix import get_rankme
+    >>> acts = np.random.default_rng(0).standard_normal((2000, 128)) * np.arange(1, 129) ** -0.5
+    >>> round(get_rankme(acts), 2), round(get_rankme(torch.from_numpy(acts).reshape(2000, 8, 16)), 2)
+    (46.93, 46.93)
+    >>> round(get_rankme(acts, max_eigenvals=64), 2)
+    29.84
+    """
     return rankme(_ratios(activations, max_eigenvals))
 
 
@@ -71,9 +100,53 @@ def _r2(y: np.ndarray, yhat: np.ndarray) -> float:
 
 
 def get_alpha(activations: Any, max_eigenvals: int = 2048, fit_range: np.ndarray | None = None) -> tuple:
-    """α-ReQ as Reptrix computes it. Returns ``(alpha, ypred, fit_R2, fit_R2_100)``: the
-    decay, the fitted power law at every rank, and the fit's R² to index 500 (or 10 before
-    the end of a shorter spectrum) and to index 100 (None where that range is empty)."""
+    """α-ReQ as Reptrix computes it.
+
+    The weighted (1/rank) least-squares slope of log λ over the 0-based indices ``fit_range``
+    of the ``max_eigenvals`` largest explained-variance ratios of the activations.
+
+    Parameters
+    ----------
+    activations : torch.Tensor or numpy.ndarray
+        (batch, ...) activations, flattened to (batch, features) and centred.
+    max_eigenvals : int, default 2048
+        How many of the largest eigenvalues to keep.
+    fit_range : numpy.ndarray, optional
+        A run of consecutive 0-based indices (default ``np.arange(10, 100)``). Unlike
+        Reptrix, the caller's array is not incremented in place.
+
+    Returns
+    -------
+    alpha : float
+        The decay exponent α.
+    ypred : numpy.ndarray
+        The fitted power law at every rank of the spectrum kept.
+    fit_R2 : float
+        R² of the log spectrum from index ``fit_range[0] + 1`` to index 500 (or to 10
+        before the end of a spectrum shorter than 512), as Reptrix scores it.
+    fit_R2_100 : float or None
+        The same to index 100 (None where that range is empty).
+
+    Raises
+    ------
+    ValueError
+        A ``fit_range`` that is not a run of consecutive indices, or reaches past the
+        spectrum (min(batch, features, max_eigenvals) eigenvalues); ``max_eigenvals`` below 1.
+    TypeError
+        ``max_eigenvals`` not an integer.
+
+    See Also
+    --------
+    fastspec.alpha_req : The same fit, ``fit_range=(10, 100)`` for Reptrix's range.
+
+    Examples
+    --------
+    >>> from fastspec.compat.reptrix import get_alpha
+    >>> acts = np.random.default_rng(0).standard_normal((2000, 128)) * np.arange(1, 129) ** -0.5
+    >>> alpha, ypred, fit_r2, fit_r2_100 = get_alpha(acts)
+    >>> round(alpha, 2), ypred.shape, round(fit_r2, 3), round(fit_r2_100, 3)
+    (1.03, (128,), 0.996, 0.999)
+    """
     eigen = _ratios(activations, max_eigenvals)
     idx = np.arange(10, 100) if fit_range is None else np.asarray(fit_range)
     if idx.ndim != 1 or idx.size < 2 or not np.array_equal(idx, np.arange(idx[0], idx[0] + idx.size)):

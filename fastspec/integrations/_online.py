@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from .._settings import positive_int
+from .._settings import positive_int, with_parameters
 from ..models.checkpoints import Checkpoint
 from ..models.batching import tokenize
 from ..models.extract import extract
@@ -39,7 +39,25 @@ METRICS = ("rankme", "rankme_sv", "alpha")
 
 
 class RankCollapseWarning(UserWarning):
-    """A layer's RankMe fell to ``collapse`` of its highest value since the last warning."""
+    """A layer's RankMe fell to ``collapse`` of its highest value since the last warning.
+
+    Warned by the training callbacks (`fastspec.integrations.hf.GeometryCallback` and its
+    Lightning twin) on rank 0; the reference value then restarts from the collapsed one, so
+    a further fall of the same fraction warns again.
+
+    Examples
+    --------
+    A `UserWarning`, so the warnings filters apply; as an error it stops a run whose
+    representations collapse:
+
+    >>> import warnings
+    >>> from fastspec.integrations.hf import RankCollapseWarning
+    >>> issubclass(RankCollapseWarning, UserWarning)
+    True
+    >>> with warnings.catch_warnings():
+    ...     warnings.simplefilter("error", RankCollapseWarning)
+    ...     pass  # trainer.train() here would raise RankCollapseWarning at a collapse
+    """
 
 
 PhaseChange = Callable[[int, int, "str | None", str], Any]
@@ -208,11 +226,84 @@ class OnlineGeometry:
         return new
 
 
+#: The Parameters, Raises and Warns sections of both training callbacks, written once;
+#: ``{tokenizer}``, ``{events}`` and ``{warmup}`` are each callback's own words.
+CALLBACK_PARAMETERS = """\
+Parameters
+----------
+texts : sequence of str
+    The probe texts, the same at every measurement, so that a change is the model's and not
+    the data's.
+tokenizer : tokenizer, optional
+    The Hugging Face tokenizer of ``texts``. Default: {tokenizer}.
+layers : 'all', int or sequence of int, default 'all'
+    The layers measured, numbered as `fastspec.extract` does: 0 the embedding output, l the
+    output of block l, negative from the end.
+pooling : {{'last', 'mean', 'cls'}} or int, default 'last'
+    Each text's row: its last real token (the paper's), the mean over its tokens, its first
+    token, or the token at a position.
+max_length : int, default %(max_length)d
+    Tokens kept per text, cut to the model's context when that is shorter (the length used
+    is in ``config.json``).
+batch_size : int, default 16
+    Probe texts per forward pass.
+every_n_steps : int, optional
+    Measure every this many optimiser steps, instead of {events}.
+out_dir : str or os.PathLike, optional
+    A results directory in `fastspec.trace`'s format, one checkpoint per measurement
+    (``step<N>``), which `fastspec.load_trace`, ``fastspec plot`` and ``fastspec report``
+    read; training resumed from a checkpoint continues it.
+at_start : bool, default True
+    Also measure before the first optimiser step (step 0, for the warmup collapse).
+fit_range : tuple of int, default %(fit_range)s
+    0-based ``[start, stop)`` eigenvalue indices of the α fit.
+warmup_steps : int, optional
+    The phase rule's warmup (`fastspec.phases`): checkpoints at a step up to it are
+    ``warmup``. Default: {warmup}.
+tol : float, default 0.1
+    The phase rule's threshold: RankMe must move by more than this fraction to end a run.
+collapse : float or None, default 0.5
+    Warn when a layer's RankMe falls to this fraction of its highest value since its last
+    warning; None: never.
+on_phase_change : callable, optional
+    ``on_phase_change(step, layer, old, new)``, called on every rank with the same
+    arguments when a layer's phase changes (``old`` is None at the layer's first point).
+
+Raises
+------
+ValueError
+    No probe texts, ``every_n_steps`` not a positive integer, ``tol`` or ``collapse`` not
+    in (0, 1); at the start of training, a probe text that tokenises to nothing, or an
+    ``out_dir`` holding results made with other settings.
+TypeError
+    ``texts`` not a sequence of strings, or ``on_phase_change`` not callable.
+fastspec.SettingError
+    ``layers``, ``pooling``, ``batch_size``, ``max_length`` or ``fit_range`` out of range,
+    naming it.
+
+Warns
+-----
+RankCollapseWarning
+    A layer's RankMe fell to ``collapse`` of its highest value (see ``collapse``).
+""" % {"max_length": DEFAULT_MAX_LENGTH, "fit_range": DEFAULT_FIT_RANGE}
+
+
 class CallbackCore:
     """What the Hugging Face and Lightning callbacks share: their arguments, checked (those of
     :class:`fastspec.integrations.hf.GeometryCallback`), the :class:`OnlineGeometry` they
     feed, the tokenizer resolved at the start of training, and the step measured last (an
-    evaluation and a save at one step are measured once)."""
+    evaluation and a save at one step are measured once).
+
+    A subclass that sets ``_doc_words`` (``tokenizer``, ``events``, ``warmup``: its own words
+    for those defaults) gets `CALLBACK_PARAMETERS` in its docstring, so both callbacks
+    document the arguments from one text.
+    """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        words = cls.__dict__.get("_doc_words")
+        if words is not None and cls.__doc__:
+            cls.__doc__ = with_parameters(cls.__doc__, CALLBACK_PARAMETERS.format(**words))
 
     def __init__(self, texts: Sequence[str], *, tokenizer: Any = None, layers: str | int | Sequence[int] = "all",
                  pooling: str | int = "last", max_length: int = DEFAULT_MAX_LENGTH, batch_size: int = 16,

@@ -7,7 +7,7 @@
 
 At the start of training (step 0, for the warmup collapse), at every evaluation and every save
 (or every ``every_n_steps`` steps instead) the callback measures the model being trained on
-the fixed probe texts (:class:`~fastspec.integrations._online.OnlineGeometry`: eval mode, no
+the fixed probe texts (``OnlineGeometry``: eval mode, no
 grad, the model's own device and dtype) and logs ``geometry/rankme/layer_{l}``,
 ``geometry/rankme_sv/layer_{l}``, ``geometry/alpha/layer_{l}`` and ``geometry/phase/layer_{l}``
 (0 warmup, 1 entropy-seeking, 2 compression-seeking, 3 flat). With ``out_dir`` it writes a
@@ -40,25 +40,76 @@ __all__ = ["GeometryCallback", "RankCollapseWarning"]
 
 
 class GeometryCallback(CallbackCore, TrainerCallback):
-    """RankMe (both conventions), α and the phase of every layer of the model a ``Trainer``
-    trains, on fixed probe ``texts`` (see the module docstring).
+    """RankMe (both conventions), α and the phase of every layer of the model a ``Trainer`` trains.
 
-    ``tokenizer``: defaults to the Trainer's ``processing_class``. ``layers``, ``pooling``,
-    ``max_length`` (cut to the model's context), ``batch_size``: :func:`fastspec.extract`'s.
-    ``every_n_steps``: measure every this many optimiser steps instead of at evaluations and
-    saves. ``out_dir``: a results directory in :func:`fastspec.trace`'s format, one checkpoint
-    per measurement (``step<N>``); a run resumed from a checkpoint continues it. ``at_start``:
-    also measure before the first step. ``fit_range``: α's. ``warmup_steps``: the phase
-    rule's (None: the Trainer's own learning-rate warmup, when it has one), ``tol``: its
-    threshold. ``collapse``: warn (:class:`RankCollapseWarning`) when a layer's RankMe falls to
-    this fraction of its highest value since its last warning (None: never).
-    ``on_phase_change(step, layer, old, new)``: called when a layer's phase changes.
+    The model is measured on fixed probe ``texts`` (eval mode, no grad, its own device and
+    dtype) at the start of training, at every evaluation and every save, or every
+    ``every_n_steps`` steps instead; the metrics ``geometry/rankme/layer_{l}``,
+    ``geometry/rankme_sv/layer_{l}``, ``geometry/alpha/layer_{l}`` and
+    ``geometry/phase/layer_{l}`` (0 warmup, 1 entropy-seeking, 2 compression-seeking,
+    3 flat) are logged. Registered with `attach`, they go through ``Trainer.log`` to every
+    reporting integration; given as ``Trainer(callbacks=[callback])`` instead, only to
+    ``state.log_history``. Under DDP every rank measures its shard of the probe batches and
+    gets the same numbers.
+
+    See Also
+    --------
+    fastspec.integrations.lightning.GeometryCallback : The same for Lightning.
+    fastspec.phases : The phase rule.
+
+    Examples
+    --------
+    >>> from fastspec.integrations.hf import GeometryCallback
+    >>> probe = ["The cat sat on the mat.", "Stock prices fell sharply on Monday."]
+    >>> callback = GeometryCallback(probe, layers=[-1], every_n_steps=50, out_dir="geometry")
+    >>> callback.every_n_steps, callback.at_start
+    (50, True)
+    >>> GeometryCallback(probe, every_n_steps=0)
+    Traceback (most recent call last):
+    ...
+    ValueError: every_n_steps must be a positive number of steps or None, got 0
+
+    With a ``transformers.Trainer``, `attach` registers it; after training,
+    ``trainer.state.log_history`` holds the metrics and ``geometry/`` a results directory
+    that `fastspec.load_trace` reads::
+
+        callback.attach(trainer)
+        trainer.train()
     """
 
+    _doc_words = {"tokenizer": "the Trainer's ``processing_class``",
+                  "events": "at every evaluation and every save",
+                  "warmup": "the Trainer's own learning-rate warmup, when it has one"}
     trainer: Any = None  # set by attach
 
     def attach(self, trainer: Any) -> "GeometryCallback":
-        """Register with ``trainer`` and log through its ``Trainer.log`` (see the module docstring)."""
+        """Register with ``trainer``, and log through its ``Trainer.log``.
+
+        A ``TrainerCallback`` is handed no Trainer, so without this it can only append its
+        metrics to ``state.log_history``; attached, they also reach every reporting
+        integration (TensorBoard, W&B, the progress bar).
+
+        Parameters
+        ----------
+        trainer : transformers.Trainer
+            The Trainer whose model is measured.
+
+        Returns
+        -------
+        GeometryCallback
+            This callback, so that ``GeometryCallback(texts).attach(trainer)`` reads as one line.
+
+        Examples
+        --------
+        >>> from fastspec.integrations.hf import GeometryCallback
+        >>> class Trainer:  # stands in for a transformers.Trainer: attach uses add_callback
+        ...     def add_callback(self, callback):
+        ...         self.callbacks = [callback]
+        >>> trainer = Trainer()
+        >>> callback = GeometryCallback(["a probe text"], every_n_steps=10).attach(trainer)
+        >>> trainer.callbacks == [callback], callback.trainer is trainer
+        (True, True)
+        """
         trainer.add_callback(self)
         self.trainer = trainer
         return self
@@ -78,6 +129,29 @@ class GeometryCallback(CallbackCore, TrainerCallback):
             state.log_history.append({**logs, "step": step})
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        """At the start of training: check the set-up, open ``out_dir``, measure step 0.
+
+        What would fail at the first measurement fails here, before any training: no
+        tokenizer, a Trainer that neither evaluates nor saves without ``every_n_steps``, a
+        probe text that tokenises to nothing, an ``out_dir`` of other settings. Resumed from
+        a checkpoint, the trajectories continue from ``out_dir``'s points up to its step.
+
+        Parameters
+        ----------
+        args : transformers.TrainingArguments
+            The Trainer's arguments.
+        state : transformers.TrainerState
+            The Trainer's state (``global_step``, ``log_history``).
+        control : transformers.TrainerControl
+            The Trainer's control flags (left as they are).
+        **kwargs
+            What the Trainer passes its callbacks: ``model``, ``processing_class``, ….
+
+        Raises
+        ------
+        ValueError
+            One of the faults above.
+        """
         # What would fail at the first measurement fails here, before any training.
         self._use_tokenizer(kwargs.get("processing_class"), "give the Trainer one (processing_class=...)")
         if self.every_n_steps is None and args.save_strategy == "no" and args.eval_strategy == "no":
@@ -90,13 +164,52 @@ class GeometryCallback(CallbackCore, TrainerCallback):
             self._measure(args, state, kwargs, "start")
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        """After an optimiser step: measure, with ``every_n_steps``, at its multiples.
+
+        Parameters
+        ----------
+        args : transformers.TrainingArguments
+            The Trainer's arguments.
+        state : transformers.TrainerState
+            The Trainer's state (``global_step``, ``log_history``).
+        control : transformers.TrainerControl
+            The Trainer's control flags (left as they are).
+        **kwargs
+            What the Trainer passes its callbacks: ``model``, ``processing_class``, ….
+        """
         if self.every_n_steps is not None and state.global_step % self.every_n_steps == 0:
             self._measure(args, state, kwargs, "every_n_steps")
 
     def on_evaluate(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        """After an evaluation: measure (without ``every_n_steps``; once per step).
+
+        Parameters
+        ----------
+        args : transformers.TrainingArguments
+            The Trainer's arguments.
+        state : transformers.TrainerState
+            The Trainer's state (``global_step``, ``log_history``).
+        control : transformers.TrainerControl
+            The Trainer's control flags (left as they are).
+        **kwargs
+            What the Trainer passes its callbacks: ``model``, ``processing_class``, ….
+        """
         if self.every_n_steps is None:
             self._measure(args, state, kwargs, "evaluate")
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        """After a checkpoint save: measure (without ``every_n_steps``; once per step).
+
+        Parameters
+        ----------
+        args : transformers.TrainingArguments
+            The Trainer's arguments.
+        state : transformers.TrainerState
+            The Trainer's state (``global_step``, ``log_history``).
+        control : transformers.TrainerControl
+            The Trainer's control flags (left as they are).
+        **kwargs
+            What the Trainer passes its callbacks: ``model``, ``processing_class``, ….
+        """
         if self.every_n_steps is None:
             self._measure(args, state, kwargs, "save")

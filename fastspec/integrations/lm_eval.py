@@ -1,6 +1,6 @@
 """An lm-eval-harness model type, ``fastspec-ablate``: any lm-eval task, scored with the top-k
 eigenvectors of one layer's covariance retained or removed (fastspec's
-:class:`~fastspec.analyses.ablation.Projector`, the paper's Table 2 ablation).
+``fastspec.analyses.ablation.Projector``, the paper's Table 2 ablation).
 
 From the command line (lm-eval 0.4.13 finds third-party models only in its own registry,
 which its ``lm_eval`` command fills from a fixed table, ``lm_eval.models.MODEL_MAPPING``: it
@@ -36,7 +36,7 @@ line reads ``layer=-1`` as −1.0. The results' ``config`` records ``fastspec_la
     as :func:`fastspec.ablate` does (``basis_max_length`` tokens per text, default: the
     model's context; ``basis_batch_size`` texts per forward, default 16). ``n_basis`` caps the
     number of texts: at most that many, drawn without replacement with the seeded generator
-    of :func:`fastspec.models.data.sample_texts` (``basis_seed``, default 0), in file order;
+    of ``fastspec.models.data.sample_texts`` (``basis_seed``, default 0), in file order;
     all of them when the file holds fewer or ``n_basis`` is not given.
   * a saved accumulator, ``.pt``/``.pth``: ``torch.save(acc.state_dict(), FILE)`` of the
     :class:`fastspec.CovarianceAccumulator` of that layer (e.g. from
@@ -46,7 +46,7 @@ line reads ``layer=-1`` as −1.0. The results' ``config`` records ``fastspec_la
 - ``layer`` (default −1): as in :func:`fastspec.extract`: 0 is the embedding output, l the
   output of block l, −1 the last layer, after the final norm as Hugging Face's
   ``hidden_states[-1]`` unless ``final_norm=False`` (``final_norm=True``/``False``; default:
-  after it where the model has one, see :func:`fastspec.models.layout.resolve_final_norm`).
+  after it where the model has one, see ``fastspec.models.layout.resolve_final_norm``).
 - ``k`` (default 10): the number of eigenvectors, at most min(n − 1, d) for n basis samples
   (eigenvectors of fastspec's float64 covariance, centred, ddof=1).
 - ``mode`` (default ``retain``): ``retain`` projects h on μ + U_k U_kᵀ (h − μ), ``remove``
@@ -67,7 +67,7 @@ the choice's length in *characters* — ``completion_len = np.array([float(len(i
 choices])`` and ``pred_norm = np.argmax(lls / completion_len)`` in
 ``ConfigurableTask.process_results`` (lm_eval/api/task.py, 0.4.13) — the choice as
 ``doc_to_choice`` gives it, without the target delimiter; ``acc_bytes`` divides by its UTF-8
-bytes. :func:`fastspec.analyses.ablation.accuracies` computes both the same way.
+bytes. ``fastspec.analyses.ablation.accuracies`` computes both the same way.
 """
 
 from __future__ import annotations
@@ -152,10 +152,95 @@ def load_basis(path: str | os.PathLike, *, n_basis: int | None = None, seed: int
 
 
 class AblatedLM(HFLM):
-    """lm-eval's :class:`HFLM` with fastspec's top-k eigenvector projection at one layer
-    (the arguments are those of the module docstring's ``model_args``; the rest go to
-    :class:`HFLM`). ``self.projector`` holds the basis (``.mean``, ``.basis``: d×k) and
-    ``self.basis_samples`` the number of samples of its covariance."""
+    """lm-eval's ``HFLM`` with the top-k eigenvectors of one layer's covariance retained or removed.
+
+    Registered in lm-eval as ``fastspec-ablate`` when this module is imported (the paper's
+    Table 2 ablation on any lm-eval task). The arguments are the ``model_args`` of the
+    command line (``pretrained=DIR,layer=-1,k=10,basis=texts.txt``); lm-eval's command line
+    reads whole numbers as floats, so ``layer=-1.0`` counts as -1. The projection hooks the
+    layer only while lm-eval calls the model, so log-likelihood, rolling and generation
+    tasks are all ablated. Every argument that needs no model is checked before the model
+    loads.
+
+    Parameters
+    ----------
+    pretrained : str or transformers.PreTrainedModel
+        The causal language model, as lm-eval's ``hf`` model takes it (a directory or hub
+        id), which also loads its tokenizer.
+    basis : str or os.PathLike
+        Required: where the eigenvectors come from. A text file (``.txt``, a text per
+        non-blank line; ``.jsonl``, the ``text_field`` of each line; ``.parquet``, that
+        column): the covariance of the texts' last-token representations at ``layer``,
+        extracted as `fastspec.ablate` does. Or a saved accumulator (``.pt``/``.pth``:
+        ``torch.save(acc.state_dict(), FILE)`` of that layer's
+        `fastspec.CovarianceAccumulator`), whose width must be the model's.
+    layer : int, default -1
+        0 the embedding output, l the output of block l, -1 the last layer (after the final
+        norm, as Hugging Face's ``hidden_states[-1]``, unless ``final_norm=False``).
+    k : int, default 10
+        The number of eigenvectors, at most min(n - 1, d) for n basis samples.
+    mode : {'retain', 'remove'}, default 'retain'
+        ``retain`` projects h on μ + U_k U_kᵀ (h - μ); ``remove`` takes the projection
+        away, h - U_k U_kᵀ (h - μ) (μ: the basis mean).
+    n_basis : int, optional
+        At most this many texts of a text basis, drawn without replacement with a seeded
+        generator, in file order (all when the file holds fewer, or when not given).
+    basis_seed : int, default 0
+        The seed of that draw.
+    text_field : str, default 'text'
+        The field or column of the text in a ``.jsonl``/``.parquet`` basis.
+    final_norm : bool, optional
+        At the last layer, project after the model's final norm (default where it has one)
+        or before it (False).
+    basis_max_length : int, optional
+        Tokens per basis text (default: the model's context).
+    basis_batch_size : int, default 16
+        Basis texts per forward pass.
+    positions : {'all'}, default 'all'
+        Only ``'all'``: every position of every sequence lm-eval runs is projected (lm-eval's
+        calls see padded batches alone, so the scored positions are not known).
+    **kwargs
+        Every other argument of lm-eval's ``HFLM`` (``device``, ``batch_size``, ``dtype``, …).
+
+    Attributes
+    ----------
+    projector : fastspec.analyses.ablation.Projector
+        The hook and its basis (``.mean``, ``.basis``: d×k).
+    basis_samples : int
+        The number of samples of the basis covariance.
+
+    Raises
+    ------
+    ValueError
+        No ``basis``, an unknown file type, ``mode`` or ``positions``, a non-integer
+        ``layer`` or ``k``, a model that is not a causal LM, or a basis that does not fit
+        the model, each naming ``fastspec-ablate`` and the argument.
+    FileNotFoundError
+        ``basis`` does not exist.
+
+    See Also
+    --------
+    fastspec.ablate : The same ablation on multiple-choice items, without lm-eval.
+
+    Examples
+    --------
+    Importing the module registers the model type:
+
+    >>> from lm_eval.api.registry import get_model
+    >>> from fastspec.integrations.lm_eval import AblatedLM, NAME
+    >>> NAME, get_model(NAME) is AblatedLM
+    ('fastspec-ablate', True)
+    >>> AblatedLM("model-dir", basis="texts.txt", mode="keep")  # checked before any model loads
+    Traceback (most recent call last):
+    ...
+    ValueError: fastspec-ablate: mode must be one of retain, remove, got 'keep'
+
+    From Python, with a causal LM in ``model-dir`` and basis texts in ``texts.txt``::
+
+        import lm_eval
+        lm_eval.simple_evaluate(model="fastspec-ablate", tasks=["sciq"],
+                                model_args="pretrained=model-dir,layer=-1,k=10,basis=texts.txt")
+    """
 
     def __init__(self, pretrained: Any, basis: str | os.PathLike | None = None, layer: int = -1, k: int = 10,
                  mode: str = "retain", n_basis: int | None = None, basis_seed: int = 0, text_field: str = "text",
@@ -216,6 +301,15 @@ class AblatedLM(HFLM):
             return super()._model_generate(*args, **kwargs)
 
     def get_model_info(self) -> dict:
+        """What lm-eval records of the model, with the ablation's settings.
+
+        Returns
+        -------
+        dict
+            ``HFLM``'s model information, and ``fastspec_layer``, ``fastspec_k``,
+            ``fastspec_mode``, ``fastspec_final_norm``, ``fastspec_basis`` and
+            ``fastspec_basis_samples``: in the results' ``config`` of every run.
+        """
         return {**super().get_model_info(), **self._fastspec_info}
 
 
@@ -224,8 +318,32 @@ if __name__ != "__main__":  # see the end of the module
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """lm-eval's command line (``lm_eval …``) with ``fastspec-ablate`` registered; ``argv``
-    replaces ``sys.argv[1:]`` when given."""
+    """lm-eval's command line (``lm_eval …``) with ``fastspec-ablate`` registered.
+
+    lm-eval's own ``lm_eval`` command finds models only in a fixed table, so it cannot know
+    ``fastspec-ablate``; ``fastspec lm-eval`` and ``python -m fastspec.integrations.lm_eval``
+    run this, which hands the command line to lm-eval's ``cli_evaluate`` unchanged: every
+    option and subcommand works as after ``lm_eval``.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        The arguments, in place of ``sys.argv[1:]`` (which they replace for lm-eval to read).
+
+    Examples
+    --------
+    On the command line (``fastspec lm-eval`` is this function)::
+
+        fastspec lm-eval --model fastspec-ablate \\
+            --model_args pretrained=DIR,layer=-1,k=10,mode=retain,basis=texts.txt,n_basis=1000 \\
+            --tasks sciq --device cuda:0 --batch_size 16
+
+    or from Python, with the same arguments::
+
+        from fastspec.integrations.lm_eval import main
+        main(["--model", "fastspec-ablate", "--model_args", "pretrained=DIR,k=10,basis=texts.txt",
+              "--tasks", "sciq"])
+    """
     from lm_eval.__main__ import cli_evaluate
 
     if argv is not None:

@@ -43,12 +43,52 @@ def _moments(n: float, mean: torch.Tensor, m2: torch.Tensor) -> Moments:
 
 
 class SpectralMetrics(Metric):
-    """RankMe (``rankme``: the eigenvalues of the centred covariance; ``rankme_sv``: Garrido
-    et al.'s, the singular values of the raw rows) and α-ReQ (``alpha``, over the 0-based
-    ``fit_range``; NaN while the spectrum is shorter) of every row given to :meth:`update`.
-    ``dim``: the feature width. Rows with NaN/Inf are refused (a ValueError naming them), or
-    with ``nan_policy="omit"`` left out (their number is not kept: the metric's state is the
-    rows it holds)."""
+    """RankMe (both conventions) and α-ReQ of every row given to `update`, as a torchmetrics ``Metric``.
+
+    ``rankme`` is over the eigenvalues of the centred covariance (ddof=1), ``rankme_sv`` is
+    Garrido et al.'s, over the singular values of the raw (uncentred) rows, and ``alpha`` is
+    α-ReQ over the 0-based ``fit_range`` (NaN while the spectrum is shorter): the conventions
+    of `fastspec.rankme` and `fastspec.alpha_req`. The state is this process's (n, mean, M2)
+    in float64, merged by Chan, Golub and LeVeque's update; under torch.distributed,
+    ``compute`` merges every process's state the same way, so N processes give one process's
+    numbers to rounding.
+
+    Parameters
+    ----------
+    dim : int
+        The feature width: the number of columns of every batch.
+    fit_range : tuple of int, default (11, 100)
+        0-based ``[start, stop)`` eigenvalue indices of the α fit (the paper's; Reptrix uses
+        ``(10, 100)``).
+    nan_policy : {'raise', 'omit'}, default 'raise'
+        Rows holding NaN or Inf raise a `ValueError` naming them, or with ``'omit'`` are left
+        out (their number is not kept: the metric's state is the rows it holds).
+    **kwargs
+        Passed to ``torchmetrics.Metric`` (e.g. ``sync_on_compute``).
+
+    Raises
+    ------
+    ValueError
+        ``dim`` is not a positive integer, or ``fit_range``/``nan_policy`` is invalid.
+
+    See Also
+    --------
+    fastspec.CovarianceAccumulator : The same statistics outside torchmetrics.
+
+    Examples
+    --------
+    >>> from fastspec.integrations.torchmetrics import SpectralMetrics
+    >>> metric = SpectralMetrics(16)
+    >>> g = torch.Generator().manual_seed(0)
+    >>> batches = [torch.randn(64, 16, generator=g) for _ in range(4)]
+    >>> for batch in batches:
+    ...     metric.update(batch)
+    >>> out = metric.compute()
+    >>> round(out["rankme"], 3), out["n_samples"]
+    (15.434, 256)
+    >>> round(fastspec.spectrum(torch.cat(batches)).rankme, 3)  # all rows at once: the same
+    15.434
+    """
 
     is_differentiable = False
     higher_is_better = None
@@ -65,6 +105,20 @@ class SpectralMetrics(Metric):
         self.add_state("m2", default=torch.zeros(1, dim, dim, dtype=torch.float64), dist_reduce_fx="cat")
 
     def update(self, features: Any) -> None:
+        """Add a batch of rows to the state.
+
+        Parameters
+        ----------
+        features : array_like
+            An N×``dim`` batch (a torch tensor on any device, a NumPy array, or anything
+            DLPack can give), any float dtype; products are taken in float64.
+
+        Raises
+        ------
+        ValueError
+            The batch is not 2-D with ``dim`` columns, or holds NaN/Inf with
+            ``nan_policy='raise'``.
+        """
         x = as_matrix(features, "features")
         if x.shape[1] != self.dim:
             raise ValueError(f"features have {x.shape[1]} columns (shape {tuple(x.shape)}), this metric was made "
@@ -85,6 +139,19 @@ class SpectralMetrics(Metric):
         self.n[0] += batch.n
 
     def compute(self) -> dict[str, float]:
+        """The metrics of every row added so far (on every process, under torch.distributed).
+
+        Returns
+        -------
+        dict
+            ``rankme``, ``rankme_sv``, ``alpha`` (floats; ``alpha`` NaN when the spectrum is
+            shorter than ``fit_range``) and ``n_samples`` (int).
+
+        Raises
+        ------
+        ValueError
+            Fewer than 2 rows were added.
+        """
         n = self.n.reshape(-1)
         parts = [_moments(float(k), mu, m2) for k, mu, m2 in
                  zip(n, self.mean.reshape(-1, self.dim), self.m2.reshape(-1, self.dim, self.dim))]

@@ -19,7 +19,18 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 
 class CheckpointError(OSError):
-    """A checkpoint could not be loaded (missing directory, unknown revision, bad files)."""
+    """A checkpoint could not be loaded (missing directory, unknown revision, bad files).
+
+    An `OSError`, with a message that names the checkpoint. Raised by `fastspec.trace`,
+    `fastspec.memorization_trace` and the command line when they load or fetch one.
+
+    Examples
+    --------
+    >>> fastspec.trace(["./ckpts/step1000"], ["a text", "another"], "run", progress=False)
+    Traceback (most recent call last):
+    ...
+    fastspec.models.checkpoints.CheckpointError: checkpoint ./ckpts/step1000: no such directory ./ckpts/step1000
+    """
 
 
 @dataclass(frozen=True)
@@ -106,11 +117,17 @@ def as_checkpoint(item: Any) -> Checkpoint:
 
 def load_checkpoint(ckpt: Checkpoint, *, dtype: str = "float32", device: str | torch.device = "cpu",
                     trust_remote_code: bool = False, causal_lm: bool = False,
-                    path: str | None = None) -> tuple[torch.nn.Module, Any]:
+                    path: str | None = None, device_map: str | dict[str, Any] | None = None,
+                    offload_folder: str | None = None) -> tuple[torch.nn.Module, Any]:
     """The model (without LM head: ``AutoModel``; with it, ``AutoModelForCausalLM``, when
     ``causal_lm``) and tokenizer of a checkpoint, in eval mode. ``path``: where a hub
     checkpoint's files already are (a snapshot that :class:`fastspec.models.hub.Downloads`
-    fetched); without it, ``from_pretrained`` resolves the id and revision itself."""
+    fetched); without it, ``from_pretrained`` resolves the id and revision itself.
+    ``device_map`` (then ``device`` is not used): loaded through accelerate's big-model path,
+    ``from_pretrained(device_map=..., offload_folder=...)``, the model spread over GPUs, the
+    CPU and disk (``"auto"``, or module name → GPU index, ``"cpu"`` or ``"disk"``); weights
+    offloaded to disk are read from the checkpoint's safetensors files where it has them, and
+    otherwise written to ``offload_folder``."""
     from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
 
     local = os.path.isdir(ckpt.source)
@@ -119,6 +136,9 @@ def load_checkpoint(ckpt: Checkpoint, *, dtype: str = "float32", device: str | t
     kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
     if ckpt.revision and path is None:
         kwargs["revision"] = ckpt.revision
+    placed = device_map is not None
+    if placed:
+        kwargs.update(device_map=device_map, offload_folder=offload_folder)
     where_from = path or ckpt.source
     try:
         with quiet_transformers():
@@ -129,4 +149,5 @@ def load_checkpoint(ckpt: Checkpoint, *, dtype: str = "float32", device: str | t
         where = "directory" if local else ("revision " + repr(ckpt.revision) if ckpt.revision else "hub id")
         raise CheckpointError(f"checkpoint {ckpt.label}: cannot load the model or tokenizer from {where} "
                               f"{'' if local else 'of ' + repr(ckpt.source)}: {type(err).__name__}: {err}") from err
-    return model.to(device).eval(), tokenizer
+    # A dispatched model stays where its device map put it (moving it would undo the offload).
+    return (model if placed else model.to(device)).eval(), tokenizer

@@ -93,7 +93,48 @@ def sample_texts(texts: Sequence[str], n: int | None, *, seed: int = 0, source: 
 
 
 def load_texts(path: str | os.PathLike, n: int | None = None, *, seed: int = 0, text_field: str = "text") -> list[str]:
-    """The deterministic sample of ``n`` documents (all when None) from a local text file."""
+    """The deterministic sample of ``n`` documents (all when None) from a local text file.
+
+    The sample is drawn without replacement by NumPy's ``default_rng(seed)`` and kept in the
+    file's order, so every checkpoint of a trace sees the same texts.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A ``.txt`` file (a document per non-blank line), ``.jsonl`` (the ``text_field`` of
+        each line) or ``.parquet`` (the ``text_field`` column).
+    n : int, optional
+        The number of documents to draw; None: all of them.
+    seed : int, default 0
+        The seed of the draw.
+    text_field : str, default 'text'
+        The field or column holding the text, in ``.jsonl`` and ``.parquet`` files.
+
+    Returns
+    -------
+    list of str
+        The documents, in file order.
+
+    Raises
+    ------
+    FileNotFoundError
+        No such file.
+    ValueError
+        An unknown file type, a file with no documents, a line that is not JSON, a text that
+        is not a string, or ``n`` larger than the number of documents; each names the file
+        (and line).
+    fastspec.SettingError
+        A ``.jsonl`` line without ``text_field``.
+
+    Examples
+    --------
+    >>> import pathlib
+    >>> _ = pathlib.Path("texts.txt").write_text("first\\nsecond\\n\\nthird\\nfourth\\nfifth\\n")
+    >>> fastspec.load_texts("texts.txt")
+    ['first', 'second', 'third', 'fourth', 'fifth']
+    >>> fastspec.load_texts("texts.txt", n=3, seed=1)
+    ['second', 'third', 'fourth']
+    """
     return sample_texts(read_texts(path, text_field=text_field), n, seed=seed, source=os.fspath(path))
 
 

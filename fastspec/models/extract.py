@@ -26,7 +26,8 @@ from .._settings import SettingError
 from ..spectral import CovarianceAccumulator
 from .batching import iter_batches, pad_batch, position_ids, tokenize
 from .settings import DEFAULT_MAX_LENGTH, ExtractSettings
-from .layout import ModelLayout, hidden_size, model_layout, register_layer_hook, resolve_final_norm, resolve_layers
+from .layout import ModelLayout, hidden_size, layer_device, model_layout, register_layer_hook, resolve_final_norm, \
+    resolve_layers
 
 class _StopForward(Exception):
     """Raised by the hook of the last needed module, so the rest of the model never runs."""
@@ -142,52 +143,95 @@ def extract(
     on_batch: Callable[[int, dict[int, CovarianceAccumulator]], None] | None = None,
     **options: Any,
 ) -> dict[int, CovarianceAccumulator]:
-    """Feed the pooled representation of every text at every requested layer into one
-    :class:`CovarianceAccumulator` per layer, and return them keyed by layer.
+    """Feed the pooled representation of every text at every requested layer into one accumulator per layer.
+
+    One forward pass feeds every requested layer: hooks keep only the pooled rows (never
+    every position of every layer), and the pass stops after the last requested layer (no
+    LM head, no logits). Texts are sorted by length into batches, so padding is small, and
+    position ids come from the attention mask, so left and right padding give the same
+    rows. Runs under ``torch.inference_mode``.
 
     Parameters
     ----------
-    model
-        Any Hugging Face model (``AutoModelForCausalLM``/``AutoModel``), on the device and in
-        the dtype it should run in (fp32 or bf16, CPU or CUDA); the LM head never runs.
-    tokenizer, texts
-        The model's tokenizer, and the texts.
-    settings
-        An :class:`~fastspec.models.settings.ExtractSettings`; ``options`` (its fields as
-        keywords: ``layers``, ``pooling`` (``"last"``, the paper's choice; ``"mean"``,
-        ``"cls"`` or an int position among the real tokens), ``max_length`` (``"auto"``: 512
-        or the model's context if shorter, reported in ``stats``; None: the model's context;
-        longer than the context is an error), ``batch_size``, ``final_norm``,
-        ``padding_side`` (default: the tokenizer's; both sides give the same rows), ``folds``
-        (of the new accumulators, for :meth:`~fastspec.CovarianceAccumulator.jackknife`:
-        each text's row goes to fold i mod K by its position in the length-sorted order of
-        this process's batches)) apply over it.
-    accumulators
-        Existing ones to add to.
-    shard
+    model : transformers.PreTrainedModel
+        Any Hugging Face model (``AutoModelForCausalLM`` or ``AutoModel``), on the device and
+        in the dtype it should run in (fp32 or bf16, CPU or CUDA), or spread over several
+        devices, the CPU and disk by a device map (``from_pretrained(device_map=...)``,
+        accelerate's big-model loading): each new accumulator then lives on the device of its
+        layer's output, and the pass still stops after the last requested layer. The LM head
+        never runs.
+    tokenizer : transformers.PreTrainedTokenizerBase
+        The model's tokenizer.
+    texts : sequence of str
+        The texts, each one row per layer.
+    settings : fastspec.ExtractSettings, optional
+        The extraction settings (or any settings holding their fields, such as a
+        `fastspec.TraceSettings`); ``options`` apply over them.
+    accumulators : dict of int to fastspec.CovarianceAccumulator, optional
+        Existing accumulators to add to, keyed by layer (new ones are made for the others).
+    shard : tuple of int, optional
         ``(rank, world)``: process only that rank's batches (the caller all-reduces).
-    progress
-        A progress bar (a string: its label).
-    stats
-        A dict that receives ``n_tokens`` (of all texts, every shard's), ``n_texts``,
-        ``seconds``, ``max_length`` (the one used) and ``tokens_read`` (the tokens this call
-        ran through the model).
-    precision
-        Of the new accumulators' products; float64 by default, as the forward pass costs far
-        more than the d×d products and the raw spectrum's tail (``rankme_sv``) needs it.
-    start_batch
+    progress : bool or str, default True
+        A progress bar on stderr (a string: its label).
+    stats : dict, optional
+        Receives ``n_tokens`` (of all texts, every shard's), ``n_texts``, ``seconds``,
+        ``max_length`` (the one used) and ``tokens_read`` (the tokens this call ran through
+        the model).
+    precision : str, default 'float64'
+        Of the new accumulators' products: the forward pass costs far more than the d×d
+        products, and the raw spectrum's tail (``rankme_sv``) needs float64.
+    start_batch : int, default 0
         Skip this process's first batches (their rows are already in ``accumulators``: a
         resumed run).
-    on_batch
-        Called as ``on_batch(done, accumulators)`` after each batch with the number of this
+    on_batch : callable, optional
+        Called as ``on_batch(done, accumulators)`` after each batch, with the number of this
         process's batches done so far (a caller saves state there).
+    **options
+        Fields of `fastspec.ExtractSettings` as keywords (``layers``, ``pooling``,
+        ``max_length``, ``batch_size``, ``final_norm``, ``padding_side``, ``folds``), each
+        documented there. With ``folds=K`` the new accumulators keep K folds for
+        `fastspec.CovarianceAccumulator.jackknife`: each text's row goes to fold i mod K by
+        its position in the length-sorted order of this process's batches.
 
     Returns
     -------
-    dict
-        Layer → :class:`CovarianceAccumulator`.
+    dict of int to fastspec.CovarianceAccumulator
+        One accumulator per requested layer, keyed by its index (0 the embedding output, l
+        the output of block l; negative indices given are resolved).
 
-    Runs under ``torch.inference_mode``.
+    Raises
+    ------
+    fastspec.SettingError
+        A setting out of range, or a ``max_length`` longer than the model's context.
+    ValueError
+        No texts, a text that tokenises to nothing, an unknown layer, ``final_norm=True``
+        for a model without a final norm, or an accumulator of another width.
+    TypeError
+        ``texts`` not a list of strings, or a model that is not a Hugging Face transformer.
+
+    See Also
+    --------
+    fastspec.trace : The same across checkpoints, written to a results directory.
+
+    Examples
+    --------
+    A tiny GPT-2 with random weights and a tokenizer trained on the texts (nothing is
+    downloaded):
+
+    >>> import transformers
+    >>> from fastspec.models.tiny import train_tokenizer
+    >>> texts = [f"the {a} {b} sat on the {c}" for a in ("red", "old", "small")
+    ...          for b in ("cat", "dog", "fox") for c in ("mat", "rug")]
+    >>> tokenizer = train_tokenizer(texts, vocab_size=300)
+    >>> config = transformers.GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=4,
+    ...                                  bos_token_id=0, eos_token_id=0)
+    >>> _ = torch.manual_seed(0)
+    >>> model = transformers.GPT2Model(config)
+    >>> accs = fastspec.extract(model, tokenizer, texts, layers=[0, -1], progress=False)
+    >>> {layer: (acc.n_samples, acc.dim) for layer, acc in accs.items()}
+    {0: (18, 32), 2: (18, 32)}
+    >>> round(accs[0].spectrum().rankme, 1)
+    3.6
     """
     s = ExtractSettings.build(settings, caller="extract", **options)
     layout = model_layout(model)
@@ -196,12 +240,15 @@ def extract(
     side = s.padding_side or getattr(tokenizer, "padding_side", "right")
     pad_id = next((v for v in (getattr(tokenizer, "pad_token_id", None), getattr(tokenizer, "eos_token_id", None)) if v is not None), 0)
     tokens = tokenize(tokenizer, texts, max_length)
-    first = next(model.parameters(), None)
-    device = first.device if first is not None else torch.device("cpu")
+    final_norm = resolve_final_norm(layout, s.final_norm)
+    device = layer_device(layout, 0)  # where the input ids go: the embedding's device
     dim = hidden_size(model)
     accs = accumulators if accumulators is not None else {}
     for layer in wanted:
-        accs.setdefault(layer, CovarianceAccumulator(dim, device=device, precision=precision, folds=s.folds))
+        # On the device of the layer's own output (a device map spreads layers over several),
+        # so that the rows never cross devices.
+        accs.setdefault(layer, CovarianceAccumulator(dim, device=layer_device(layout, layer, final_norm=final_norm),
+                                                     precision=precision, folds=s.folds))
         if accs[layer].dim != dim:
             raise ValueError(f"layer {layer}: accumulator has dim {accs[layer].dim}, the model's hidden size is {dim}")
     batches = list(iter_batches(tokens, s.batch_size, shard))
@@ -209,7 +256,7 @@ def extract(
         raise ValueError(f"start_batch must be an integer in [0, {len(batches)}], got {start_batch!r}")
     n_tokens = sum(len(tokens[i]) for b in batches[start_batch:] for i in b)
     desc = progress if isinstance(progress, str) else "extract"
-    with _Pooler(layout, wanted, accs, s.pooling, resolve_final_norm(layout, s.final_norm)) as pooler, torch.inference_mode(), \
+    with _Pooler(layout, wanted, accs, s.pooling, final_norm) as pooler, torch.inference_mode(), \
             tqdm(total=n_tokens, unit="tok", unit_scale=True, desc=desc, disable=bar_off(bool(progress)), leave=False) as bar:
         start = time.perf_counter()
         for done, batch in enumerate(batches[start_batch:], start=start_batch + 1):

@@ -20,6 +20,7 @@ Everything goes through ``huggingface_hub`` itself, so ``HF_ENDPOINT``, ``HF_HOM
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import os
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -166,6 +167,18 @@ def cached_commits(repo: str) -> set[str]:
 #: The ledger's format tag: which snapshots a run downloaded (and so may evict), written
 #: before each download, so that a run killed with them on disk still evicts them when resumed.
 LEDGER_FORMAT = "fastspec.downloads/1"
+
+
+def node_ledger(out_dir: str) -> str:
+    """With node-local downloads, a node's record of what it downloaded for the run into
+    ``out_dir`` (see :class:`Downloads`): beside the node's own Hugging
+    Face cache (in ``HF_HOME``, as the cache's scan takes every folder inside the cache for a
+    repository), where a resumed run on that node finds it whether or not the results
+    directory is shared."""
+    from huggingface_hub import constants
+
+    key = hashlib.sha1(os.path.abspath(out_dir).encode()).hexdigest()[:16]
+    return os.path.join(constants.HF_HOME, "fastspec", f"downloads-{key}.json")
 
 
 class Downloads:

@@ -27,6 +27,8 @@ class ModelLayout:
     final_norm: torch.nn.Module | None
     context: int | None
     takes_position_ids: bool
+    #: The input embedding (its output is layer 0), when the model says which it is.
+    embeddings: torch.nn.Module | None = None
 
     @property
     def n_layers(self) -> int:
@@ -49,7 +51,12 @@ def model_layout(model: torch.nn.Module) -> ModelLayout:
     norm = next((getattr(base, name) for name in FINAL_NORM_NAMES if isinstance(getattr(base, name, None), torch.nn.Module)), None)
     context = getattr(text_config, "max_position_embeddings", None) or getattr(text_config, "n_positions", None)
     takes_pos = "position_ids" in inspect.signature(base.forward).parameters
-    return ModelLayout(base, lists[0], norm, int(context) if context else None, takes_pos)
+    try:
+        embeddings = base.get_input_embeddings()
+    except (AttributeError, NotImplementedError):  # not every model names its input embedding
+        embeddings = None
+    return ModelLayout(base, lists[0], norm, int(context) if context else None, takes_pos,
+                       embeddings if isinstance(embeddings, torch.nn.Module) else None)
 
 
 def resolve_layers(layers: str | int | Sequence[int], n_layers: int) -> list[int]:
@@ -120,3 +127,36 @@ def hidden_size(model: torch.nn.Module) -> int:
         if isinstance(value, int):
             return value
     raise TypeError(f"cannot tell the hidden size of {type(model).__name__} from its config")
+
+
+
+def module_device(module: torch.nn.Module) -> torch.device | None:
+    """Where ``module`` computes: with a model dispatched by accelerate (``from_pretrained(
+    device_map=...)``), its hook's execution device, as the weights of a module offloaded to
+    the CPU or to disk wait on the "meta" device and are brought there for each forward;
+    otherwise the device of its first parameter or buffer that is not "meta"; None when it
+    has neither."""
+    hook = getattr(module, "_hf_hook", None)
+    for h in [hook, *getattr(hook, "hooks", ())]:  # accelerate's SequentialHook holds several
+        device = getattr(h, "execution_device", None)
+        if device is not None:
+            return torch.device(device)  # an int is a CUDA device's index
+    for t in (*module.parameters(), *module.buffers()):
+        if t.device.type != "meta":
+            return t.device
+    return None
+
+
+def layer_device(layout: ModelLayout, layer: int, *, final_norm: bool = False) -> torch.device:
+    """The device that ``layer``'s representation (as :func:`register_layer_hook` sees it) is
+    computed on: that of the module whose output it is (layer 0: the input embedding; the
+    last layer with ``final_norm``: the final norm; l: block l). On a model split across
+    devices by a device map they differ; each layer's accumulator is kept on its own, so no
+    hidden state crosses devices. Falls back to the model's device, then the CPU."""
+    if final_norm and layer == layout.n_layers and layout.final_norm is not None:
+        module = layout.final_norm
+    elif layer == 0:
+        module = layout.embeddings if layout.embeddings is not None else layout.blocks[0]
+    else:
+        module = layout.blocks[layer - 1]
+    return module_device(module) or module_device(layout.base) or torch.device("cpu")

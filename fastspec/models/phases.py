@@ -77,14 +77,68 @@ def zigzag_runs(values: np.ndarray, tol: float, se: np.ndarray | None = None,
 
 def phases(results: Any, *, layer: int | str = "last", warmup_steps: int | None = None, tol: float = 0.1,
            se_multiple: float | None = None) -> Any:
-    """Label every checkpoint of a trace ``warmup``, ``entropy-seeking`` or
-    ``compression-seeking`` by the rule in this module's docstring.
+    """Label every checkpoint of a trace ``warmup``, ``entropy-seeking`` or ``compression-seeking``.
 
-    ``results``: a results directory or :func:`fastspec.load_trace`'s DataFrame. ``layer``:
-    a layer index or ``"last"``. ``se_multiple=z`` (a trace made with ``folds``): a change of
-    direction must also exceed z jackknife standard errors of the two RankMe values it
-    compares. Returns a DataFrame with one row per checkpoint: ``checkpoint``, ``step``,
-    ``layer``, ``rankme``, ``alpha``, ``phase``, ``alpha_agrees``, and ``rule``, the rule used.
+    The paper (Li, Ghosh, Richards et al., 2025) marked its three pretraining phases by eye;
+    this is a rule for them, on one layer's trajectory in training order:
+
+    1. RankMe is cut into monotone runs by a zig-zag filter of relative threshold ``tol``:
+       a run ends at an extremum only once RankMe has moved more than ``tol`` (relative)
+       the other way, so noise smaller than ``tol`` never splits a run. Rising runs are
+       entropy-seeking, falling runs compression-seeking; a trajectory that never moves by
+       more than ``tol`` is one run labelled ``flat``.
+    2. Warmup: the checkpoints at a step up to ``warmup_steps`` when it is given (the
+       learning-rate warmup); otherwise, when the first run falls (the early collapse),
+       that run.
+    3. α does not label; ``alpha_agrees`` says whether α moved the opposite way to RankMe
+       over the same run, as the paper describes.
+
+    Parameters
+    ----------
+    results : str, os.PathLike or pandas.DataFrame
+        A results directory, or `fastspec.load_trace`'s DataFrame (the columns
+        ``checkpoint``, ``step``, ``layer``, ``rankme`` and ``alpha`` are used).
+    layer : int or 'last', default 'last'
+        The layer whose trajectory is labelled (``'last'``: the deepest traced, as the
+        paper's Figure 2).
+    warmup_steps : int, optional
+        The learning-rate warmup's length in steps; None: the first run, when it falls.
+    tol : float, default 0.1
+        The relative move that ends a run, in (0, 1). The paper's phases move RankMe by tens
+        of percent, while one checkpoint's wobble on a few thousand texts is a few percent.
+    se_multiple : float, optional
+        ``z``, for a trace made with ``folds``: a change of direction must also exceed z
+        jackknife standard errors of the two RankMe values it compares.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per checkpoint, in training order: ``checkpoint``, ``step``, ``layer``,
+        ``rankme``, ``alpha``, ``phase``, ``alpha_agrees`` (None where α is missing or the
+        run is flat) and ``rule``, the rule used, in words.
+
+    Raises
+    ------
+    ValueError
+        ``tol`` outside (0, 1), a ``layer`` not in the trace, ``warmup_steps`` with a
+        checkpoint of unknown step, or ``se_multiple`` for a trace without standard errors.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> steps = [0, 100, 1000, 4000, 16000, 64000, 143000]
+    >>> frame = pd.DataFrame({"checkpoint": [f"step{s}" for s in steps], "step": steps, "layer": 12,
+    ...                       "rankme": [60.0, 12.0, 35.0, 90.0, 140.0, 95.0, 70.0],
+    ...                       "alpha": [0.9, 1.6, 1.2, 0.8, 0.6, 0.8, 0.9]})
+    >>> fastspec.phases(frame)[["step", "rankme", "phase", "alpha_agrees"]]
+         step  rankme                phase  alpha_agrees
+    0       0    60.0               warmup          True
+    1     100    12.0               warmup          True
+    2    1000    35.0      entropy-seeking          True
+    3    4000    90.0      entropy-seeking          True
+    4   16000   140.0      entropy-seeking          True
+    5   64000    95.0  compression-seeking          True
+    6  143000    70.0  compression-seeking          True
     """
     import pandas as pd
 

@@ -14,7 +14,11 @@ callbacks' ``out_dir`` (:class:`fastspec.integrations._online.OnlineGeometry`) a
 - **The sweep** (:class:`Sweep`): done checkpoints skipped, a hub checkpoint whose branch
   moved since it was recorded refused on every rank, hub files fetched by rank 0 with the
   next ``prefetch`` ahead and (``evict``) deleted once recorded, the other ranks waiting
-  for them (rank 0's values reach every rank by :func:`broadcast`).
+  for them (rank 0's values reach every rank by :func:`broadcast`). Across nodes that share
+  no filesystem (``node_local``), each node's local rank 0 fetches and evicts in its own
+  cache for the ranks of its node; every rank checks that it sees the files it is given.
+  Only rank 0 writes results; the checkpoints done are rank 0's, so a node without the
+  results directory does the same ones.
 - **Partial saves** (:class:`PartialState`): inside a checkpoint, every ``save_every``
   batches, the layers' accumulator states and the position in the data, so that a run
   killed there resumes from it with identical results.
@@ -39,6 +43,7 @@ import dataclasses
 import datetime
 import json
 import os
+import socket
 import threading
 import time
 import uuid
@@ -50,8 +55,8 @@ from tqdm import tqdm
 
 from .._files import bar_off, create_json, process_alive, remove_stale, replacing, temporary_name, this_host, \
     write_json
-from .checkpoints import Checkpoint
-from .hub import Downloads, resolve
+from .checkpoints import Checkpoint, CheckpointError
+from .hub import Downloads, node_ledger, resolve
 
 CONFIG_FILE = "config.json"
 CKPT_DIR = "checkpoints"
@@ -79,8 +84,20 @@ def distributed() -> tuple[int, int]:
     import torch.distributed as dist
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and dist.is_available() and not dist.is_initialized():
+        if torch.cuda.is_available():
+            # NCCL's collectives (the object broadcasts too) run on the current device: each
+            # rank's own GPU, not cuda:0 for all of them.
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
     return process_rank()
+
+
+def node_rank() -> tuple[str, int]:
+    """(this process's node, its rank on that node): torchrun's ``GROUP_RANK`` (the node's
+    rank in the job) and ``LOCAL_RANK``; a process started otherwise is a node of its own."""
+    if "GROUP_RANK" in os.environ and "LOCAL_RANK" in os.environ:
+        return f"node {os.environ['GROUP_RANK']}", int(os.environ["LOCAL_RANK"])
+    return f"process {os.getpid()} on {socket.gethostname()}", 0
 
 
 def process_rank() -> tuple[int, int]:
@@ -505,6 +522,11 @@ class Sweep:
     evict
         Delete each hub checkpoint's downloaded files once measured (and what a killed run
         left: ``downloads.json``).
+    node_local
+        Each node's local rank 0 (torchrun's ``LOCAL_RANK`` 0) downloads for its node, into
+        its own Hugging Face cache, its record of them in :func:`~fastspec.models.hub.node_ledger`
+        beside that cache; else rank 0 downloads for all, into a cache every rank sees, and
+        records them in ``downloads.json``.
     progress
         A progress bar and notes (rank 0).
     desc
@@ -520,21 +542,28 @@ class Sweep:
     ------
     ValueError
         On entry, on every rank: the directory refused the run (:meth:`ResultsDir.open`); from
-        :meth:`pending`: a recorded hub checkpoint whose branch moved.
+        :meth:`pending`: a recorded hub checkpoint whose branch moved; from :meth:`one`: the
+        nodes' downloads of a checkpoint are different commits.
+    fastspec.models.checkpoints.CheckpointError
+        From :meth:`one`, on every rank: a rank does not see the files downloaded for it.
     """
 
     def __init__(self, results: ResultsDir, *, rank: int = 0, world: int = 1, prefetch: int | None = None,
                  evict: bool = False, progress: bool = True, desc: str = "checkpoints",
-                 after_each: Callable[[], Any] | None = None, shard: tuple[int, int] | None = None):
-        self.results, self.rank, self.world = results, rank, world
+                 after_each: Callable[[], Any] | None = None, node_local: bool = False,
+                 shard: tuple[int, int] | None = None):
+        self.results, self.rank, self.world, self.node_local = results, rank, world, node_local
         self.progress, self.desc, self.after_each = progress and rank == 0, desc, after_each
         self.shard = shard
-        # rank 0 downloads (and evicts); the others wait for the files (its threads start on first use).
-        # A ledger per shard: each shard's job evicts what it left, never what another shard is using.
-        ledger = DOWNLOADS_FILE if shard is None else \
-            DOWNLOADS_FILE.replace(".json", f".shard{shard[0]}of{shard[1]}.json")
-        self.downloads = Downloads(prefetch=1 if prefetch is None else prefetch, evict=evict,
-                                   ledger=os.path.join(results.path, ledger)) if rank == 0 else None
+        # rank 0 (node_local: each node's local rank 0) downloads and evicts; the others wait
+        # for the files (its threads start on first use). A node-local cache's record stays
+        # with that cache: a restarted job may make another node rank 0.
+        ledger = node_ledger(results.path) if node_local else os.path.join(results.path, DOWNLOADS_FILE)
+        if shard is not None:  # a ledger per shard: each shard's job evicts what it left, never another's files
+            stem, ext = os.path.splitext(ledger)
+            ledger = f"{stem}.shard{shard[0]}of{shard[1]}{ext}"
+        self.downloads = Downloads(prefetch=1 if prefetch is None else prefetch, evict=evict, ledger=ledger) \
+            if rank == 0 or (node_local and node_rank()[1] == 0) else None
         self.done: dict[str, dict[str, Any]] = {}
         self.heartbeat = _Heartbeat() if rank == 0 else None
         #: (checkpoint, why) of those left to other jobs (claimed by them, or done meanwhile).
@@ -550,6 +579,8 @@ class Sweep:
         if refused:
             self.close()
             raise ValueError(refused)
+        # Rank 0's records: another node may not see the directory (or see it late)
+        self.done = broadcast(self.done, self.world)
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -650,8 +681,8 @@ class Sweep:
             fetched = None
             if ckpt.on_hub:
                 ahead = [c for c in upcoming if c.on_hub]
-                fetched = broadcast(self.downloads.fetch(ckpt, ahead) if self.downloads is not None else None,
-                                    self.world)
+                fetched = self._share(ckpt, self.downloads.fetch(ckpt, ahead) if self.downloads is not None
+                                      else None)
             measure(index, ckpt, fetched, time.perf_counter() - waited)
         except Exception as err:
             if isinstance(claim, Claim):
@@ -666,8 +697,8 @@ class Sweep:
                 os.remove(failed)
             if self.after_each is not None:
                 self.after_each()
-            if self.downloads is not None and self.downloads.release(ckpt) and self.progress:
-                tqdm.write(f"fastspec: {ckpt.label}: done, its files evicted from the Hugging Face cache")
+        if self.downloads is not None and self.downloads.release(ckpt) and self.progress:
+            tqdm.write(f"fastspec: {ckpt.label}: done, its files evicted from the Hugging Face cache")
         return True
 
     def claim(self, ckpt: Checkpoint) -> "Claim | str":
@@ -703,6 +734,40 @@ class Sweep:
         assert self.heartbeat is not None
         self.heartbeat.hold(got)
         return got
+
+    def _share(self, ckpt: Checkpoint, fetched: tuple[str, str] | None) -> tuple[str, str]:
+        """The (local path, commit) of ``ckpt``'s files for this rank: rank 0's, or with
+        ``node_local`` its node's local rank 0's. Every rank learns whether every other sees
+        its files, and the nodes' commits, so that all stop together, saying why, rather than
+        one failing while the others wait for it in a collective."""
+        if self.world == 1:
+            assert fetched is not None
+            return fetched
+        import torch.distributed as dist
+
+        node, local = node_rank()
+        everyone: list[Any] = [None] * self.world
+        dist.all_gather_object(everyone, (node, local, fetched))
+        if self.node_local:
+            mine = next(f for n, lr, f in everyone if n == node and lr == 0)
+            commits = {f[1] for _, lr, f in everyone if lr == 0}
+        else:
+            mine, commits = everyone[0][2], {everyone[0][2][1]}
+        seen: list[Any] = [None] * self.world
+        dist.all_gather_object(seen, (os.path.isdir(mine[0]), mine[0]))
+        blind = [f"rank {r} ({path})" for r, (ok, path) in enumerate(seen) if not ok]
+        if len(commits) > 1:
+            raise ValueError(f"checkpoint {ckpt.label}: the nodes downloaded different commits of it "
+                             f"({', '.join(sorted(commits))}): its branch moved during the run; trace a commit "
+                             f"({ckpt.source}@<commit>) or run again")
+        if blind:
+            if self.node_local:
+                why = "downloaded by their node's local rank 0"
+            else:
+                why = ("downloaded by rank 0: the nodes share no filesystem (or not that Hugging Face cache); give "
+                       "--node-local-downloads (node_local_downloads=True) so that each node downloads into its own")
+            raise CheckpointError(f"checkpoint {ckpt.label}: {', '.join(blind)} cannot see the files {why}")
+        return mine
 
 
 class PartialState:

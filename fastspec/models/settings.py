@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import re
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from .._settings import (
+    NAME_ONLY,
     SettingError,
     Settings,
     fault,
@@ -147,6 +149,41 @@ def slurm_shard(name: str = "shard") -> tuple[int, int]:
     return offset // step, count
 
 
+def _device_map(value: Any, name: str) -> str | dict[str, int | str] | None:
+    """A device map as ``from_pretrained`` takes it: a strategy ("auto", "balanced", …) or a
+    device for the whole model, or module name → GPU index, "cpu", "disk" or a device name."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if not value:
+            raise fault(name, "must name a strategy ('auto') or a device, or map module names to devices", value)
+        return value
+    if not isinstance(value, Mapping) or not value:
+        raise fault(name, "must be a string ('auto') or a non-empty mapping of module names to devices", value)
+    out: dict[str, int | str] = {}
+    for module, device in value.items():
+        if not isinstance(module, str):
+            raise fault(name, "must map module names (strings) to devices", module)
+        if isinstance(device, bool) or not (isinstance(device, str) or (isinstance(device, int) and device >= 0)):
+            raise fault(name, f"maps {module!r} to neither a GPU index nor 'cpu', 'disk' or a device name", device)
+        out[module] = device
+    return out
+
+
+def _parse_device_map(text: str) -> str | dict[str, Any]:
+    """``auto`` (or another strategy, or a device), a JSON object, or a JSON file holding one."""
+    if text.lstrip().startswith("{") or text.endswith(".json"):
+        try:
+            if text.lstrip().startswith("{"):
+                return json.loads(text)
+            with open(text) as fh:
+                return json.load(fh)
+        except (OSError, ValueError) as err:
+            raise argparse.ArgumentTypeError(f"a device map as JSON (module name: GPU index, \"cpu\" or \"disk\"), "
+                                             f"or a .json file holding one; {text!r}: {err}") from None
+    return text
+
+
 def _parse_layers(text: str) -> str | list[int]:
     if text == "all":
         return "all"
@@ -181,8 +218,27 @@ def _parse_save_every(text: str) -> int | None:
 
 @dataclasses.dataclass(frozen=True)
 class ExtractSettings(Settings):
-    """How :func:`fastspec.extract` turns a model and texts into one covariance accumulator per
-    layer. Every field changes the numbers."""
+    """How `fastspec.extract` turns a model and texts into one covariance accumulator per
+    layer. Every field changes the numbers.
+
+    Each field is checked when the settings are made: a bad value raises
+    `fastspec.SettingError` naming it. The same fields are keywords of `fastspec.extract`,
+    `fastspec.trace` and the training callbacks, and options of the ``fastspec`` command line.
+
+    See Also
+    --------
+    fastspec.TraceSettings : These fields and tracing's own.
+
+    Examples
+    --------
+    >>> s = fastspec.ExtractSettings(layers=[0, -1], batch_size=8)
+    >>> s.layers, s.pooling, s.batch_size
+    ((0, -1), 'last', 8)
+    >>> fastspec.ExtractSettings(pooling="max")
+    Traceback (most recent call last):
+    ...
+    fastspec._settings.SettingError: pooling must be one of ('last', 'mean', 'cls') or a token position (int), got 'max'
+    """
 
     layers: str | int | Sequence[int] = setting(
         "all", "'all' or layer indices (0 = the embedding output, l = the output of block l, negative from the end)",
@@ -208,9 +264,25 @@ class ExtractSettings(Settings):
 
 @dataclasses.dataclass(frozen=True)
 class TraceSettings(ExtractSettings):
-    """The settings of :func:`fastspec.trace`: extraction's, how checkpoints are loaded and
+    """The settings of `fastspec.trace`: extraction's, how checkpoints are loaded and
     measured, which texts, and how the sweep runs. The sample of texts is bound by its SHA-256
-    (``data_sha256`` in ``config.json``), so ``n``, ``seed`` and ``text_field`` bind through it."""
+    (``data_sha256`` in ``config.json``), so ``n``, ``seed`` and ``text_field`` bind through it.
+
+    See Also
+    --------
+    fastspec.ExtractSettings : The extraction fields alone.
+
+    Examples
+    --------
+    >>> s = fastspec.TraceSettings(layers=[-1], n=256, fit_range=[10, 100])
+    >>> s.fit_range, s.save_every
+    ((10, 100), 500)
+    >>> fastspec.ExtractSettings.build(s)  # the extraction fields of a trace's settings
+    ExtractSettings(layers=(-1,), pooling='last', max_length='auto', batch_size=16, final_norm=None,
+                    padding_side=None, folds=1)
+    >>> sorted(s.to_config())[:4]
+    ['batch_size', 'device', 'device_map', 'dtype']
+    """
 
     dtype: str = setting("float32", "the dtype the checkpoints are loaded in", affects=True,
                          check=one_of(*DTYPE_NAMES), cli={"choices": DTYPE_NAMES})
@@ -224,6 +296,16 @@ class TraceSettings(ExtractSettings):
     seed: int = setting(0, "seed of the sample", check=_integer, cli={"type": int})
     text_field: str = setting("text", "field/column of the text in .jsonl/.parquet")
     device: str | None = setting(None, "cpu, cuda, cuda:1 … (default: cuda if there is one)")
+    # Operational, as device is: where the layers run changes the numbers by rounding only.
+    device_map: str | Mapping[str, int | str] | None = setting(
+        None, "load each checkpoint through accelerate's big-model path, spread over the GPUs, the CPU and disk: "
+        "auto, or a JSON object (or .json file) of module name -> GPU index, \"cpu\" or \"disk\"; with torchrun, "
+        "one process per node (instead of --device)", check=_device_map,
+        cli={"type": _parse_device_map, "metavar": "auto|JSON"})
+    offload_folder: str | None = setting(
+        None, "where the weights that --device-map offloads to disk are written when the checkpoint has no "
+        "safetensors files to read them from (default: a temporary folder, deleted after each checkpoint)",
+        cli={"metavar": "DIR"})
     trust_remote_code: bool = setting(False, "let transformers run the checkpoints' own model code",
                                       check=boolean)
     prefetch: int | None = setting(None, "hub checkpoints downloaded ahead of the one being traced",
@@ -231,6 +313,10 @@ class TraceSettings(ExtractSettings):
     evict: bool = setting(
         False, "delete each hub checkpoint's downloaded files from the Hugging Face cache once its results are "
         "written (never files the cache held before the run): disk stays near K + 1 checkpoints", check=boolean)
+    node_local_downloads: bool = setting(
+        False, "with torchrun across nodes that share no filesystem: each node's local rank 0 downloads hub "
+        "checkpoints into its own Hugging Face cache (and evicts them there), and that node's ranks read them; by "
+        "default the job's rank 0 alone downloads, into a cache every node sees", check=boolean)
     labels: Sequence[str] | None = setting(
         None, "one name per checkpoint, in order (e.g. base sft dpo rlvr for post-training stages, which have no "
         "training step): kept in the results and on the plots' axes", check=_labels, cli={"nargs": "+"})
@@ -248,10 +334,31 @@ class TraceSettings(ExtractSettings):
         "Slurm job array (SLURM_ARRAY_TASK_ID, SLURM_ARRAY_TASK_COUNT), which are read only then",
         check=_shard, cli={"metavar": "I/N|slurm"})
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.device is not None and self.device_map is not None:
+            raise SettingError("{device} and {device_map} both say where the model goes: give one of them",
+                               device=self.device, device_map=self.device_map)
+        if self.offload_folder is not None and self.device_map is None:
+            raise SettingError("{offload_folder} is where {device_map} offloads weights to disk: give a device map "
+                               "with it", offload_folder=self.offload_folder, device_map=NAME_ONLY)
+
 
 @dataclasses.dataclass(frozen=True)
 class MemorizationSettings(Settings):
-    """The settings of :func:`fastspec.memorization` and :func:`fastspec.memorization_trace`."""
+    """The settings of `fastspec.memorization` and `fastspec.memorization_trace`.
+
+    Only ``rule`` changes results; the others say how the scoring runs.
+
+    Examples
+    --------
+    >>> fastspec.MemorizationSettings(rule="all", threads=4)
+    MemorizationSettings(rule='all', batch_size=8, device=None, threads=4)
+    >>> fastspec.MemorizationSettings(rule="none")
+    Traceback (most recent call last):
+    ...
+    fastspec._settings.SettingError: rule must be 'wang' or 'all', got 'none'
+    """
 
     rule: str = setting(
         "wang", "wang: the paper's (zero ∞-gram probabilities dropped, items whose every one is zero left out); "

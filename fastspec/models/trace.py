@@ -15,8 +15,13 @@ A results directory holds:
   resumes from it, with results identical to an uninterrupted run's; it is deleted once the
   checkpoint's results are written.
 
-Under ``torchrun --nproc-per-node K``, every rank takes every K-th batch, the accumulators
-are all-reduced (exact: Chan's merge), and rank 0 writes.
+Under ``torchrun --nproc-per-node K`` (and across nodes: ``--nnodes N`` with a c10d
+rendezvous), every rank takes every W-th batch (W processes in all), the accumulators are
+all-reduced (exact: Chan's merge), and global rank 0 writes.
+
+With ``device_map`` a checkpoint is loaded through accelerate's big-model path, spread over
+the GPUs, the CPU and disk (one process per node under torchrun); each layer's accumulator
+lives on the device of that layer's output.
 
 With ``shard=(I, N)`` (``--shard I/N``, or ``--shard slurm`` in a Slurm job array) a job
 traces the checkpoints at positions I, I + N, … of the list, and N such jobs, on any machines
@@ -35,7 +40,8 @@ Hub checkpoints (``"org/name@revision"``) are fetched by :class:`fastspec.models
 the next ``prefetch`` download while the current one is traced, and with ``evict`` a traced
 checkpoint's files leave the Hugging Face cache (rank 0 downloads and evicts; the other ranks
 wait for it; ``downloads.json`` records what the run downloaded, so a killed run leaks
-nothing). Each record holds the commit its revision resolved to; a resumed run whose
+nothing). With ``node_local_downloads`` (nodes that share no filesystem), each node's local
+rank 0 does so in its own cache, recording it beside that cache. Each record holds the commit its revision resolved to; a resumed run whose
 revision now resolves to another commit is refused rather than mixed.
 
 The directory, the settings' binding, the loop over checkpoints, the partial saves and the
@@ -45,9 +51,12 @@ torchrun broadcast are :mod:`fastspec.models.runs`', shared with the training ca
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import tempfile
 import time
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -60,6 +69,7 @@ from .checkpoints import Checkpoint, as_checkpoint, load_checkpoint
 from .data import load_texts, sample_texts, texts_digest
 from .extract import extract
 from .hub import list_revisions
+from .layout import layer_device, model_layout, resolve_final_norm
 from .runs import CKPT_DIR, Claim, PartialState, ResultsDir, Sweep, barrier, broadcast, check_distinct, \
     distributed, read_records, record_identity
 from .settings import DEFAULT_MAX_LENGTH, DEFAULT_SAVE_EVERY, TraceSettings
@@ -78,50 +88,92 @@ __all__ = ["DEFAULT_SAVE_EVERY", "RESULT_SETTINGS", "TraceSettings", "load_trace
 def trace(checkpoints: Sequence[Any], data: str | os.PathLike | Sequence[str], out_dir: str | os.PathLike, *,
           settings: TraceSettings | None = None, candidates: Sequence[Any] | None = None, chosen_by: str = "given",
           progress: bool = True, **options: Any) -> Any:
-    """Trace every checkpoint's per-layer spectrum, RankMe (both conventions) and α into
-    ``out_dir`` (layout in this module's docstring) and return :func:`load_trace` of it.
+    """Trace every checkpoint's per-layer spectrum, RankMe (both conventions) and α into a results directory.
+
+    Each checkpoint is loaded in turn, the same sample of texts is extracted at every
+    requested layer (`fastspec.extract`), and the layer's spectrum and metrics are written
+    to ``out_dir`` as soon as the checkpoint is done: ``config.json`` (the settings, the
+    sample's SHA-256, the versions), ``checkpoints/<name>.json`` and ``.npz`` (per layer:
+    RankMe both ways, α and its fit, n, d; the centred and raw spectra) and ``trace.csv``.
+    Done checkpoints are skipped, so an interrupted run continues where it stopped and gives
+    identical results; a second run into the same directory must agree with ``config.json``
+    on every setting that changes a number. Under ``torchrun`` every rank takes its share of
+    the batches, the accumulators are all-reduced (exact: Chan's merge), and rank 0 writes.
 
     Parameters
     ----------
-    checkpoints
-        Local directories, ``"hub/id@revision"`` strings or (id, revision) pairs, in training
-        order.
-    data
+    checkpoints : sequence
+        Local directories, ``"hub/id@revision"`` strings or ``(id, revision)`` pairs, in
+        training order (a directory's step is read from its name, e.g. ``step1000``).
+    data : str, os.PathLike or sequence of str
         A ``.txt``/``.jsonl``/``.parquet`` file (``n`` documents sampled with ``seed``; all
         when None) or a list of texts.
-    out_dir
-        The results directory. Done checkpoints are skipped, so an interrupted run continues
-        where it stopped and gives identical results.
-    settings
-        A :class:`~fastspec.models.settings.TraceSettings`; ``options`` (its fields as
-        keywords: ``n=``, ``layers=``, ``folds=``, ``fit_range=``, ``prefetch=``, ``evict=``,
-        ``labels=``, ``save_every=``, ``refine=``, …) are applied over it. Each field's
-        meaning and default is documented there, once.
-    candidates
+    out_dir : str or os.PathLike
+        The results directory.
+    settings : fastspec.TraceSettings, optional
+        The settings; ``options`` apply over them.
+    candidates : sequence, optional
         With ``refine=M``: the checkpoints refinements pick from (default: every branch of the
         one hub repository traced that names a step). Each refinement bisects the interval
         between traced checkpoints where the last traced layer's RankMe or α is least resolved
         (a change of direction across it first, then the largest change, relative to the
         metric's range), at the candidate nearest its middle step.
-    chosen_by
+    chosen_by : str, default 'given'
         How the given checkpoints were chosen (``"given"``, ``"grid"``); refinements are
-        ``"refine"`` (``load_trace``'s ``chosen_by`` column).
-    progress
+        ``"refine"`` (`fastspec.load_trace`'s ``chosen_by`` column).
+    progress : bool, default True
         Progress bars and notes on stderr.
+    **options
+        Fields of `fastspec.TraceSettings` as keywords (``n``, ``layers``, ``pooling``,
+        ``folds``, ``fit_range``, ``dtype``, ``device``, ``prefetch``, ``evict``,
+        ``labels``, ``save_every``, ``refine``, …), each documented there, once.
 
     Returns
     -------
     pandas.DataFrame
-        :func:`load_trace` of ``out_dir``.
+        `fastspec.load_trace` of ``out_dir``: one row per (checkpoint, layer).
 
     Raises
     ------
-    fastspec._settings.SettingError
+    fastspec.SettingError
         A setting out of range, naming it.
     ValueError
-        A checkpoint listed twice, labels that do not match the checkpoints, a directory
-        holding a trace made with other settings, or a hub branch that moved since it was
-        traced.
+        No checkpoints, a checkpoint listed twice, labels that do not match the
+        checkpoints, a directory holding a trace made with other settings, or a hub branch
+        that moved since it was traced.
+    fastspec.CheckpointError
+        A checkpoint that cannot be found or loaded.
+
+    See Also
+    --------
+    fastspec.phases : Label the trace's pretraining phases.
+    fastspec.TraceSettings : Every setting, its default and meaning.
+
+    Examples
+    --------
+    Two checkpoints of a tiny GPT-2 (random weights; nothing is downloaded), traced at the
+    last layer with a fit range that its 18 eigenvalues can hold:
+
+    >>> import transformers
+    >>> from fastspec.models.tiny import train_tokenizer
+    >>> texts = [f"the {a} {b} sat on the {c}" for a in ("red", "old", "small")
+    ...          for b in ("cat", "dog", "fox") for c in ("mat", "rug")]
+    >>> tokenizer = train_tokenizer(texts, vocab_size=300)
+    >>> config = transformers.GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=4,
+    ...                                  bos_token_id=0, eos_token_id=0)
+    >>> for step in (0, 100):  # random weights, saved as checkpoints step0/ and step100/
+    ...     _ = torch.manual_seed(step)
+    ...     transformers.GPT2LMHeadModel(config).save_pretrained(f"step{step}")
+    ...     _ = tokenizer.save_pretrained(f"step{step}")
+    >>> frame = fastspec.trace(["step0", "step100"], texts, "run", layers=[-1], fit_range=(1, 10),
+    ...                        progress=False)
+    >>> frame[["checkpoint", "step", "layer", "n_samples", "dim"]]
+      checkpoint  step  layer  n_samples  dim
+    0      step0     0      2         18   32
+    1    step100   100      2         18   32
+    >>> import os
+    >>> sorted(os.listdir("run"))
+    ['checkpoints', 'config.json', 'trace.csv']
     """
     s = TraceSettings.build(settings, caller="trace", **options)
     ckpts = [as_checkpoint(c) for c in checkpoints]
@@ -139,6 +191,10 @@ def trace(checkpoints: Sequence[Any], data: str | os.PathLike | Sequence[str], o
     if s.folds > len(texts):  # found before any model is loaded, not after its forward passes
         raise SettingError("{folds} asks for more folds than the %d texts: each fold needs texts of its own"
                            % len(texts), folds=s.folds)
+    if s.device_map is not None and int(os.environ.get("LOCAL_WORLD_SIZE", "1")) > 1:
+        raise SettingError("{device_map} spreads each checkpoint over this node's devices, and %s processes of this "
+                           "node would each do so: run one process per node (torchrun --nproc-per-node 1)"
+                           % os.environ["LOCAL_WORLD_SIZE"], device_map=s.device_map)
     rank, world = distributed()
     device = s.device or (f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
     out_dir = os.fspath(out_dir)
@@ -147,7 +203,7 @@ def trace(checkpoints: Sequence[Any], data: str | os.PathLike | Sequence[str], o
     job = _Checkpoints(results, s, texts, device, progress)
     not_refined = None
     with Sweep(results, rank=rank, world=world, prefetch=s.prefetch, evict=s.evict, progress=progress,
-               after_each=lambda: write_table(out_dir), shard=s.shard) as sweep:
+               node_local=s.node_local_downloads, after_each=lambda: write_table(out_dir), shard=s.shard) as sweep:
         _check_stages(ckpts, labels, sweep.done, out_dir)
         sweep.run(sweep.pending(ckpts), lambda i, c, fetched, waited: job.measure(
             i, c, fetched, waited, labels[i] if labels is not None else None, chosen_by))
@@ -155,16 +211,22 @@ def trace(checkpoints: Sequence[Any], data: str | os.PathLike | Sequence[str], o
             not_refined = _refine(sweep, job, ckpts, candidates, s.refine)
         if rank == 0 and sweep.skipped and results.has_records():
             write_table(out_dir)  # what the other jobs did meanwhile
-    if not results.has_records():  # a shard with nothing to do, or all of it still in other jobs' hands
-        import pandas as pd
-
-        frame = pd.DataFrame(columns=list(COLUMNS))
-    else:
-        frame = load_trace(out_dir)
+    # Rank 0's: on nodes that share no filesystem with it, the other ranks have no results to read.
+    frame = broadcast(_final_frame(results) if rank == 0 else None, world)
     frame.attrs["left_to_other_jobs"] = {c.label: why for c, why in sweep.skipped}
     if s.refine:
         frame.attrs["not_refined"] = not_refined
     return frame
+
+
+def _final_frame(results: ResultsDir) -> Any:
+    """:func:`load_trace` of the directory, or an empty frame when it holds no record yet (a
+    shard with nothing to do, or all of it still in other jobs' hands)."""
+    if not results.has_records():
+        import pandas as pd
+
+        return pd.DataFrame(columns=list(COLUMNS))
+    return load_trace(results.path)
 
 
 def _check_stages(ckpts: Sequence[Checkpoint], labels: Sequence[str] | None, done: dict[str, dict[str, Any]],
@@ -298,20 +360,29 @@ class _Checkpoints:
         s = self.s
         t0 = time.perf_counter()
         path, commit = fetched if fetched is not None else (None, None)
-        model, tokenizer = load_checkpoint(ckpt, dtype=s.dtype, device=self.device,
-                                           trust_remote_code=s.trust_remote_code, path=path)
-        t1 = time.perf_counter()
-        partial = PartialState(self.results, ckpt, s.save_every, rank=self.rank, world=self.world)
-        accs, start = partial.load(self._accumulator, self.progress)
-        stats: dict[str, Any] = {}
-        accs = extract(model, tokenizer, self.texts, settings=s,
-                       shard=(self.rank, self.world) if self.world > 1 else None, accumulators=accs,
-                       start_batch=start, on_batch=partial.save,
-                       progress=os.path.basename(ckpt.source) if self.progress else False, stats=stats)
-        if self.progress and s.max_length == "auto" and stats["max_length"] < DEFAULT_MAX_LENGTH:
-            tqdm.write(f"fastspec trace: {ckpt.label}: max_length auto = {stats['max_length']}, the model's context")
-        del model
+        with _offload_folder(s) as offload:
+            model, tokenizer = load_checkpoint(ckpt, dtype=s.dtype, device=self.device,
+                                               trust_remote_code=s.trust_remote_code, path=path,
+                                               device_map=s.device_map, offload_folder=offload)
+            t1 = time.perf_counter()
+            partial = PartialState(self.results, ckpt, s.save_every, rank=self.rank, world=self.world)
+            states, start = partial.load(lambda state: state, self.progress)
+            accs = None if states is None else self._accumulators(model, states)
+            stats: dict[str, Any] = {}
+            accs = extract(model, tokenizer, self.texts, settings=s,
+                           shard=(self.rank, self.world) if self.world > 1 else None, accumulators=accs,
+                           start_batch=start, on_batch=partial.save,
+                           progress=os.path.basename(ckpt.source) if self.progress else False, stats=stats)
+            if self.progress and s.max_length == "auto" and stats["max_length"] < DEFAULT_MAX_LENGTH:
+                tqdm.write(f"fastspec trace: {ckpt.label}: max_length auto = {stats['max_length']}, the model's "
+                           "context")
+            del model  # before its offloaded weights' folder goes
         if self.world > 1:
+            if s.device_map is not None:
+                # Spread over this node's devices by layer; the all-reduce meets on one device per
+                # rank (the GPU torchrun gave it, or the CPU), the same on every rank, whatever each
+                # node's map did.
+                accs = {layer: self._placed(acc.state_dict(), torch.device(self.device)) for layer, acc in accs.items()}
             for acc in accs.values():
                 acc.all_reduce()
         t2 = time.perf_counter()
@@ -328,13 +399,35 @@ class _Checkpoints:
         barrier(self.world)
         partial.discard()
 
-    def _accumulator(self, state: dict[str, Any]) -> Any:
-        """An accumulator holding a saved ``state`` (a partial state's layer)."""
+    def _accumulators(self, model: Any, states: dict[int, dict[str, Any]]) -> dict[int, Any]:
+        """Accumulators holding a partial state's saved ``states`` (layer → state), each on the
+        device its layer's output is computed on, as :func:`extract` places new ones."""
+        layout = model_layout(model)
+        final_norm = resolve_final_norm(layout, self.s.final_norm)
+        return {layer: self._placed(state, layer_device(layout, layer, final_norm=final_norm))
+                for layer, state in states.items()}
+
+    def _placed(self, state: dict[str, Any], device: torch.device) -> Any:
+        """An accumulator on ``device`` holding ``state`` (an accumulator's ``state_dict()``)."""
         from ..spectral.accumulator import CovarianceAccumulator
 
-        acc = CovarianceAccumulator(int(state["dim"]), device=self.device, precision="float64", folds=self.s.folds)
+        acc = CovarianceAccumulator(int(state["dim"]), device=device, precision="float64", folds=self.s.folds)
         acc.load_state_dict(state)
         return acc
+
+
+@contextlib.contextmanager
+def _offload_folder(s: TraceSettings) -> Iterator[str | None]:
+    """Where a device map offloads weights to disk while a checkpoint is traced: the folder
+    given, else (with a device map) a temporary one, deleted afterwards; None without one."""
+    if s.device_map is None or s.offload_folder is not None:
+        yield s.offload_folder
+        return
+    folder = tempfile.mkdtemp(prefix="fastspec-offload-")
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def layer_results(accs: dict[int, Any], fit_range: tuple[int, int]) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
@@ -359,14 +452,59 @@ def _transformers_version() -> str | None:
 
 
 def load_trace(out_dir: str | os.PathLike, *, eigenvalues: bool = False) -> Any:
-    """The traced results as a pandas DataFrame, one row per (checkpoint, layer), in training
-    order (step, then the order given): ``checkpoint``, ``label`` (the one given, else
-    empty), ``step``, ``layer``, ``rankme``,
-    ``rankme_sv``, ``alpha``, ``alpha_r2``, ``alpha_intercept``, ``n_samples``, ``dim``,
-    ``n_dropped``, and ``alpha_error``: why α is NaN where it is (e.g. a spectrum with fewer
-    non-zero eigenvalues than the fit range), and ``rankme_se``, ``rankme_sv_se``, ``alpha_se``:
-    jackknife standard errors of a trace made with ``folds=K`` (NaN otherwise).
-    ``eigenvalues=True`` adds the centred spectrum of each row."""
+    """The traced results as a pandas DataFrame, one row per (checkpoint, layer), in training order.
+
+    Reads a results directory written by `fastspec.trace`, by the training callbacks or by
+    ``fastspec trace``; the checkpoints are ordered by step, then in the order given.
+
+    Parameters
+    ----------
+    out_dir : str or os.PathLike
+        The results directory.
+    eigenvalues : bool, default False
+        Also read each row's centred spectrum (from the ``.npz`` files) into an
+        ``eigenvalues`` column.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The columns ``checkpoint``, ``label`` (the one given, else empty), ``chosen_by``,
+        ``step``, ``index``, ``layer``, ``rankme``, ``rankme_sv``, ``alpha``, ``alpha_r2``,
+        ``alpha_intercept``, ``n_samples``, ``dim``, ``n_dropped``; ``alpha_error``, why α
+        is NaN where it is (e.g. a spectrum with fewer non-zero eigenvalues than the fit
+        range); and ``rankme_se``, ``rankme_sv_se``, ``alpha_se``, jackknife standard
+        errors of a trace made with ``folds=K`` (NaN otherwise).
+
+    Raises
+    ------
+    ValueError
+        A directory holding no results, a checkpoint recorded twice, or unreadable spectra,
+        naming the file.
+
+    Examples
+    --------
+    >>> import transformers
+    >>> from fastspec.models.tiny import train_tokenizer
+    >>> texts = [f"the {a} {b} sat on the {c}" for a in ("red", "old", "small")
+    ...          for b in ("cat", "dog", "fox") for c in ("mat", "rug")]
+    >>> tokenizer = train_tokenizer(texts, vocab_size=300)
+    >>> config = transformers.GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=4,
+    ...                                  bos_token_id=0, eos_token_id=0)
+    >>> for step in (0, 100):  # random weights, saved as checkpoints step0/ and step100/
+    ...     _ = torch.manual_seed(step)
+    ...     transformers.GPT2LMHeadModel(config).save_pretrained(f"step{step}")
+    ...     _ = tokenizer.save_pretrained(f"step{step}")
+    >>> _ = fastspec.trace(["step0", "step100"], texts, "run", layers=[-1], progress=False)
+    >>> frame = fastspec.load_trace("run", eigenvalues=True)
+    >>> frame[["checkpoint", "step", "layer"]]
+      checkpoint  step  layer
+    0      step0     0      2
+    1    step100   100      2
+    >>> frame["alpha_error"][0]
+    'fit_range (11, 100) needs at least 100 eigenvalues; this spectrum has 18 (min(N, d)). Pass a smaller fit_range.'
+    >>> frame["eigenvalues"][0].shape  # min(N, d) eigenvalues: 18 texts, width 32
+    (18,)
+    """
     import pandas as pd
 
     rows = []

@@ -8,7 +8,9 @@ Above the spectral core, beside models and tracing (neither imports the other). 
 - ``ingest``: a corpus (token arrays, ``.npy``, text files and a tokenizer) as documents.
 - ``build``: documents into shards, each shard's suffix array, the directory put in place.
 - ``integrity``: the formats a directory holds, the build-time checksums and their check,
-  the fingerprint of the corpus an index holds.
+  the fingerprint of the corpus an index holds, the manifest of a shard built apart.
+- ``shards``: one index of the shard directories of a corpus built apart (``--shard I/N``),
+  by moving files, not building again.
 - ``memorization``: task items as token ids and the ∞-gram score of each output.
 """
 

@@ -10,11 +10,14 @@ token width) and ``suffix_array.<s>`` (a 64-byte header, then uint32 token posit
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -23,7 +26,7 @@ from .. import _C
 from .._files import bar_off, remove_stale, temporary_name
 from .._settings import SettingError, literal
 from .ingest import Corpus, checked_document
-from .integrity import CHECKSUMS, FORMATS, data_files, write_checksums
+from .integrity import CHECKSUMS, FORMATS, SHARD_MANIFEST, data_files, write_checksums, write_shard_manifest
 
 __all__ = ["SEPARATORS", "TOKEN_DTYPES", "ShardPlan", "check_shard_options", "plan_shards", "resolve_vocab_size", "write_index"]
 
@@ -124,6 +127,15 @@ def plan_shards(vocab_size: int, token_width: int | None, memory_budget: int | s
     return ShardPlan(vocab_size, width, budget, capacity, threads)
 
 
+def tokenizer_digest(tokenizer: Any) -> str | None:
+    """SHA-256 (hex) of a tokenizer's vocabulary (token → id), None without a tokenizer: the
+    same tokenizer gives the same value on every machine, wherever its files are."""
+    if tokenizer is None:
+        return None
+    vocab = sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])
+    return hashlib.sha256(json.dumps(vocab, ensure_ascii=False).encode()).hexdigest()
+
+
 class IndexExists(SettingError, FileExistsError):
     """The output directory already holds an index, and ``overwrite`` was not given."""
 
@@ -150,7 +162,7 @@ def _install(tmp: Path, out: Path) -> None:
             return
         trash = out.parent / temporary_name(out.name + ".old")
         trash.mkdir()
-        for f in [*data_files(out), out / CHECKSUMS]:
+        for f in [*data_files(out), out / CHECKSUMS, out / SHARD_MANIFEST]:
             if f.exists():
                 os.replace(f, trash / f.name)
         for f in sorted(tmp.iterdir()):
@@ -173,6 +185,7 @@ class _ShardWriter:
         self.fill = 0
         self.n_shards = 0
         self.tokens = 0
+        self.docs = 0
 
     def add(self, doc: np.ndarray, k: int) -> None:
         need, capacity = doc.shape[0] + 1, self.plan.capacity
@@ -189,6 +202,7 @@ class _ShardWriter:
         self.buf[self.fill + 1:self.fill + need] = doc
         self.fill += need
         self.tokens += doc.shape[0]
+        self.docs += 1
 
     def _flush(self) -> None:
         if self.fill == 0:
@@ -257,11 +271,23 @@ def write_index(corpus: Corpus, out_dir: str | os.PathLike, plan: ShardPlan, *, 
         # text input has its own bar (bytes tokenised); arrays get one over documents
         bar = tqdm(docs, unit="doc", desc="indexing", disable=bar_off(progress and corpus.tokenizer is None),
                    total=len(docs) if isinstance(docs, (list, tuple)) else None)
+        split = corpus.split
         for k, doc in enumerate(bar):
+            if split is not None:  # errors name the document's place in the whole corpus
+                k = k * split.count + split.index
             writer.add(checked_document(doc, k, corpus.name, plan.vocab_size), k)
         bar.close()
+        if split is not None and writer.tokens < 2:
+            raise ValueError(f"{corpus.name}: shard {split.index}/{split.count} holds {writer.docs} document(s) and "
+                             f"{writer.tokens} token(s) of the corpus's {split.seen} documents; an index needs at least "
+                             "2 tokens: split the corpus into fewer shards")
         _C.infgram_finish(str(tmp), writer.close())
         write_checksums(tmp)
+        if split is not None:
+            write_shard_manifest(tmp, shard=split.index, of=split.count, corpus=corpus.name,
+                                 corpus_documents=split.seen, corpus_digest=split.digest, vocab_size=plan.vocab_size,
+                                 token_width=plan.width, tokenizer=tokenizer_digest(corpus.tokenizer),
+                                 tokenizer_name=getattr(corpus.tokenizer, "name_or_path", None), n_docs=writer.docs)
         _install(tmp, out)
     except BaseException:
         writer.abort()

@@ -38,8 +38,9 @@ import numpy as np
 
 from .. import _C
 from .build import TOKEN_DTYPES, check_shard_options, plan_shards, resolve_vocab_size, write_index
-from .ingest import corpus_documents, load_tokenizer
+from .ingest import DocumentSplit, corpus_documents, load_tokenizer, split_corpus
 from .integrity import CHECKSUMS, FORMATS, fingerprint, formats_present, verify_checksums
+from .shards import combine_shards
 
 # load_tokenizer and CHECKSUMS are re-exported: they were defined here before the split, and
 # the CLI and users import them from this module.
@@ -122,13 +123,67 @@ def _token(x: Any) -> int:
 class InfGramIndex:
     """A memory-mapped ∞-gram index: fastspec's own directory, or an infini-gram one.
 
-    ``InfGramIndex(path)`` opens a directory written by :meth:`build` (format read from the
-    file headers) or by infini-gram's indexer (``tokenized.<s>``, ``table.<s>``,
-    ``offset.<s>``; its token width is inferred from the file sizes unless given, and its
-    vocabulary is every id below the separator unless ``vocab_size`` is given). A directory
-    holding both formats is refused as ambiguous unless ``format`` names one. Errors name the
-    file: ``ValueError`` for a corrupt or truncated file or a width mismatch, ``OSError`` for
-    a missing or unreadable one.
+    ``InfGramIndex(path)`` opens a directory written by `build` (format read from the file
+    headers) or by infini-gram's indexer (``tokenized.<s>``, ``table.<s>``, ``offset.<s>``).
+    Queries follow infini-gram's definitions (Liu et al., 2024), which Wang et al. (2025) use
+    for distributional memorization; every query binary-searches the memory-mapped shards and
+    adds them up.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The index directory.
+    format : {'auto', 'fastspec', 'infini-gram'}, default 'auto'
+        Which format to open; ``'auto'`` reads it from the files, and refuses a directory that
+        holds both as ambiguous.
+    token_width : {None, 2, 4}, default None
+        Bytes per token id of an infini-gram index (None: inferred from the file sizes); a
+        fastspec index records its own, and a different value is refused.
+    vocab_size : int, optional
+        The vocabulary of an infini-gram index (None: every id below the separator); a
+        fastspec index records its own.
+    count_separators : bool, default True
+        Whether ``count([])``, the denominator of the empty context, counts the document
+        separators with the tokens (infini-gram's) or the tokens alone (under which the
+        next-token probabilities of the empty context sum to 1).
+
+    Raises
+    ------
+    OSError
+        A missing or unreadable directory or file, named.
+    ValueError
+        A corrupt or truncated file, or a token width that does not match, naming the file;
+        a directory holding both formats with ``format='auto'``; an unsupported
+        ``token_width``.
+
+    See Also
+    --------
+    fastspec.memorization : Distributional memorization scored against an index.
+
+    Notes
+    -----
+    Definitions, for a context ``c`` and a token ``t``:
+
+    - ``count(ids)``: occurrences of the n-gram in the corpus; n-grams never cross a
+      document boundary.
+    - ``prob(c, t) = count(c + [t]) / count(c)``, NaN when ``c`` never occurs. Occurrences
+      of ``c`` that end a document have no next token, so the next-token probabilities of a
+      context can sum to less than 1.
+    - ``infgram_prob(c, t)``: the same ratio on the longest suffix of ``c`` that occurs
+      (``suffix_len`` tokens), with ``effective_n = suffix_len + 1``; it does not back off
+      further when that ratio is 0.
+
+    Examples
+    --------
+    Two documents of token ids, indexed into ``./index`` and queried:
+
+    >>> index = fastspec.InfGramIndex.build([[1, 2, 3, 1, 2], [2, 3, 1]], "index", vocab_size=8, progress=False)
+    >>> index
+    InfGramIndex('index', format='fastspec', 8 tokens in 2 documents, 1 shard(s), 16-bit ids < 8)
+    >>> index.count([1, 2]), index.count([3, 1, 2])
+    (2, 1)
+    >>> fastspec.InfGramIndex("index").n_docs  # opened again, from the directory
+    2
     """
 
     def __init__(self, path: str | os.PathLike, *, format: str = "auto", token_width: int | None = None,
@@ -151,58 +206,206 @@ class InfGramIndex:
     def build(cls, tokens_or_path: Any, out_dir: str | os.PathLike, *, vocab_size: int | None = None,
               token_width: int | None = None, tokenizer: Any = None, doc_lengths: Any = None,
               memory_budget: int | str | None = None, threads: int = 2, text_split: str = "line",
-              progress: bool = True, overwrite: bool = False) -> InfGramIndex:
+              progress: bool = True, overwrite: bool = False, shard: Any = None) -> InfGramIndex:
         """Index a tokenised corpus into ``out_dir`` and open it.
 
-        ``tokens_or_path``: a list of 1-D token-id arrays (one per document); one 1-D array
-        (one document, or split by ``doc_lengths``) or a 2-D one (a document per row); a
-        ``.npy`` file of such an array (memory-mapped); or a text file, a directory of
-        ``.txt``/``.jsonl``/``.md``/``.rst`` files, or a list of such paths, with ``tokenizer`` (a local Hugging Face
-        tokenizer directory or object): ``.jsonl`` lines give their ``"text"``, other files a
-        document per non-empty line (``text_split="line"``) or per file (``"file"``).
+        The suffix array of each shard is built by SA-IS (Nong, Zhang & Chan, 2011) in C++,
+        with the GIL released; the directory is written under a temporary name and moved
+        into place when complete.
 
-        Token ids are stored in 16 bits when ``vocab_size <= 65535`` (the value 65535 is the
-        document separator), else 32 (``token_width`` forces 4). ``vocab_size`` defaults to the
-        tokenizer's size, else the largest id + 1. The corpus is cut into shards (at document
-        boundaries) so that building one needs at most ``memory_budget`` bytes (default half of
-        physical memory; about ``width + 8`` bytes per token, times ``threads`` shards built at
-        once); queries add the shards up.
+        Parameters
+        ----------
+        tokens_or_path : array_like, list of array_like, str or os.PathLike
+            A list of 1-D token-id arrays (one per document); one 1-D array (one document,
+            or split by ``doc_lengths``) or a 2-D one (a document per row); a ``.npy`` file
+            of such an array (memory-mapped); or a text file, a directory of
+            ``.txt``/``.jsonl``/``.md``/``.rst`` files, or a list of such paths, with
+            ``tokenizer``: ``.jsonl`` lines give their ``"text"``, other files a document
+            per non-empty line (``text_split="line"``) or per file (``"file"``).
+        out_dir : str or os.PathLike
+            The index directory to write.
+        vocab_size : int, optional
+            Token ids are below it. Default: the tokenizer's size, else the largest id + 1.
+        token_width : {None, 2, 4}, default None
+            Bytes per stored token id. None: 2 when ``vocab_size <= 65535`` (the value 65535
+            is the document separator), else 4; 4 forces 32-bit ids.
+        tokenizer : str, os.PathLike or tokenizer, optional
+            For a text corpus: a local Hugging Face tokenizer directory or object.
+        doc_lengths : array_like of int, optional
+            For one 1-D array or ``.npy``: each document's length, summing to its size.
+        memory_budget : int or str, optional
+            Bytes that building one shard may use (``"4G"``, ``"512M"`` or a number); the
+            corpus is cut into shards at document boundaries to fit (about ``width + 8``
+            bytes per token, times ``threads`` shards built at once). Default: half of the
+            physical memory.
+        threads : int, default 2
+            Shards built at once.
+        text_split : {'line', 'file'}, default 'line'
+            A text file's documents: each non-empty line, or the whole file.
+        progress : bool, default True
+            Show progress bars (on stderr).
+        overwrite : bool, default False
+            Replace an index already in ``out_dir``.
+        shard : str or tuple of int, optional
+            ``"I/N"`` or ``(I, N)``: index only part I of the corpus split by document
+            (document d, 0-based in corpus order, goes to part d mod N). Each of the N builds
+            reads the whole corpus (text is tokenised for its own documents only) and may
+            run on any machine; the directory gets a ``shard.json`` saying which part of
+            which corpus it holds, and `combine` makes one index of the N directories.
+            ``vocab_size`` must then be the corpus's (given, the tokenizer's, or the largest
+            id of all the documents when they are a list), so that every part has the same.
+
+        Returns
+        -------
+        InfGramIndex
+            The new index, opened.
+
+        Raises
+        ------
+        FileExistsError
+            ``out_dir`` already holds an index and ``overwrite`` is False.
+        ValueError
+            An empty corpus, a token id outside the vocabulary, a ``vocab_size`` too large
+            for ``token_width``, a bad ``memory_budget`` or ``doc_lengths``, naming the
+            file, argument or document.
+        TypeError
+            Token ids that are not integers.
+
+        Examples
+        --------
+        >>> docs = [np.array([5, 6, 7]), np.array([6, 7, 5, 6])]
+        >>> index = fastspec.InfGramIndex.build(docs, "index", progress=False)
+        >>> index.vocab_size, index.n_tokens, index.token_width
+        (8, 7, 2)
         """
         check_shard_options(token_width, threads)
-        corpus = corpus_documents(tokens_or_path, tokenizer, doc_lengths, text_split, progress)
+        split = DocumentSplit.of(shard) if shard is not None else None
+        corpus = corpus_documents(tokens_or_path, tokenizer, doc_lengths, text_split, progress, split=split)
         corpus, vocab_size = resolve_vocab_size(corpus, vocab_size)
+        corpus = split_corpus(corpus, split)
         plan = plan_shards(vocab_size, token_width, memory_budget, threads)
         return cls(write_index(corpus, out_dir, plan, progress=progress, overwrite=overwrite))
+
+    @classmethod
+    def combine(cls, out_dir: str | os.PathLike, shard_dirs: Any, *, copy: bool = False,
+                overwrite: bool = False) -> InfGramIndex:
+        """One index of the N shard directories of a corpus built apart (``build(...,
+        shard="I/N")``), without building again; its counts, probabilities and scores equal
+        those of the index of the whole corpus.
+
+        The files are moved (``copy=True``: copied) into ``out_dir`` under one numbering
+        and two fields of each header rewritten; every file is first checked against its
+        build-time checksum, and the combined index gets its own ``checksums.json``. Moving
+        needs ``out_dir`` on the shards' file system and empties the shard directories. See
+        ``fastspec.ngram.shards.combine_shards``.
+
+        Parameters
+        ----------
+        out_dir : str or os.PathLike
+            The index directory to write.
+        shard_dirs : sequence of str or os.PathLike
+            Every shard directory of one split, in any order.
+        copy : bool, default False
+            Copy the files instead of moving them (the shard directories stay).
+        overwrite : bool, default False
+            Replace an index already in ``out_dir``.
+
+        Returns
+        -------
+        InfGramIndex
+            The combined index, opened.
+
+        Raises
+        ------
+        ValueError
+            Naming the directory: not a shard, a shard of another split, corpus or settings,
+            a shard missing or given twice, a damaged file.
+        FileExistsError
+            ``out_dir`` holds an index and ``overwrite`` is False.
+        OSError
+            Moving across file systems without ``copy``, or a file that cannot be written.
+        """
+        return cls(combine_shards(out_dir, list(shard_dirs), copy=copy, overwrite=overwrite))
 
     # -- properties -------------------------------------------------------------------
 
     @property
     def path(self) -> str:
+        """The index directory, as given when it was opened.
+
+        Returns
+        -------
+        str
+            The path.
+        """
         return self._path
 
     @property
     def info(self) -> dict[str, Any]:
-        """format, path, token_width, vocab_size, n_shards, n_positions, n_docs, n_tokens."""
+        """What the index holds, as read when it was opened.
+
+        Returns
+        -------
+        dict
+            ``format`` (``'fastspec'`` or ``'infini-gram'``), ``path``, ``token_width``,
+            ``vocab_size``, ``n_shards``, ``n_positions`` (tokens and separators),
+            ``n_docs``, ``n_tokens`` and ``empty_count`` (``count([])``); a copy.
+        """
         return dict(self._info)
 
     @property
     def token_width(self) -> int:
+        """Bytes per stored token id: 2 or 4.
+
+        Returns
+        -------
+        int
+            The number.
+        """
         return int(self._info["token_width"])
 
     @property
     def vocab_size(self) -> int:
+        """The vocabulary size: every token id is below it.
+
+        Returns
+        -------
+        int
+            The number.
+        """
         return int(self._info["vocab_size"])
 
     @property
     def n_tokens(self) -> int:
+        """Tokens in the corpus, separators not counted.
+
+        Returns
+        -------
+        int
+            The number.
+        """
         return int(self._info["n_tokens"])
 
     @property
     def n_docs(self) -> int:
+        """Documents in the corpus.
+
+        Returns
+        -------
+        int
+            The number.
+        """
         return int(self._info["n_docs"])
 
     @property
     def n_shards(self) -> int:
+        """Shards the index is cut into (each with its own suffix array).
+
+        Returns
+        -------
+        int
+            The number.
+        """
         return int(self._info["n_shards"])
 
     def __repr__(self) -> str:
@@ -213,32 +416,165 @@ class InfGramIndex:
     # -- queries ----------------------------------------------------------------------
 
     def count(self, ids: Any) -> int:
-        """Occurrences of the n-gram ``ids`` (``count([])``: tokens + separators, infini-gram's;
-        tokens alone when opened with ``count_separators=False``)."""
+        """Occurrences of the n-gram ``ids`` in the corpus (never across a document boundary).
+
+        Parameters
+        ----------
+        ids : array_like of int
+            The n-gram: a 1-D sequence of token ids, possibly empty.
+
+        Returns
+        -------
+        int
+            Its count. ``count([])`` is infini-gram's: tokens plus separators, or the tokens
+            alone when the index was opened with ``count_separators=False``.
+
+        Raises
+        ------
+        ValueError
+            ``ids`` is not 1-D.
+        TypeError
+            ``ids`` does not hold integers.
+
+        Examples
+        --------
+        >>> index = fastspec.InfGramIndex.build([[1, 2, 3, 1, 2], [2, 3, 1]], "index", vocab_size=8, progress=False)
+        >>> index.count([2, 3]), index.count([3, 2]), index.count([])
+        (2, 0, 10)
+        """
         return int(self._engine.count(_ids(ids, "ids")))
 
     def prob(self, context: Any, token: int) -> NGramProb:
-        """``count(context + [token]) / count(context)``; NaN when the context never occurs."""
+        """The n-gram probability ``count(context + [token]) / count(context)``.
+
+        Parameters
+        ----------
+        context : array_like of int
+            The preceding token ids (1-D, possibly empty).
+        token : int
+            The next token's id.
+
+        Returns
+        -------
+        NGramProb
+            ``prob`` (NaN when the context never occurs), ``context_count`` and ``count``.
+
+        Raises
+        ------
+        TypeError
+            ``token`` is not one integer, or ``context`` does not hold integers.
+
+        Examples
+        --------
+        >>> index = fastspec.InfGramIndex.build([[1, 2, 3, 1, 2], [2, 3, 1]], "index", vocab_size=8, progress=False)
+        >>> p = index.prob([2], 3)
+        >>> round(p.prob, 3), p.context_count, p.count
+        (0.667, 3, 2)
+        >>> index.prob([7], 1).prob
+        nan
+        """
         c, n, p = self._engine.prob(_ids(context, "context"), _token(token))
         return NGramProb(prob=float(p), context_count=int(c), count=int(n))
 
     def next_token_distribution(self, context: Any) -> NextTokenDistribution:
-        """Every token seen after ``context`` with its count and ``count / count(context)`` (exact)."""
+        """Every token seen after ``context``, with its count and exact probability.
+
+        Parameters
+        ----------
+        context : array_like of int
+            The preceding token ids (1-D, possibly empty).
+
+        Returns
+        -------
+        NextTokenDistribution
+            ``tokens`` (ascending ids), ``counts``, ``probs`` (``counts / context_count``;
+            NaN when the context never occurs) and ``context_count``; ``to_dict()`` maps
+            token → probability.
+
+        Examples
+        --------
+        >>> index = fastspec.InfGramIndex.build([[1, 2, 3, 1, 2], [2, 3, 1]], "index", vocab_size=8, progress=False)
+        >>> d = index.next_token_distribution([1])
+        >>> d.tokens, d.counts, d.context_count
+        (array([2]), array([2], dtype=uint64), 3)
+        """
         total, tokens, counts = self._engine.next_tokens(_ids(context, "context"))
         tokens = tokens.astype(np.int64)
         probs = counts / total if total else np.full(counts.shape, np.nan)
         return NextTokenDistribution(tokens=tokens, counts=counts, probs=probs, context_count=int(total))
 
     def infgram_prob(self, context: Any, token: int) -> InfGramProb:
-        """∞-gram probability of ``token`` after ``context`` and its effective n (see module doc)."""
+        """The ∞-gram probability of ``token`` after ``context``, and its effective n.
+
+        The longest suffix of ``context`` that occurs in the corpus is found (``suffix_len``
+        tokens), then the n-gram ratio of `prob` is taken on it; there is no further
+        back-off when that ratio is 0 (infini-gram's definition).
+
+        Parameters
+        ----------
+        context : array_like of int
+            The preceding token ids (1-D, possibly empty).
+        token : int
+            The next token's id.
+
+        Returns
+        -------
+        InfGramProb
+            ``prob``, ``effective_n`` (``suffix_len + 1``), ``suffix_len``,
+            ``context_count`` and ``count``; unpacks as ``prob, effective_n``.
+
+        Raises
+        ------
+        TypeError
+            ``token`` is not one integer, or ``context`` does not hold integers.
+
+        Examples
+        --------
+        >>> index = fastspec.InfGramIndex.build([[1, 2, 3, 1, 2], [2, 3, 1]], "index", vocab_size=8, progress=False)
+        >>> prob, n = index.infgram_prob([7, 2], 3)  # [7, 2] never occurs, [2] does
+        >>> round(prob, 3), n
+        (0.667, 2)
+        """
         c, n, p, suffix = self._engine.infgram_prob(_ids(context, "context"), _token(token))
         return InfGramProb(prob=float(p), effective_n=int(suffix) + 1, suffix_len=int(suffix), context_count=int(c), count=int(n))
 
     def score(self, sequences: Any, *, threads: int = 1) -> list[SequenceScore]:
         """Matching statistics and ∞-gram probabilities of every position of every sequence.
 
-        ``sequences``: a list of 1-D token-id arrays (or one 1-D array / list of ints: one
-        sequence). One call scores them all with the GIL released, split over ``threads``.
+        One call scores them all in C++ with the GIL released, carrying one suffix-array
+        range along each sequence rather than searching every position afresh.
+
+        Parameters
+        ----------
+        sequences : array_like of int, or list of array_like of int
+            A list of 1-D token-id arrays, a 2-D array (a sequence per row), or one 1-D
+            array or list of ints (one sequence).
+        threads : int, default 1
+            Threads the sequences are split over.
+
+        Returns
+        -------
+        list of SequenceScore
+            One per sequence, each holding arrays of its length: ``match_len[i]``, the
+            length of the longest suffix of ``seq[:i+1]`` that occurs in the corpus;
+            ``prob[i]``, the ∞-gram probability of ``seq[i]`` given ``seq[:i]``;
+            ``effective_n[i]``; and the counts of that ratio, ``context_count[i]`` and
+            ``count[i]``.
+
+        Raises
+        ------
+        ValueError
+            A token id outside ``[0, vocab_size)``, naming the sequence and position; a
+            sequence that is not 1-D.
+        TypeError
+            A sequence that does not hold integers.
+
+        Examples
+        --------
+        >>> index = fastspec.InfGramIndex.build([[1, 2, 3, 1, 2], [2, 3, 1]], "index", vocab_size=8, progress=False)
+        >>> s, = index.score([[1, 2, 3]])
+        >>> s.match_len, np.round(s.prob, 3)
+        (array([1, 2, 3]), array([0.3  , 0.667, 0.5  ]))
         """
         arr = sequences if isinstance(sequences, np.ndarray) else None
         if arr is not None and arr.ndim == 1:
@@ -268,10 +604,11 @@ class InfGramIndex:
         return out
 
     def verify(self) -> dict[str, Any]:
-        """Check the whole index: every data file against the checksum written when it was
-        built, then every shard's structure (suffix array a sorted permutation, token values
-        valid). Costs a pass over the index; opening one checks only what is cheap (headers,
-        sizes, counts).
+        """Check the whole index: every data file against its checksum, then every shard's structure.
+
+        The checksums are those written when the index was built; the structure check finds
+        a suffix array that is not a sorted permutation, or invalid token values. It costs a
+        pass over the index; opening one checks only what is cheap (headers, sizes, counts).
 
         A fastspec index must have its ``checksums.json`` (BLAKE2b and size of each file,
         written with every index): without it, damage inside the data could not be found, so
@@ -289,6 +626,12 @@ class InfGramIndex:
         ValueError
             Naming the damaged or missing file, or the directory of a fastspec index whose
             ``checksums.json`` is missing.
+
+        Examples
+        --------
+        >>> index = fastspec.InfGramIndex.build([[1, 2, 3, 1, 2], [2, 3, 1]], "index", vocab_size=8, progress=False)
+        >>> index.verify()
+        {'checksums': 2, 'structure': True}
         """
         checked = verify_checksums(self._path, self._info["format"])
         self._engine.verify()
@@ -305,7 +648,12 @@ class InfGramIndex:
         last MiB, a sample. The same directory gives the same value in every process; the
         same corpus rebuilt with the same settings too (the build is deterministic); another
         corpus, token width or sharding another. Computed on first access and kept; it does
-        not check the files (:meth:`verify` does).
+        not check the files (`verify` does).
+
+        Returns
+        -------
+        str
+            64 hexadecimal digits.
 
         Raises
         ------
@@ -317,11 +665,56 @@ class InfGramIndex:
     # -- raw arrays (fastspec format) -------------------------------------------------
 
     def tokens(self, shard: int = 0) -> np.ndarray:
-        """The shard's token array, separators included (read-only memory map)."""
+        """One shard's token array, separators included, as stored.
+
+        Each document is preceded by the separator, the largest value of the token width
+        (65535 for 16-bit ids).
+
+        Parameters
+        ----------
+        shard : int, default 0
+            Which shard, in ``[0, n_shards)``.
+
+        Returns
+        -------
+        numpy.ndarray
+            A read-only memory map of uint16 or uint32 ids.
+
+        Raises
+        ------
+        IndexError
+            ``shard`` is outside ``[0, n_shards)``.
+        NotImplementedError
+            An infini-gram index (raw arrays are exposed for fastspec's format only).
+
+        Examples
+        --------
+        >>> index = fastspec.InfGramIndex.build([[1, 2, 3, 1, 2], [2, 3, 1]], "index", vocab_size=8, progress=False)
+        >>> index.tokens()
+        memmap([65535,     1,     2,     3,     1,     2, 65535,     2,     3,     1], dtype=uint16)
+        """
         return self._raw(shard, "tokens", TOKEN_DTYPES[self.token_width])
 
     def suffix_array(self, shard: int = 0) -> np.ndarray:
-        """The shard's suffix array of token positions (read-only memory map)."""
+        """One shard's suffix array: the positions of `tokens` in order of their suffixes.
+
+        Parameters
+        ----------
+        shard : int, default 0
+            Which shard, in ``[0, n_shards)``.
+
+        Returns
+        -------
+        numpy.ndarray
+            A read-only memory map of uint32 positions into ``tokens(shard)``.
+
+        Raises
+        ------
+        IndexError
+            ``shard`` is outside ``[0, n_shards)``.
+        NotImplementedError
+            An infini-gram index (raw arrays are exposed for fastspec's format only).
+        """
         return self._raw(shard, "suffix_array", np.uint32)
 
     def _raw(self, shard: int, stem: str, dtype: Any) -> np.ndarray:

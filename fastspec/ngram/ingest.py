@@ -11,9 +11,11 @@ list of such paths, tokenised with a Hugging Face tokenizer (``.jsonl`` lines gi
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -21,8 +23,10 @@ import numpy as np
 from tqdm import tqdm
 
 from .._files import bar_off
+from .._settings import SettingError
 
-__all__ = ["Corpus", "TEXT_SUFFIXES", "checked_document", "corpus_documents", "load_tokenizer"]
+__all__ = ["Corpus", "DocumentSplit", "TEXT_SUFFIXES", "checked_document", "corpus_documents", "load_tokenizer",
+           "split_corpus"]
 
 TEXT_SUFFIXES = (".txt", ".jsonl", ".md", ".rst")
 
@@ -30,11 +34,68 @@ TEXT_SUFFIXES = (".txt", ".jsonl", ".md", ".rst")
 @dataclass(frozen=True)
 class Corpus:
     """A corpus ready to index: its ``documents`` (an iterable of 1-D id arrays, a list when
-    its length is known), a ``name`` for messages, and the loaded ``tokenizer`` (None for ids)."""
+    its length is known), a ``name`` for messages, and the loaded ``tokenizer`` (None for ids).
+    ``split``: the :class:`DocumentSplit` already applied to ``documents`` (text corpora are
+    split before they are tokenised), None when they are the whole corpus."""
 
     documents: Iterable[np.ndarray]
     name: str
     tokenizer: Any = None
+    split: "DocumentSplit | None" = None
+
+
+@dataclass
+class DocumentSplit:
+    """Shard ``index`` of ``count`` of a corpus split by document: document d (0-based, in the
+    order the corpus is read) belongs to shard ``d mod count``.
+
+    A round robin rather than contiguous ranges, so that a machine can take its documents
+    from a stream without knowing how many there are, and the shards come out of similar
+    size. While :meth:`take` runs it counts every document of the corpus (``seen``) and
+    hashes their sizes (``digest``: SHA-256 of each document's size in corpus order, token
+    ids for arrays, UTF-8 bytes for text), so that shards of the same corpus can be told from
+    shards of another when they are combined, without reading the corpus twice.
+    """
+
+    index: int
+    count: int
+    seen: int = 0
+    _hash: Any = field(default_factory=hashlib.sha256, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.count, bool) or not isinstance(self.count, (int, np.integer)) or self.count < 1:
+            raise SettingError("{shard} must be I/N with N >= 1", shard=f"{self.index}/{self.count}")
+        if isinstance(self.index, bool) or not isinstance(self.index, (int, np.integer)) \
+                or not 0 <= self.index < self.count:
+            raise SettingError("{shard}: the shard number I of I/N must be in [0, N)", shard=f"{self.index}/{self.count}")
+        self.index, self.count = int(self.index), int(self.count)
+
+    @classmethod
+    def of(cls, shard: "str | tuple[int, int] | DocumentSplit") -> "DocumentSplit":
+        """A split from ``"I/N"``, ``(I, N)`` or a split (whose counts start again)."""
+        if isinstance(shard, DocumentSplit):
+            return cls(shard.index, shard.count)
+        if isinstance(shard, str):
+            match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", shard)
+            if not match:
+                raise SettingError("{shard} is not I/N (shard I of N, e.g. 0/4)", shard=shard)
+            return cls(int(match[1]), int(match[2]))
+        if isinstance(shard, (tuple, list)) and len(shard) == 2:
+            return cls(*shard)
+        raise SettingError("{shard} is not I/N (a string like '0/4', or a pair (I, N))", shard=shard)
+
+    def take(self, items: Iterable[Any], size: Any = len) -> Iterator[Any]:
+        """The items of this shard, counting and hashing (``size(item)``) every item passed."""
+        for d, item in enumerate(items):
+            self.seen = d + 1
+            self._hash.update(int(size(item)).to_bytes(8, "little"))
+            if d % self.count == self.index:
+                yield item
+
+    @property
+    def digest(self) -> str:
+        """SHA-256 (hex) of the sizes of the documents :meth:`take` has passed over."""
+        return self._hash.hexdigest()
 
 
 def load_tokenizer(tokenizer: Any) -> Any:
@@ -95,7 +156,8 @@ def _text_documents(files: list[Path], text_split: str) -> Iterator[tuple[str, i
                         yield line.rstrip("\n"), len(line.encode("utf-8", "replace"))
 
 
-def _tokenised(files: list[Path], tokenizer: Any, text_split: str, progress: bool, batch: int = 512) -> Iterator[np.ndarray]:
+def _tokenised(files: list[Path], tokenizer: Any, text_split: str, progress: bool, batch: int = 512,
+               split: DocumentSplit | None = None) -> Iterator[np.ndarray]:
     total = sum(f.stat().st_size for f in files)
     with tqdm(total=total, unit="B", unit_scale=True, desc="tokenising", disable=bar_off(progress)) as bar:
         texts: list[str] = []
@@ -106,7 +168,10 @@ def _tokenised(files: list[Path], tokenizer: Any, text_split: str, progress: boo
             for ids in encoded:
                 yield np.asarray(ids, dtype=np.int64)
 
-        for text, nbytes in _text_documents(files, text_split):
+        documents = _text_documents(files, text_split)
+        if split is not None:  # other shards' documents are read, never tokenised
+            documents = split.take(documents, size=lambda doc: doc[1])
+        for text, nbytes in documents:
             texts.append(text)
             consumed += nbytes
             if len(texts) == batch:
@@ -140,13 +205,25 @@ def _array_documents(arr: np.ndarray, doc_lengths: Any, name: str) -> Iterator[n
         start += n
 
 
-def _text_corpus(files: list[Path], tokenizer: Any, text_split: str, progress: bool, name: str) -> Corpus:
+def _text_corpus(files: list[Path], tokenizer: Any, text_split: str, progress: bool, name: str,
+                 split: DocumentSplit | None) -> Corpus:
     tok = load_tokenizer(tokenizer)
     if tok is None:
         raise ValueError(f"{name!r} is a text corpus: pass tokenizer= (a local Hugging Face tokenizer directory)")
     if text_split not in ("line", "file"):
         raise ValueError(f"text_split must be 'line' or 'file', got {text_split!r}")
-    return Corpus(_tokenised(files, tok, text_split, progress), name, tok)
+    return Corpus(_tokenised(files, tok, text_split, progress, split=split), name, tok, split)
+
+
+def split_corpus(corpus: Corpus, split: DocumentSplit | None) -> Corpus:
+    """``corpus`` with only ``split``'s documents (a list stays a list); unchanged when
+    ``split`` is None or already applied (text corpora, split before tokenising)."""
+    if split is None or corpus.split is not None:
+        return corpus
+    docs = split.take(corpus.documents, size=np.size)
+    if isinstance(corpus.documents, (list, tuple)):
+        docs = list(docs)
+    return Corpus(docs, corpus.name, corpus.tokenizer, split)
 
 
 def _npy_corpus(path: Path, doc_lengths: Any) -> Corpus:
@@ -163,7 +240,7 @@ def _npy_corpus(path: Path, doc_lengths: Any) -> Corpus:
 
 
 def corpus_documents(source: Any, tokenizer: Any = None, doc_lengths: Any = None, text_split: str = "line",
-                     progress: bool = True) -> Corpus:
+                     progress: bool = True, split: DocumentSplit | None = None) -> Corpus:
     """The documents of ``source`` (any input listed in the module docstring).
 
     Parameters
@@ -180,6 +257,9 @@ def corpus_documents(source: Any, tokenizer: Any = None, doc_lengths: Any = None
         document per line.
     progress
         A tqdm bar over the bytes tokenised (text input only).
+    split
+        For text: keep only this shard's documents, before they are tokenised (token ids
+        are split later, by :func:`split_corpus`, once the vocabulary size is known).
 
     Returns
     -------
@@ -196,12 +276,12 @@ def corpus_documents(source: Any, tokenizer: Any = None, doc_lengths: Any = None
         if any(Path(x).suffix == ".npy" for x in source):
             raise ValueError("a list of paths is for text corpora; index a .npy of token ids on its own")
         files = [f for x in source for f in _text_files(Path(x))]
-        return _text_corpus(files, tokenizer, text_split, progress, f"{len(source)} paths ({source[0]}, …)")
+        return _text_corpus(files, tokenizer, text_split, progress, f"{len(source)} paths ({source[0]}, …)", split)
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if path.suffix == ".npy":
             return _npy_corpus(path, doc_lengths)
-        return _text_corpus(_text_files(path), tokenizer, text_split, progress, str(path))
+        return _text_corpus(_text_files(path), tokenizer, text_split, progress, str(path), split)
     if isinstance(source, np.ndarray):
         if source.dtype.kind not in "iu":
             raise TypeError(f"token ids must be integers, the array holds {source.dtype}")

@@ -18,11 +18,18 @@ from typing import Any
 
 from .._files import write_json
 
-__all__ = ["CHECKSUMS", "FORMATS", "data_files", "digest", "fingerprint", "formats_present", "verify_checksums",
-           "write_checksums"]
+__all__ = ["CHECKSUMS", "FORMATS", "SHARD_MANIFEST", "data_files", "digest", "fingerprint", "formats_present",
+           "read_shard_manifest", "verify_checksums", "write_checksums", "write_shard_manifest"]
 
 #: Written at build time beside the data files: the size and BLAKE2b of each, for verify().
 CHECKSUMS = "checksums.json"
+#: Written by a build of one shard of a split corpus (``--shard I/N``): which shard of which
+#: split of which corpus, and the settings that must agree for the shards to combine.
+SHARD_MANIFEST = "shard.json"
+SHARD_FORMAT = "fastspec.index-shard"
+SHARD_VERSION = 1
+#: The manifest fields every shard of one split must share (besides its own shard number).
+SHARD_SHARED = ("of", "corpus_documents", "corpus_digest", "vocab_size", "token_width", "tokenizer")
 #: The file whose presence marks each format (shard 0's token file).
 FORMATS = {"fastspec": "tokens.0", "infini-gram": "tokenized.0"}
 # The fingerprint of an infini-gram directory reads this much of each end of every file.
@@ -170,3 +177,49 @@ def fingerprint(directory: str | os.PathLike, format: str, n_shards: int) -> str
             size = os.path.getsize(path)
             parts.append([f"{stem}.{s}", size, _ends_digest(path, size)])
     return hashlib.sha256(("infini-gram\n" + json.dumps(parts, separators=(",", ":"))).encode()).hexdigest()
+
+
+def write_shard_manifest(directory: str | os.PathLike, *, shard: int, of: int, corpus: str, corpus_documents: int,
+                         corpus_digest: str, vocab_size: int, token_width: int, tokenizer: str | None,
+                         tokenizer_name: str | None, n_docs: int) -> None:
+    """Write ``shard.json``: this directory holds shard ``shard`` of ``of`` of a corpus split by
+    document (document d in shard d mod ``of``); ``corpus_documents`` and ``corpus_digest``
+    identify the corpus (its number of documents and :attr:`DocumentSplit.digest
+    <fastspec.ngram.ingest.DocumentSplit.digest>`), ``corpus`` names it for people;
+    ``tokenizer`` is the digest of the tokenizer's vocabulary (None for token ids),
+    ``tokenizer_name`` where it was loaded from (for people: paths differ between machines)."""
+    write_json(Path(directory) / SHARD_MANIFEST, {
+        "format": SHARD_FORMAT, "version": SHARD_VERSION, "shard": shard, "of": of,
+        "split": f"document d (0-based, in corpus order) is in shard d mod {of}",
+        "corpus": corpus, "corpus_documents": corpus_documents, "corpus_digest": corpus_digest,
+        "vocab_size": vocab_size, "token_width": token_width, "tokenizer": tokenizer,
+        "tokenizer_name": tokenizer_name, "n_docs": n_docs})
+
+
+def read_shard_manifest(directory: str | os.PathLike) -> dict[str, Any]:
+    """The ``shard.json`` of ``directory``, checked.
+
+    Raises
+    ------
+    ValueError
+        Naming the directory: no manifest (not built with ``--shard``), or an unreadable or
+        malformed one.
+    """
+    path = os.path.join(os.fspath(directory), SHARD_MANIFEST)
+    try:
+        with open(path) as fh:
+            content = json.load(fh)
+    except FileNotFoundError:
+        raise ValueError(f"{os.fspath(directory)}: not a shard of a split corpus ({SHARD_MANIFEST} is missing; "
+                         "shards are built with `fastspec index build ... --shard I/N`)") from None
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path}: unreadable shard manifest ({err})") from err
+    if not isinstance(content, dict) or content.get("format") != SHARD_FORMAT:
+        raise ValueError(f"{path}: not a fastspec shard manifest")
+    if content.get("version") != SHARD_VERSION:
+        raise ValueError(f"{path}: shard manifest version {content.get('version')!r} is not supported "
+                         f"(expected {SHARD_VERSION})")
+    missing = [k for k in ("shard", "n_docs", *SHARD_SHARED) if k not in content]
+    if missing:
+        raise ValueError(f"{path}: the shard manifest lacks {', '.join(missing)}")
+    return content

@@ -9,6 +9,7 @@ which keeps K folds of the rows for jackknife standard errors.
 
 from __future__ import annotations
 
+import inspect
 import math
 from numbers import Integral
 from typing import Any, Iterator
@@ -77,39 +78,97 @@ def _is_count(value: Any) -> bool:
     return isinstance(value, Integral) and not isinstance(value, bool)
 
 
+def _init_signature(cls: type) -> inspect.Signature:
+    """``cls(...)``'s signature as its ``__init__`` spells it (without ``self``)."""
+    sig = inspect.signature(cls.__init__)
+    return sig.replace(parameters=list(sig.parameters.values())[1:])
+
+
 class CovarianceAccumulator:
     """Streaming (ddof=1) covariance of d-dimensional rows, mergeable and all-reducible.
 
-    Memory is O(d²) plus one batch (and fewer than 1024 buffered rows), never O(N·d).
-    State is float64. ``nan_policy="raise"`` (default) refuses batches with NaN/Inf,
-    naming how many and where the first is; ``"omit"`` drops those rows and counts them in
-    :attr:`n_dropped` (reported again by :meth:`spectrum`). ``precision``: the dtype of the
-    per-chunk products (float32/float16/bfloat16 rows are multiplied in float32 by default;
-    ``"float64"`` upcasts them first). Float32 products put a noise floor of ~1e-7·λ₁ under
-    the spectrum: harmless for RankMe's ``eig`` convention, but the ``sv`` convention takes
-    square roots, which lifts that floor to ~3e-4·√λ₁ per eigenvalue on rank-deficient data.
+    Memory is O(d²) plus one batch (and fewer than 1024 buffered rows), never O(N·d); the
+    state is float64. Each chunk of rows is centred on its own mean and its products merged
+    with the pairwise update of Chan, Golub and LeVeque, never the one-pass Σxxᵀ − nμμᵀ,
+    which loses the spectrum of activations with large means in float32.
 
-    ``device``: where the state lives (default: the first batch's device). On a CUDA device,
-    ``backend="auto"`` (default) adds chunks and solves with fastspec's CUDA kernels when
-    they are available (``fastspec.backends()``), ``"cuda"`` requires them (and puts the
-    state on the current CUDA device unless ``device`` says otherwise), ``"torch"`` uses the
-    torch path. Both compute the same thing with the same float32/float64 contract; the
-    choice is made once, when the device is known (:attr:`ops`).
-    ``products``: how the kernels form a chunk's float32 products, ``"fp32"`` (default:
-    cuBLAS SSYRK in IEEE float32) or ``"tf32x3"`` (three TF32 tensor-core GEMMs on a hi/lo
-    split of the centred values, float32 accuracy; kernels only: NotImplementedError on the
-    torch path).
+    Parameters
+    ----------
+    dim : int
+        d, the number of features of every row.
+    device : str or torch.device, optional
+        Where the state lives (default: the first batch's device).
+    nan_policy : {"raise", "omit"}, default "raise"
+        ``"raise"`` refuses batches with NaN or Inf, naming how many and where the first is;
+        ``"omit"`` drops those rows and counts them in ``n_dropped`` (reported again, with a
+        warning, by `spectrum`).
+    precision : {"float32", "float64"}, default "float32"
+        The dtype of the per-chunk products: float32, float16 and bfloat16 rows are
+        multiplied in float32 (float64 rows in float64); ``"float64"`` upcasts them first
+        (twice the cost on CPU). Float32 products put a noise floor of ~1e-7·λ₁ under the
+        spectrum: harmless for RankMe's ``eig`` convention, but the ``sv`` convention takes
+        square roots, which lifts that floor to ~3e-4·√λ₁ per eigenvalue on rank-deficient
+        data.
+    backend : {"auto", "torch", "cuda"}, default "auto"
+        On a CUDA device, ``"auto"`` adds chunks and solves with fastspec's CUDA kernels when
+        they are available (`fastspec.backends`), ``"cuda"`` requires them (and puts the state
+        on the current CUDA device unless ``device`` says otherwise), ``"torch"`` uses the
+        torch path. Both compute the same thing with the same float32/float64 contract; the
+        choice is made once, when the device is known.
+    folds : int, default 1
+        K > 1 keeps K disjoint folds of the rows (row i of the stream, dropped rows not
+        counted, in fold i mod K whatever the batching; K·d² memory, the same products): the
+        statistics are still those of all the rows, and `jackknife` gives RankMe, RankMe_sv
+        and α with their delete-a-fold standard errors. The object is then a
+        ``fastspec.spectral.FoldedAccumulator``, a subclass.
+    products : {"fp32", "tf32x3"}, default "fp32"
+        How the CUDA kernels form a chunk's float32 products: ``"fp32"`` (cuBLAS SSYRK in IEEE
+        float32) or ``"tf32x3"`` (three TF32 tensor-core GEMMs on a hi/lo split of the centred
+        values, float32 accuracy; kernels only).
 
-    ``folds=K`` > 1 makes a :class:`~fastspec.spectral.folds.FoldedAccumulator` (still a
-    ``CovarianceAccumulator``), which keeps K disjoint folds of the rows (row i of the stream,
-    dropped rows not counted, in fold i mod K whatever the batching; K·d² memory, the same
-    products): the statistics above are those of all the rows, and :meth:`jackknife` gives
-    RankMe, RankMe_sv and α with their delete-a-fold standard errors.
+    Attributes
+    ----------
+    dim : int
+        The number of features.
+    n_dropped : int
+        Rows dropped so far for holding NaN or Inf (``nan_policy="omit"``).
 
-    >>> acc = CovarianceAccumulator(4096)
-    >>> for batch in batches:
-    ...     acc.update(batch)
-    >>> acc.spectrum().rankme
+    Raises
+    ------
+    ValueError
+        A ``dim`` or ``folds`` that is not a positive integer, an unknown ``precision``,
+        ``nan_policy`` or ``backend``.
+    NotImplementedError
+        ``products="tf32x3"`` for rows that do not go through the CUDA kernels, or
+        ``backend="cuda"`` where the kernels are not available.
+
+    See Also
+    --------
+    fastspec.spectrum : The spectrum of an N×d array in one call.
+
+    Examples
+    --------
+    >>> acts = np.random.default_rng(0).standard_normal((2000, 128)) * np.arange(1, 129) ** -0.5
+    >>> acc = fastspec.CovarianceAccumulator(128)
+    >>> for batch in np.array_split(acts, 7):  # any batch sizes, any float dtype
+    ...     _ = acc.update(batch)
+    >>> acc
+    CovarianceAccumulator(dim=128, n_samples=2000, device='cpu', n_dropped=0)
+    >>> round(acc.spectrum().rankme, 2) == round(fastspec.spectrum(acts).rankme, 2)
+    True
+
+    Accumulators of parts of the data merge into that of the whole:
+
+    >>> a = fastspec.CovarianceAccumulator(128).update(acts[:500])
+    >>> b = fastspec.CovarianceAccumulator(128).update(acts[500:])
+    >>> round(a.merge(b).spectrum().rankme, 2)
+    46.93
+
+    With folds, standard errors:
+
+    >>> jk = fastspec.CovarianceAccumulator(128, folds=4).update(acts).jackknife(fit_range=(2, 50))
+    >>> round(jk.rankme, 2), round(jk.rankme_se, 2), round(jk.alpha, 2), round(jk.alpha_se, 3)
+    (46.93, 0.3, 0.99, 0.011)
     """
 
     #: The class ``CovarianceAccumulator(dim, folds=K)`` makes for K > 1. FoldedAccumulator
@@ -119,6 +178,7 @@ class CovarianceAccumulator:
 
     def __init_subclass__(cls, *, folded: bool = False, **kwargs: Any):
         super().__init_subclass__(**kwargs)
+        cls.__signature__ = _init_signature(cls)
         if folded:
             CovarianceAccumulator._folded = cls
 
@@ -162,13 +222,15 @@ class CovarianceAccumulator:
 
     @property
     def device(self) -> torch.device:
+        """Where the state lives: the ``device`` given or the first batch's (the CPU before
+        either)."""
         return self._device if self._device is not None else torch.device("cpu")
 
     @property
     def ops(self) -> Ops:
-        """The path this accumulator's chunks and eigensolves take (:class:`~fastspec.spectral.
-        moments.TorchOps`, or the kernels' :class:`~fastspec.spectral.kernels.CudaOps`), chosen
-        once its device is known (before that, the CPU's)."""
+        """The path this accumulator's chunks and eigensolves take (the torch path's
+        ``fastspec.spectral.moments.TorchOps``, or the kernels' ``fastspec.spectral.kernels.CudaOps``),
+        chosen once its device is known (before that, the CPU's)."""
         return self._ops if self._ops is not None else ops_for(self.backend, self.device, self.products)
 
     @property
@@ -195,6 +257,7 @@ class CovarianceAccumulator:
 
     @property
     def n_samples(self) -> int:
+        """The rows added so far (buffered ones included, dropped ones not)."""
         return (self._moments.n if self._moments is not None else 0) + self._pending_rows
 
     @property
@@ -210,21 +273,50 @@ class CovarianceAccumulator:
         )
 
     def moments(self) -> Moments:
-        """The (n, mean, M2) of every row added so far, buffered rows included: this
-        accumulator's own state, not a copy (read it; change it through this accumulator)."""
+        """The count, mean and centred scatter (n, mean, M2) of every row added so far.
+
+        Buffered rows are added first. This is the accumulator's own state, not a copy: read
+        it, and change it only through this accumulator.
+
+        Returns
+        -------
+        fastspec.spectral.moments.Moments
+            ``n``, and ``tensors()``: the float64 mean (d) and M2 = Σ(x − μ)(x − μ)ᵀ (d×d, its
+            upper triangle authoritative).
+        """
         self._flush()
         return self._state()
 
     def empty_like(self) -> "CovarianceAccumulator":
-        """An empty accumulator (no folds) with this one's dim, device, precision, backend and
-        products."""
+        """An empty accumulator like this one.
+
+        Returns
+        -------
+        CovarianceAccumulator
+            No rows and no folds; this one's ``dim``, device, ``precision``, ``backend`` and
+            ``products``.
+        """
         return CovarianceAccumulator(self.dim, device=self.device, precision=self.precision, backend=self.backend,
                                      products=self.products)
 
     def with_moments(self, moments: Moments, *, n_dropped: int = 0, rows_seen: int | None = None
                      ) -> "CovarianceAccumulator":
-        """An accumulator like :meth:`empty_like` holding ``moments``' rows (taken over, not
-        copied), having dropped ``n_dropped`` rows and seen ``rows_seen`` (default: all of them)."""
+        """An accumulator like `empty_like`'s holding the rows that ``moments`` describe.
+
+        Parameters
+        ----------
+        moments : fastspec.spectral.moments.Moments
+            The (n, mean, M2) to hold, as `moments` returns them; taken over, not copied.
+        n_dropped : int, default 0
+            Rows to count as dropped.
+        rows_seen : int, optional
+            Rows to count as offered (default: ``moments.n + n_dropped``).
+
+        Returns
+        -------
+        CovarianceAccumulator
+            A new accumulator without folds.
+        """
         acc = self.empty_like()
         acc._moments = moments
         acc.n_dropped = n_dropped
@@ -233,9 +325,43 @@ class CovarianceAccumulator:
 
     # -- ingestion ---------------------------------------------------------------------
     def update(self, batch: Any, *, name: str = "batch") -> "CovarianceAccumulator":
-        """Add the rows of an N×dim batch (torch on any device, NumPy, DLPack; any float
-        dtype). An empty batch is a no-op. A batch with a fault changes nothing. ``name``
-        says what the batch is in error messages (e.g. "layer 3")."""
+        """Add the rows of a batch.
+
+        An empty batch is a no-op. A batch with a fault changes nothing.
+
+        Parameters
+        ----------
+        batch : torch.Tensor, numpy.ndarray or DLPack array
+            N×dim rows (torch on any device, NumPy, DLPack; any float dtype). The first batch
+            fixes the device, unless ``device`` was given.
+        name : str, default "batch"
+            What the batch is, in error messages (e.g. ``"layer 3"``).
+
+        Returns
+        -------
+        CovarianceAccumulator
+            This accumulator, for chaining.
+
+        Raises
+        ------
+        ValueError
+            A batch that is not 2-D or not ``dim`` wide, or holds NaN or Inf under
+            ``nan_policy="raise"``.
+        TypeError
+            A batch that is not floating point.
+        OverflowError
+            Values whose float64 sum of squares overflows.
+
+        Examples
+        --------
+        >>> acc = fastspec.CovarianceAccumulator(3)
+        >>> acc.update(np.ones((2, 3))).update(torch.zeros(4, 3)).n_samples
+        6
+        >>> acc.update(np.ones((2, 4)), name="layer 3")
+        Traceback (most recent call last):
+        ...
+        ValueError: layer 3 has 4 features (shape (2, 4)), but this accumulator was made for dim=3
+        """
         x = as_matrix(batch, name)
         if x.shape[1] != self.dim:
             raise ValueError(
@@ -321,7 +447,36 @@ class CovarianceAccumulator:
 
     # -- combining ---------------------------------------------------------------------
     def merge(self, other: "CovarianceAccumulator") -> "CovarianceAccumulator":
-        """Add another accumulator's rows to this one (Chan's update); ``other`` is unchanged."""
+        """Add another accumulator's rows to this one (Chan's pairwise update).
+
+        The result equals an accumulator that saw both sets of rows, to rounding.
+
+        Parameters
+        ----------
+        other : CovarianceAccumulator
+            An accumulator of the same ``dim`` and ``folds`` (merged fold by fold); unchanged.
+
+        Returns
+        -------
+        CovarianceAccumulator
+            This accumulator, for chaining.
+
+        Raises
+        ------
+        TypeError
+            ``other`` is not a `CovarianceAccumulator`.
+        ValueError
+            ``other`` has another ``dim`` or ``folds``.
+
+        Examples
+        --------
+        >>> rows = np.random.default_rng(0).standard_normal((100, 8))
+        >>> a = fastspec.CovarianceAccumulator(8).update(rows[:30])
+        >>> a.merge(fastspec.CovarianceAccumulator(8).update(rows[30:])).n_samples
+        100
+        >>> torch.allclose(a.covariance(), torch.from_numpy(np.cov(rows.T)))
+        True
+        """
         check_merge(self, other)
         other._flush()
         self._flush()
@@ -338,8 +493,27 @@ class CovarianceAccumulator:
         Afterwards every rank holds the statistics of all ranks' rows, equal to merging them
         one by one. Uses one all_gather of (n, mean) and one all_reduce(SUM) of d×d: each
         rank shifts its M2 to the global mean, M2_k + n_k (μ_k − μ)(μ_k − μ)ᵀ, and the sum
-        of those is the global M2. The state must live on a device the backend supports
-        (CPU for gloo, CUDA for NCCL).
+        of those is the global M2. With folds, each fold is all-reduced (fold f of every rank
+        is fold f of the whole).
+
+        Parameters
+        ----------
+        group : torch.distributed.ProcessGroup, optional
+            The ranks to combine (default: the default group). The state must live on a
+            device its backend supports (CPU for gloo, CUDA for NCCL).
+
+        Returns
+        -------
+        CovarianceAccumulator
+            This accumulator, for chaining.
+
+        Raises
+        ------
+        RuntimeError
+            torch.distributed is not initialised (``init_process_group``, or run under
+            torchrun).
+        ValueError
+            Ranks hold accumulators of different dims.
         """
         dist = distributed()
         self._flush()
@@ -372,7 +546,28 @@ class CovarianceAccumulator:
 
     # -- persistence -------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """A dict of plain values and float64 CPU tensors, for ``torch.save``."""
+        """The statistics, to save and resume from (`load_state_dict`).
+
+        Returns
+        -------
+        dict
+            Plain values and float64 CPU tensors, for ``torch.save``: ``format``, ``version``,
+            ``dim``, ``n_samples``, ``n_dropped``, ``rows_seen``, ``mean`` (d) and ``m2``
+            (d×d, the centred scatter). With folds, also ``folds`` and ``fold_states`` (each
+            fold's); the other keys are then the pooled rows', so an accumulator without
+            folds can load it.
+
+        Examples
+        --------
+        >>> acc = fastspec.CovarianceAccumulator(4).update(np.eye(4))
+        >>> state = acc.state_dict()
+        >>> state["n_samples"], state["m2"].shape
+        (4, torch.Size([4, 4]))
+        >>> again = fastspec.CovarianceAccumulator(4)
+        >>> again.load_state_dict(state)
+        >>> torch.equal(again.covariance(), acc.covariance())
+        True
+        """
         self._flush()
         mean, m2 = self._state().tensors()
         return {
@@ -387,7 +582,24 @@ class CovarianceAccumulator:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Replace this accumulator's statistics by those of :meth:`state_dict`'s output."""
+        """Replace this accumulator's statistics by those of `state_dict`'s output.
+
+        Everything is checked before anything is assigned: a bad state changes nothing.
+
+        Parameters
+        ----------
+        state : dict
+            What `state_dict` returned (of an accumulator of the same ``dim``; with folds,
+            of the same ``folds``), e.g. read back with ``torch.load``.
+
+        Raises
+        ------
+        ValueError
+            Not a state of this format, version, ``dim`` or ``folds``, or statistics that no
+            rows could have (non-finite, an asymmetric M2 or one with a negative diagonal).
+        TypeError
+            ``mean`` or ``m2`` is not a floating tensor.
+        """
         if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
             raise ValueError("not a CovarianceAccumulator state_dict (missing format tag)")
         if state.get("version") != STATE_VERSION:
@@ -449,13 +661,62 @@ class CovarianceAccumulator:
         return m2.clone().addr_(mean, mean, alpha=float(state.n))
 
     def covariance(self, *, center: bool = True) -> torch.Tensor:
-        """The d×d float64 covariance M2/(n−1) (ddof=1); with ``center=False`` the raw
-        second-moment matrix XᵀX/(n−1), which equals it for data of exactly zero mean."""
+        """The covariance matrix of the rows seen so far.
+
+        Parameters
+        ----------
+        center : bool, default True
+            True: M2/(n−1) (ddof=1); False: the raw second-moment matrix XᵀX/(n−1), which
+            equals it for data of exactly zero mean.
+
+        Returns
+        -------
+        torch.Tensor
+            d×d, float64, symmetric, on the accumulator's device.
+
+        Raises
+        ------
+        ValueError
+            Fewer than 2 rows.
+
+        Examples
+        --------
+        >>> rows = np.random.default_rng(0).standard_normal((100, 3))
+        >>> cov = fastspec.CovarianceAccumulator(3).update(rows).covariance()
+        >>> cov.dtype, np.allclose(cov.numpy(), np.cov(rows.T))
+        (torch.float64, True)
+        """
         return symmetrize_upper(self._scatter(center)) / (self._state().n - 1)
 
     def spectrum(self, *, center: bool = True, top_k_eigenvectors: int = 0) -> Spectrum:
-        """The :class:`fastspec.Spectrum` of the rows seen so far (eigenvalues of
-        :meth:`covariance`, the min(n, d) leading ones, descending)."""
+        """The eigenspectrum of the rows seen so far.
+
+        Parameters
+        ----------
+        center : bool, default True
+            Of the covariance (True) or of the raw second-moment matrix (False), as
+            `covariance`.
+        top_k_eigenvectors : int, default 0
+            Also return the k leading eigenvectors (d × k), k at most min(n − 1, d) centred,
+            min(n, d) raw.
+
+        Returns
+        -------
+        fastspec.Spectrum
+            The min(n, d) leading eigenvalues of `covariance`, descending, float64.
+
+        Raises
+        ------
+        ValueError
+            Fewer than 2 rows, or ``top_k_eigenvectors`` beyond the rank.
+
+        Examples
+        --------
+        >>> acts = np.random.default_rng(0).standard_normal((2000, 128)) * np.arange(1, 129) ** -0.5
+        >>> s = fastspec.CovarianceAccumulator(128).update(acts).spectrum(top_k_eigenvectors=3)
+        >>> round(s.rankme, 2), s.eigenvectors.shape
+        (46.93, (128, 3))
+        """
         return spectrum_of_scatter(
             self._scatter(center),
             n_samples=self._state().n,
@@ -466,15 +727,86 @@ class CovarianceAccumulator:
         )
 
     def metrics(self, *, fit_range: tuple[int, int] = DEFAULT_FIT_RANGE) -> MetricsRecord:
-        """The :class:`~fastspec.spectral.record.MetricsRecord` of every row: RankMe, RankMe_sv,
-        the α fit over ``fit_range``, n, d (and with folds the jackknife standard errors). Its
-        ``spectra`` are the centred and raw spectra it was computed from (two eigensolves;
-        with K folds, 2K more)."""
+        """The metrics of every row: RankMe both ways, α and its fit, n, d (and with folds the
+        jackknife standard errors).
+
+        Two eigensolves (the centred and the raw spectrum); with K folds, 2K more.
+
+        Parameters
+        ----------
+        fit_range : tuple of int, default (11, 100)
+            The α fit's 0-based (start, stop), as :func:`fastspec.alpha_req` takes it.
+
+        Returns
+        -------
+        fastspec.spectral.MetricsRecord
+            ``rankme``, ``rankme_sv`` (Garrido et al.'s, of the raw spectrum), ``alpha``,
+            ``alpha_intercept``, ``alpha_r2`` (None, and ``alpha_error`` saying why, when the
+            spectrum is too short for ``fit_range``), ``n_samples``, ``dim``, ``rank_bound``,
+            with folds ``rankme_se``, ``rankme_sv_se`` and ``alpha_se``; ``to_dict()`` gives
+            the JSON record that trace writes, and ``spectra`` the two spectra.
+
+        Raises
+        ------
+        ValueError
+            Fewer than 2 rows, or a malformed ``fit_range``.
+
+        Examples
+        --------
+        >>> acts = np.random.default_rng(0).standard_normal((2000, 128)) * np.arange(1, 129) ** -0.5
+        >>> m = fastspec.CovarianceAccumulator(128).update(acts).metrics(fit_range=(2, 50))
+        >>> round(m.rankme, 2), round(m.rankme_sv, 2), round(m.alpha, 2), m.n_samples
+        (46.93, 106.19, 0.99, 2000)
+        """
         return MetricsRecord.of(self.spectrum(), self.spectrum(center=False), fit_range=fit_range)
 
     def jackknife(self, *, fit_range: tuple[int, int] = DEFAULT_FIT_RANGE,
                   spectra: tuple[Spectrum, Spectrum] | None = None) -> Jackknife:
-        """Jackknife standard errors need folds: see :meth:`FoldedAccumulator.jackknife
-        <fastspec.spectral.folds.FoldedAccumulator.jackknife>`. Raises ValueError here."""
+        """RankMe, RankMe_sv and α of all the rows with their jackknife standard errors.
+
+        Needs folds (``CovarianceAccumulator(dim, folds=K)``, K ≥ 2): with θ₍ₖ₎ the estimate
+        from every fold but k and θ̄ their mean, SE = √((K − 1)/K · Σₖ (θ₍ₖ₎ − θ̄)²)
+        (Quenouille and Tukey's delete-a-group jackknife) when the folds are of equal size;
+        otherwise its generalisation to folds of m_k rows (Busing, Meijer and van der Leeden,
+        1999), which weighs each fold by h_k = N/m_k. The estimates are those of all the rows,
+        not bias-corrected. Costs 2(K + 1) eigensolves of d × d, or 2K with ``spectra``.
+
+        Parameters
+        ----------
+        fit_range : tuple of int, default (11, 100)
+            The α fit's 0-based (start, stop), as :func:`fastspec.alpha_req` takes it.
+        spectra : tuple of fastspec.Spectrum, optional
+            `spectrum` and ``spectrum(center=False)`` of all the rows, when the caller has
+            them already (saves two eigensolves).
+
+        Returns
+        -------
+        fastspec.spectral.Jackknife
+            ``rankme``, ``rankme_se``, ``rankme_sv``, ``rankme_sv_se``, ``alpha``, ``alpha_se``
+            (both None when the spectrum, or one without a fold, is too short for
+            ``fit_range``), ``folds``, ``n_samples``, ``fit_range``, and ``error``: why the
+            standard errors are NaN on degenerate data, where the rows without some fold have
+            no variance above rounding (None otherwise).
+
+        Raises
+        ------
+        ValueError
+            An accumulator without folds; a fold with no rows, or fewer than 2 rows without
+            some fold; a malformed ``fit_range``.
+
+        Examples
+        --------
+        >>> acts = np.random.default_rng(0).standard_normal((2000, 128)) * np.arange(1, 129) ** -0.5
+        >>> acc = fastspec.CovarianceAccumulator(128, folds=4).update(acts)
+        >>> jk = acc.jackknife(fit_range=(2, 50))
+        >>> round(jk.rankme, 2), round(jk.rankme_se, 2), jk.folds
+        (46.93, 0.3, 4)
+        """
         check_fit_range(fit_range)
         raise ValueError("jackknife needs folds: make the accumulator with CovarianceAccumulator(dim, folds=K), K >= 2")
+
+
+# inspect.signature and Sphinx read a class's signature from its own __new__ before __init__,
+# and __new__ here takes (*args, **kwargs) to pick the folded subclass: give them __init__'s.
+CovarianceAccumulator.__signature__ = _init_signature(CovarianceAccumulator)
+

@@ -163,7 +163,7 @@ class FoldedAccumulator(CovarianceAccumulator, folded=True):
         (Busing, Meijer and van der Leeden, 1999), which weighs each fold by h_k = N/m_k, so
         that leaving out more rows is not read as spread (it matters when N/K is small). The
         estimates are those of all the rows, not bias-corrected. Costs 2(K + 1) eigensolves of
-        d × d, or 2K when the caller passes ``spectra``, its :meth:`spectrum` and
+        d × d, or 2K when the caller passes ``spectra``, its :meth:`~fastspec.CovarianceAccumulator.spectrum` and
         ``spectrum(center=False)`` of all the rows.
 
         On degenerate data, where the rows without some fold have no variance above the

@@ -50,17 +50,61 @@ def rankme(
 ) -> float:
     """RankMe, the exponential of the entropy of the normalised spectrum.
 
-    ``convention="eig"`` (default; the seed paper, Reptrix, fastssl): p_i = |λ_i| / Σ|λ| + ε,
-    RankMe = exp(-Σ p_i log p_i), natural log, over the eigenvalues given (a Spectrum holds
-    the min(N, d) leading ones).
+    Parameters
+    ----------
+    spectrum_or_eigenvalues : fastspec.Spectrum or array_like
+        A spectrum, or its eigenvalues (1-D, real, finite; any order: they are sorted in
+        descending order first). A torch tensor is read as float64.
+    convention : {"eig", "sv"}, default "eig"
+        ``"eig"`` (the seed paper, Reptrix, fastssl): ``p_i = |λ_i| / Σ|λ| + ε`` over the
+        eigenvalues given (a `fastspec.Spectrum` holds the min(N, d) leading ones).
+        ``"sv"`` (Garrido et al., 2023): the same on singular values ``σ_i = sqrt(|λ_i|)``.
+        Garrido's RankMe uses the raw, uncentred matrix:
+        ``rankme(spectrum(X, center=False), convention="sv")``.
+    eps : float, default 1e-7
+        ε, added to every p_i after normalisation (so that log p is defined); at least 0.
+    max_eigenvalues : int, optional
+        Keep only the k largest first. ``max_eigenvalues=2048`` reproduces Reptrix's
+        ``get_rankme`` and the seed paper's scripts (scikit-learn PCA with at most 2048
+        components), whose RankMe cannot exceed 2048.
 
-    ``convention="sv"`` (Garrido et al., 2023): the same on singular values σ_i = sqrt(|λ_i|).
-    Garrido's RankMe uses the raw, uncentred matrix:
-    ``rankme(spectrum(X, center=False), convention="sv")``.
+    Returns
+    -------
+    float
+        RankMe = exp(−Σ p_i log p_i), natural log: between 1 (one direction) and the
+        number of eigenvalues kept (a flat spectrum).
 
-    ``max_eigenvalues=k`` keeps the k largest first. ``max_eigenvalues=2048`` reproduces
-    Reptrix's ``get_rankme`` and the seed paper's scripts (sklearn PCA with at most 2048
-    components), which cannot exceed 2048.
+    Raises
+    ------
+    ValueError
+        An unknown ``convention``, a negative ``eps``, a ``max_eigenvalues`` that is not a
+        positive integer, empty, non-finite or not 1-D eigenvalues, or all of them zero
+        (constant input: RankMe is undefined).
+    TypeError
+        Complex eigenvalues.
+
+    See Also
+    --------
+    fastspec.alpha_req : The other summary of a spectrum, its power-law decay.
+    fastspec.Spectrum.rankme : This function with its defaults, on a spectrum.
+
+    Notes
+    -----
+    The convention table of the documentation compares these with Reptrix, Garrido et al.
+    and scikit-learn. The spectrum is divided by its largest value before normalising, which
+    leaves p unchanged and keeps the sum finite for eigenvalues near 1e308.
+
+    Examples
+    --------
+    >>> lam = np.array([4.0, 2.0, 1.0, 1.0])
+    >>> round(fastspec.rankme(lam), 3)
+    3.364
+    >>> round(fastspec.rankme(lam, convention="sv"), 3)
+    3.828
+    >>> round(fastspec.rankme(lam, max_eigenvalues=2), 3)
+    1.89
+    >>> round(fastspec.rankme(np.ones(10)), 3)  # a flat spectrum: as many as it has
+    10.0
     """
     if convention not in RANKME_CONVENTIONS:
         raise ValueError(f"convention must be one of {RANKME_CONVENTIONS}, got {convention!r}")
@@ -81,11 +125,34 @@ def rankme(
 
 @dataclass(frozen=True)
 class AlphaFit:
-    """A power-law fit λ_r ≈ exp(intercept) · r^(-alpha) over 0-based indices [start, stop).
+    """A power-law fit λ_r ≈ exp(intercept) · r^(−alpha) over 0-based indices [start, stop).
 
-    ``r2`` is the coefficient of determination of log|λ| over the fitted range (unweighted).
-    Reptrix's ``r2_100`` differs slightly: its range array is incremented in place before
-    scoring, so it scores a (10, 100) fit over indices 11..99.
+    What `fastspec.alpha_req` returns (and `fastspec.Spectrum.alpha_fit`).
+
+    Parameters
+    ----------
+    alpha : float
+        The decay exponent α (larger: a steeper spectrum, fewer effective directions).
+    intercept : float
+        The fitted log λ at rank 1.
+    r2 : float
+        The coefficient of determination of log|λ| over the fitted range (unweighted).
+        Reptrix's ``r2_100`` differs slightly: its range array is incremented in place before
+        scoring, so it scores a (10, 100) fit over indices 11..99.
+    fit_range : tuple of int
+        The 0-based indices (start, stop) fitted: ranks start + 1 .. stop.
+    weighted : bool
+        Whether the least squares weighted rank r by 1/r.
+
+    See Also
+    --------
+    fastspec.alpha_req : Makes it.
+
+    Examples
+    --------
+    >>> fit = fastspec.alpha_req(np.arange(1, 201.0) ** -1.5)
+    >>> round(fit.alpha, 3), round(fit.r2, 3), fit.fit_range
+    (1.5, 1.0, (11, 100))
     """
 
     alpha: float
@@ -95,11 +162,35 @@ class AlphaFit:
     weighted: bool
 
     def predict(self, ranks: Any) -> np.ndarray:
-        """Fitted eigenvalues at 1-based ``ranks``."""
+        """The fitted eigenvalues at ``ranks``.
+
+        Parameters
+        ----------
+        ranks : array_like
+            1-based ranks (any shape; need not lie in the fitted range).
+
+        Returns
+        -------
+        numpy.ndarray
+            exp(intercept) · ranks^(−alpha), float64, of the shape of ``ranks``.
+
+        Examples
+        --------
+        >>> fit = fastspec.alpha_req(np.arange(1, 201.0) ** -1.5)
+        >>> np.round(fit.predict([1, 4, 100]), 4)
+        array([1.   , 0.125, 0.001])
+        """
         r = np.asarray(ranks, dtype=np.float64)
         return np.exp(self.intercept) * r ** (-self.alpha)
 
     def to_dict(self) -> dict[str, Any]:
+        """The fit as JSON values.
+
+        Returns
+        -------
+        dict
+            ``alpha``, ``intercept``, ``r2``, ``fit_range`` (a list) and ``weighted``.
+        """
         d = asdict(self)
         d["fit_range"] = list(self.fit_range)
         return d
@@ -181,11 +272,59 @@ def alpha_req(
 ) -> AlphaFit:
     """alpha-ReQ (Agrawal et al., 2022): the decay exponent of the eigenspectrum.
 
-    Weighted least squares of log|λ_r| on [-log r, 1] with weights 1/r over 1-based ranks r,
-    for 0-based indices ``fit_range = (start, stop)``, i.e. ranks start+1 .. stop. The
-    default, ``DEFAULT_FIT_RANGE`` = (11, 100), is the seed paper's (ranks 12..100);
-    Reptrix's ``get_alpha`` uses ``fit_range=(10, 100)``. ``fit_range="auto"`` chooses the range by
-    :func:`auto_fit_range`'s rule and returns it in the fit's ``fit_range``.
+    Weighted least squares of log|λ_r| on [−log r, 1] with weights 1/r over 1-based ranks r,
+    for 0-based indices ``fit_range = (start, stop)``, i.e. ranks start+1 .. stop.
+
+    Parameters
+    ----------
+    spectrum_or_eigenvalues : fastspec.Spectrum or array_like
+        A spectrum, or its eigenvalues (1-D, real, finite; any order: they are sorted in
+        descending order first). With a centred `fastspec.Spectrum` of N samples, the fit
+        may use at most its N − 1 non-zero eigenvalues.
+    fit_range : tuple of int or "auto", default (11, 100)
+        0-based indices (start, stop), with 0 <= start < stop − 1. The default,
+        ``fastspec.spectral.DEFAULT_FIT_RANGE`` = (11, 100), is the seed paper's (ranks
+        12..100); Reptrix's ``get_alpha`` uses (10, 100). ``"auto"`` chooses the longest
+        straight segment of the log-log spectrum above its noise floor (the head skipped) and
+        returns it in the fit's ``fit_range``.
+    weighted : bool, default True
+        Weight rank r by 1/r (the seed paper's and Reptrix's fit), so that the many high
+        ranks do not outweigh the few low ones; False: ordinary least squares.
+
+    Returns
+    -------
+    fastspec.AlphaFit
+        α, the intercept, R² of the fit, the range fitted and ``weighted``.
+
+    Raises
+    ------
+    ValueError
+        A malformed ``fit_range``; empty, non-finite or not 1-D eigenvalues; a leading
+        eigenvalue that is not positive, or a negative one inside the range. Its subclass
+        ``fastspec.spectral.SpectrumTooShort`` when the spectrum is too short for the range:
+        fewer eigenvalues than ``stop``, a centred spectrum of fewer than ``stop`` + 1
+        samples, an eigenvalue inside the range that is zero (the numerical rank is below
+        ``stop``), or too few usable eigenvalues for ``"auto"``.
+
+    See Also
+    --------
+    fastspec.rankme : The effective rank of the same spectrum.
+    fastspec.Spectrum.alpha : This function with its defaults, on a spectrum.
+
+    Examples
+    --------
+    An exact power law gives its exponent back:
+
+    >>> lam = np.arange(1, 201.0) ** -1.5
+    >>> fit = fastspec.alpha_req(lam)
+    >>> round(fit.alpha, 3), round(fit.r2, 3)
+    (1.5, 1.0)
+    >>> round(fastspec.alpha_req(lam, fit_range=(10, 100)).alpha, 3)  # Reptrix's range
+    1.5
+    >>> fastspec.alpha_req(lam[:50])
+    Traceback (most recent call last):
+    ...
+    fastspec.spectral.metrics.SpectrumTooShort: fit_range (11, 100) needs at least 100 eigenvalues; ...
     """
     if isinstance(fit_range, str) and fit_range == "auto":
         fit_range = auto_fit_range(spectrum_or_eigenvalues, weighted=weighted)

@@ -63,23 +63,88 @@ def spectrum(
 ) -> Spectrum:
     """Eigenspectrum of the (ddof=1) covariance of N×d activations.
 
-    ``acts``: torch tensor (any device), NumPy array, or anything with ``__dlpack__``;
-    bfloat16, float16, float32 or float64. Rows are samples. Low-precision input is upcast
-    to float32 as it is read; products are formed per chunk in float32 (float64 for float64
-    input) after centring each chunk, merged in float64 (Chan et al.), and the eigenvalues
-    are computed in float64 (DESIGN.md, numerical conventions).
+    Rows are samples. Low-precision input is upcast to float32 as it is read; products are
+    formed per chunk in float32 (float64 for float64 input) after centring each chunk, merged
+    in float64 (Chan, Golub and LeVeque's pairwise update), and the eigenvalues are computed
+    in float64. When N ≥ d the input is streamed in chunks through a
+    `fastspec.CovarianceAccumulator` (no N×d copy); when N < d the N×N Gram matrix gives the
+    same non-zero spectrum at lower cost.
 
-    When N ≥ d the input is streamed in chunks through a :class:`CovarianceAccumulator`
-    (no N×d copy); when N < d the N×N Gram matrix is used. ``center=False`` gives the raw
-    second-moment spectrum (Garrido et al.'s RankMe: ``rankme(spectrum(X, center=False),
-    convention="sv")``). ``top_k_eigenvectors=k`` also returns the k leading eigenvectors.
-    ``backend``: "auto" uses fastspec's CUDA kernels for input on a CUDA device when they are
-    available (``fastspec.backends()``) and the torch path otherwise; "torch" forces the torch
-    path on the input's device; "cuda" requires the kernels (NotImplementedError saying why
-    when they are not available) and moves input from the CPU to the current CUDA device
-    chunk by chunk. The kernels keep the same numerical contract (float32 products of
-    centred chunks, float64 merges and eigensolver: cuSOLVER's cusolverDnXsyevd); when
-    N < d the N×N Gram product is a torch matmul and only its eigensolve uses them.
+    Parameters
+    ----------
+    acts : torch.Tensor, numpy.ndarray or DLPack array
+        N×d activations (a torch tensor on any device, a NumPy array, memory-mapped ones
+        included, or anything with ``__dlpack__``): bfloat16, float16, float32 or float64.
+    center : bool, default True
+        Subtract the column means (the covariance). False: the raw second-moment matrix
+        XᵀX/(N−1), for Garrido et al.'s RankMe, ``rankme(spectrum(X, center=False),
+        convention="sv")``.
+    backend : {"auto", "torch", "cuda"}, default "auto"
+        ``"auto"`` uses fastspec's CUDA kernels for input on a CUDA device when they are
+        available (`fastspec.backends`) and the torch path otherwise; ``"torch"`` forces the
+        torch path on the input's device; ``"cuda"`` requires the kernels and moves input
+        from the CPU to the current CUDA device chunk by chunk. The kernels keep the same
+        numerical contract (float32 products of centred chunks, float64 merges and
+        eigensolver: cuSOLVER's cusolverDnXsyevd); when N < d the Gram product is a torch
+        matmul and only its eigensolve uses them.
+    top_k_eigenvectors : int, default 0
+        Also return the k leading eigenvectors (d × k, in ``Spectrum.eigenvectors``), k at
+        most min(N − 1, d) centred, min(N, d) raw.
+    nan_policy : {"raise", "omit"}, default "raise"
+        ``"raise"`` refuses input with NaN or Inf, naming how many values and where the first
+        is; ``"omit"`` drops those rows, warns, and counts them in ``Spectrum.n_dropped``.
+
+    Returns
+    -------
+    fastspec.Spectrum
+        The min(N, d) leading eigenvalues, descending, float64, with N, d and the metrics
+        (``.rankme``, ``.alpha``, ``.alpha_fit``) as properties.
+
+    Raises
+    ------
+    ValueError
+        An unknown ``backend`` or ``nan_policy``; input that is not 2-D, or has fewer than 2
+        finite rows; a ``top_k_eigenvectors`` beyond the rank; non-finite values under
+        ``nan_policy="raise"``.
+    TypeError
+        Input that is not floating point.
+    NotImplementedError
+        ``backend="cuda"`` where fastspec's CUDA kernels are not available (the message says
+        why).
+    OverflowError
+        Values whose float64 sum of squares overflows.
+
+    See Also
+    --------
+    fastspec.CovarianceAccumulator : The same, streamed over batches and mergeable.
+    fastspec.rankme, fastspec.alpha_req : The metrics, with other conventions and ranges.
+
+    Examples
+    --------
+    Activations whose covariance has eigenvalues 1/r (a power law of exponent 1):
+
+    >>> acts = np.random.default_rng(0).standard_normal((2000, 128)) * np.arange(1, 129) ** -0.5
+    >>> s = fastspec.spectrum(acts)
+    >>> s.eigenvalues.shape, round(s.rankme, 2), round(s.alpha, 2)
+    ((128,), 46.93, 1.04)
+    >>> fastspec.spectrum(torch.from_numpy(acts).to(torch.bfloat16)).eigenvalues.dtype  # any float dtype
+    dtype('float64')
+
+    Fewer samples than features: N eigenvalues, at most N − 1 of them non-zero.
+
+    >>> fastspec.spectrum(acts[:50]).rank_bound
+    49
+
+    Garrido et al.'s RankMe, from the raw spectrum:
+
+    >>> round(fastspec.rankme(fastspec.spectrum(acts, center=False), convention="sv"), 1)
+    106.2
+
+    >>> acts[3, 7] = np.nan
+    >>> fastspec.spectrum(acts)
+    Traceback (most recent call last):
+    ...
+    fastspec.spectral.inputs.NonFiniteError: acts: 1 non-finite value(s) (NaN or Inf) in 1 row(s); the first is nan at row 3, column 7. Fix the input, or pass nan_policy='omit' to drop rows that contain them.
     """
     if check_backend(backend) == "cuda":
         cuda_kernels.require("backend='cuda'")  # before the input is read

@@ -21,11 +21,46 @@ from .metrics import DEFAULT_FIT_RANGE, AlphaFit, SpectrumTooShort, alpha_req, c
 
 @dataclass(frozen=True)
 class Spectrum:
-    """Eigenvalues of a (ddof=1) covariance, descending, float64.
+    """Eigenvalues of a (ddof=1) covariance, descending, float64, and the metrics of them.
 
-    ``eigenvalues`` holds the min(n_samples, dim) leading ones (the rest are structurally
-    zero). ``centered=False`` means the raw second-moment matrix XᵀX/(n−1).
-    ``eigenvectors`` (dim × k, columns in eigenvalue order) is present only when asked for.
+    What `fastspec.spectrum` and `fastspec.CovarianceAccumulator.spectrum` return; RankMe
+    and α are properties, computed when read.
+
+    Parameters
+    ----------
+    eigenvalues : numpy.ndarray
+        The min(n_samples, dim) leading eigenvalues, descending, float64 (the rest are
+        structurally zero: this is what an SVD or scikit-learn's PCA returns).
+    n_samples : int
+        N, the rows the covariance was computed from (dropped rows not counted).
+    dim : int
+        d, the number of features.
+    centered : bool, default True
+        True: the covariance Σ(x − μ)(x − μ)ᵀ/(n−1); False: the raw second-moment matrix
+        XᵀX/(n−1) (for Garrido et al.'s RankMe).
+    eigenvectors : numpy.ndarray, optional
+        dim × k, columns in eigenvalue order; present only when asked for
+        (``top_k_eigenvectors=k``).
+    n_dropped : int, default 0
+        Rows left out for holding NaN or Inf (``nan_policy="omit"``).
+
+    See Also
+    --------
+    fastspec.spectrum : The spectrum of an N×d array.
+    fastspec.CovarianceAccumulator.spectrum : The spectrum of streamed rows.
+
+    Examples
+    --------
+    Activations whose covariance has eigenvalues 1/r (a power law of exponent 1):
+
+    >>> acts = np.random.default_rng(0).standard_normal((2000, 128)) * np.arange(1, 129) ** -0.5
+    >>> s = fastspec.spectrum(acts)
+    >>> s.n_samples, s.dim, s.eigenvalues.shape, s.rank_bound
+    (2000, 128, (128,), 128)
+    >>> bool(np.all(np.diff(s.eigenvalues) <= 0))  # descending
+    True
+    >>> round(s.rankme, 2), round(s.alpha_fit.r2, 3)
+    (46.93, 0.999)
     """
 
     eigenvalues: np.ndarray
@@ -59,12 +94,46 @@ class Spectrum:
 
     @property
     def alpha(self) -> float:
+        """α of the alpha-ReQ fit with the default range (``alpha_fit.alpha``; see
+        :func:`fastspec.alpha_req`). Raises ValueError where the spectrum is too short for it."""
         return self.alpha_fit.alpha
 
     def to_dict(self, *, fit_range: tuple[int, int] = DEFAULT_FIT_RANGE, eigenvalues: bool = True) -> dict[str, Any]:
-        """JSON-ready summary: :class:`MetricsRecord`'s dict of this spectrum alone. If the
-        spectrum is too short for ``fit_range``, the alpha fields are None and ``alpha_error``
-        says why."""
+        """A JSON-ready summary: the metrics of this spectrum, and its eigenvalues.
+
+        The same record as trace's JSON files and ``fastspec spectrum`` write.
+
+        Parameters
+        ----------
+        fit_range : tuple of int, default (11, 100)
+            The α fit's 0-based (start, stop), as :func:`fastspec.alpha_req` takes it.
+        eigenvalues : bool, default True
+            Include the eigenvalues (as a list).
+
+        Returns
+        -------
+        dict
+            ``n_samples``, ``dim``, ``centered``, ``n_dropped``, ``rankme``, ``rank_bound``,
+            ``rank_limited``, ``alpha``, ``alpha_intercept``, ``alpha_r2``,
+            ``alpha_fit_range``, ``alpha_weighted``, then ``eigenvalues`` when asked for. If the
+            spectrum is too short for ``fit_range``, the alpha fields are None and
+            ``alpha_error`` says why.
+
+        Raises
+        ------
+        ValueError
+            A malformed ``fit_range``, or a spectrum that is all zeros.
+
+        Examples
+        --------
+        >>> acts = np.random.default_rng(0).standard_normal((2000, 128)) * np.arange(1, 129) ** -0.5
+        >>> d = fastspec.spectrum(acts).to_dict(fit_range=(2, 50))
+        >>> round(d["rankme"], 2), round(d["alpha"], 2), d["alpha_fit_range"], len(d["eigenvalues"])
+        (46.93, 0.99, [2, 50], 128)
+        >>> d = fastspec.spectrum(acts[:, :64]).to_dict(eigenvalues=False)  # 64 < 100 eigenvalues
+        >>> d["alpha"], d["alpha_error"]
+        (None, 'fit_range (11, 100) needs at least 100 eigenvalues; ...')
+        """
         return MetricsRecord.of(self, fit_range=fit_range).to_dict(eigenvalues=eigenvalues)
 
 

@@ -36,6 +36,8 @@ def test_paper_sizes_match_fractions(n, c, k):
 
 def test_edge_cases():
     assert fastspec.pass_at_k(10, 0, 5) == 0.0
+    # +0.0, not −0.0 (−expm1(0)), which a table or a NumPy array would print as "-0."
+    assert str(fastspec.pass_at_k(10, 0, 5)) == "0.0" and str(fastspec.pass_at_k([10], [0], 5)) == "[0.]"
     assert fastspec.pass_at_k(10, 6, 5) == 1.0  # n − c = 4 < k: every draw of 5 holds a correct one
     assert fastspec.pass_at_k(10, 10, 10) == 1.0
     assert fastspec.pass_at_k(1, 1, 1) == 1.0

@@ -60,7 +60,7 @@ def test_torchrun_two_processes_equal_one(setup, tmp_path):
     """--nproc-per-node 2 over gloo: each rank takes every other batch; the all-reduced
     accumulators give the one-process numbers."""
     root, ckpts, data = setup
-    # The README's line: torchrun --standalone --nproc-per-node K -m fastspec trace CKPT --data FILE
+    # The torchrun line of docs/how-to/torchrun.md: torchrun --standalone --nproc-per-node K -m fastspec trace CKPT --data FILE
     # --n-texts N --out DIR (every texts, so that one process traces the same rows).
     args = ["trace", *ckpts[1:], "--data", str(data), "--n-texts", str(len(CORPUS)), "--out", None, "--max-length",
             "32", "--batch-size", "8", "--fit-range", "2", "20", "--quiet"]

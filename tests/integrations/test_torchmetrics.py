@@ -53,7 +53,7 @@ def test_two_gloo_processes_equal_one(tmp_path):
 
 
 def test_import_fastspec_imports_none_of_the_tools_it_integrates_with():
-    tools = ("torchmetrics", "lightning", "pytorch_lightning", "lm_eval", "accelerate")
+    tools = ("torchmetrics", "lightning", "pytorch_lightning", "lm_eval", "accelerate", "ray")
     code = f"import sys, fastspec; print([t for t in {tools!r} if t in sys.modules])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd="/")
     assert out.stdout.strip() == "[]", out.stderr

@@ -259,18 +259,22 @@ def test_reads_sharded_infini_gram_layout(tmp_path):
         assert (got.context_count, got.count, got.suffix_len) == (c, n, l) and got.prob == pytest.approx(p, rel=1e-12)
 
 
-def _infini_gram_build(docs, out: Path) -> None:
-    """Index with infini-gram's own indexer (its Rust suffix-array builder), on our token ids."""
+def _infini_gram_build(docs, out: Path, shards: int = 1) -> None:
+    """Index with infini-gram's own indexer (its Rust suffix-array builder), on our token ids;
+    with ``shards`` > 1, document d goes to shard d mod ``shards`` (its tokenizer step
+    would split a corpus by files; this writes what that step writes)."""
     indexing = pytest.importorskip("infini_gram.indexing", reason="infini-gram is not installed (pip install infini-gram)")
     out.mkdir(parents=True)
-    with open(out / "tokenized.0", "wb") as f, open(out / "offset.0", "wb") as g:
-        off = 0
-        for d in docs:
-            b = b"\xff\xff" + np.asarray(d, dtype="<u2").tobytes()
-            g.write(np.array([off], dtype="<u8").tobytes())
-            f.write(b)
-            off += len(b)
-    args = argparse.Namespace(save_dir=str(out), temp_dir=str(out), worker_id=0, shards=1, workers=1, mem=1, cpus=1, token_width=2)
+    for s in range(shards):
+        with open(out / f"tokenized.{s}", "wb") as f, open(out / f"offset.{s}", "wb") as g:
+            off = 0
+            for d in docs[s::shards]:
+                b = b"\xff\xff" + np.asarray(d, dtype="<u2").tobytes()
+                g.write(np.array([off], dtype="<u8").tobytes())
+                f.write(b)
+                off += len(b)
+    args = argparse.Namespace(save_dir=str(out), temp_dir=str(out), worker_id=0, shards=shards, workers=1, mem=1, cpus=1,
+                              token_width=2)
     cwd = os.getcwd()
     try:  # build_sa changes directory to run its binary
         with contextlib.redirect_stdout(io.StringIO()):
@@ -311,6 +315,34 @@ def test_agrees_with_infini_gram(tmp_path):
         want = ig.infgram_prob(seq[:i], seq[i])
         assert s.effective_n[i] == want["suffix_len"] + 1 and s.count[i] == want["cont_cnt"]
         assert s.prob[i] == pytest.approx(want["prob"], rel=1e-12)
+
+
+def test_two_shards_agree_with_infini_gram(tmp_path):
+    """A 2-shard index built by infini-gram's indexer opens and answers as infini-gram's engine
+    does, and as fastspec's index of the same corpus built as two shards apart and combined."""
+    engine_mod = pytest.importorskip("infini_gram.engine", reason="infini-gram is not installed (pip install infini-gram)")
+    rng = np.random.default_rng(12)
+    words = np.array([2, 256, 300, 513, 1027, 40000])
+    docs = [words[rng.integers(0, 6, size=rng.integers(20, 800))] for _ in range(300)]
+    _infini_gram_build(docs, tmp_path / "ig", shards=2)
+    ig = engine_mod.InfiniGramEngine(index_dir=str(tmp_path / "ig"), eos_token_id=2)
+    theirs = InfGramIndex(tmp_path / "ig")
+    parts = [InfGramIndex.build(docs, tmp_path / f"part{i}", shard=(i, 2), progress=False).path for i in range(2)]
+    ours = InfGramIndex.combine(tmp_path / "fs", parts)
+    assert theirs.n_shards == 2 and theirs.n_docs == ours.n_docs == len(docs)
+    assert ours.count([]) == theirs.count([]) == ig.count([])["count"]
+    for _ in range(100):
+        q = [int(x) for x in words[rng.integers(0, 6, size=rng.integers(1, 10))]]
+        assert ours.count(q) == theirs.count(q) == ig.count(q)["count"]
+        ctx = [int(x) for x in words[rng.integers(0, 6, size=rng.integers(0, 25))]]
+        t = int(words[rng.integers(0, 6)])
+        want = ig.infgram_prob(ctx, t)
+        for idx in (ours, theirs):
+            got = idx.infgram_prob(ctx, t)
+            assert (got.suffix_len, got.count, got.context_count) == (want["suffix_len"], want["cont_cnt"],
+                                                                      want["prompt_cnt"])
+            assert got.prob == pytest.approx(want["prob"], rel=1e-12)
+    assert theirs.verify() == {"checksums": None, "structure": True}
 
 
 # ---------------------------------------------------------------------------------------
