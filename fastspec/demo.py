@@ -176,7 +176,7 @@ class TraceDemoConfig:
     vocab_size: int = 2048
     lr: float = 3e-3
     warmup: int = 100
-    every: int = 500            # checkpoint spacing after the log-spaced start (0, 1, 2, 4, …)
+    every: int = 500            # checkpoint spacing after the log-spaced start (0, 1, 2, 4, … 128)
     n_trace: int = 1500
     max_length: int = 64
     fit_range: tuple[int, int] = (0, 24)  # ranks 1..24: a width-32 model has no ranks 12..100
@@ -192,12 +192,14 @@ class TraceDemoConfig:
         """The training configuration of the model."""
         return TinyLMConfig(hidden=self.hidden, layers=self.layers, vocab_size=self.vocab_size, steps=self.steps,
                             lr=self.lr, warmup=self.warmup, final_lr=0.0, weight_decay=0.01, seed=self.seed,
-                            save_steps=log_spaced_steps(self.steps, self.every))
+                            save_steps=log_spaced_steps(self.steps, self.every, min(self.every, 250)))
 
 
-def log_spaced_steps(steps: int, every: int) -> tuple[int, ...]:
-    """Pythia's checkpoint pattern: 0, 1, 2, 4, … then every ``every`` steps, and the last."""
-    powers = [0] + [2**k for k in range(0, max(steps, 1).bit_length()) if 2**k < every]
+def log_spaced_steps(steps: int, every: int, log_below: int | None = None) -> tuple[int, ...]:
+    """Pythia's checkpoint pattern: 0, 1, 2, 4, … (powers of two below ``log_below``,
+    default ``every``) then every ``every`` steps, and the last."""
+    below = every if log_below is None else log_below
+    powers = [0] + [2**k for k in range(0, max(steps, 1).bit_length()) if 2**k < below and 2**k <= steps]
     return tuple(sorted(set(powers + list(range(every, steps, every)) + [steps])))
 
 
