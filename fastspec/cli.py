@@ -55,7 +55,7 @@ from .spectral.metrics import DEFAULT_FIT_RANGE
 def cmd_demo(args: argparse.Namespace) -> int:
     if args.synthetic:
         return _synthetic_demo(args)
-    cfg = TraceDemoConfig(steps=args.steps, n_trace=args.n_trace, seed=args.seed)
+    cfg = TraceDemoConfig(steps=args.steps, every=args.every, n_trace=args.n_trace, seed=args.seed)
     result = run_trace_demo(cfg, args.out, progress=not args.quiet)
     print(format_trace_table(result))
     print(f"wrote {os.path.join(args.out, 'trace', 'trace.csv')}, {os.path.join(args.out, 'phases.csv')}, "
@@ -303,8 +303,11 @@ def _add_demo(sub: Any) -> None:
     """The subcommands of the demo."""
     demo = sub.add_parser("demo", help="train a tiny LM here, trace its checkpoints, label the phases and plot")
     demo.add_argument("--out", default="fastspec-demo", help="directory for the model, the trace and the figures")
-    demo.add_argument("--steps", type=int, default=1000, help="training steps of the tiny LM")
-    demo.add_argument("--n-trace", type=int, default=1500, help="held-out sequences traced per checkpoint")
+    defaults = TraceDemoConfig()
+    demo.add_argument("--steps", type=int, default=defaults.steps, help="training steps of the tiny LM")
+    demo.add_argument("--every", type=int, default=defaults.every,
+                      help="checkpoint spacing after the log-spaced start (0, 1, 2, 4, …)")
+    demo.add_argument("--n-trace", type=int, default=defaults.n_trace, help="held-out sequences traced per checkpoint")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.add_argument("--synthetic", action="store_true",

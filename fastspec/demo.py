@@ -25,8 +25,9 @@ from .analyses.ablation import ablate, evaluate
 from .analyses.correlation import correlate, correlation_table
 from .analyses.memorization import memorization_trace
 from .analyses.passk import pass_at_k_table
+from .analyses.phase_scores import paper_comparison, phase_scores
 from .analyses.toy import run_conditions, summary_table
-from .models.data import stdlib_docstrings
+from .models.data import stdlib_corpus
 from .models.hf import quiet_transformers
 from .models.phases import phases
 from .models.scoring import load_causal_lm
@@ -164,26 +165,41 @@ def format_table(result: dict[str, Any]) -> str:
 
 @dataclass(frozen=True)
 class TraceDemoConfig:
-    """A tiny GPT-NeoX (Pythia's architecture) trained on Python's own docstrings, then
-    traced on held-out docstrings. Defaults finish in a few minutes on two CPU cores."""
+    """A tiny GPT-NeoX (Pythia's architecture) trained on the source of Python's standard
+    library, then traced on held-out docstrings. The recipe (narrow, 10k steps on ~2.7M
+    tokens of barely repeated text, cosine to zero) is the one that shows all three phases;
+    docs/explanation/demo-recipe.md has every recipe tried and their numbers."""
 
-    steps: int = 1000
-    hidden: int = 128
+    steps: int = 10000
+    hidden: int = 32
     layers: int = 4
+    vocab_size: int = 2048
+    lr: float = 3e-3
+    warmup: int = 100
+    every: int = 500            # checkpoint spacing after the log-spaced start (0, 1, 2, 4, … 128)
     n_trace: int = 1500
-    held_out: int = 2000
     max_length: int = 64
+    fit_range: tuple[int, int] = (0, 24)  # ranks 1..24: a width-32 model has no ranks 12..100
     seed: int = 0
+    held_out: int = 5           # one standard-library file in this many is held out
     n_items: int = 200          # cloze questions for accuracy and the ablation
     n_problems: int = 64        # next-word problems for pass@k
     n_samples: int = 32         # samples per problem
     pass_ks: tuple[int, ...] = (1, 4, 16)
     n_memorization: int = 300   # held-out prompt → continuation items for distributional memorization
 
+    def lm(self) -> TinyLMConfig:
+        """The training configuration of the model."""
+        return TinyLMConfig(hidden=self.hidden, layers=self.layers, vocab_size=self.vocab_size, steps=self.steps,
+                            lr=self.lr, warmup=self.warmup, final_lr=0.0, weight_decay=0.01, seed=self.seed,
+                            save_steps=log_spaced_steps(self.steps, self.every, min(self.every, 250)))
 
-def log_spaced_steps(steps: int, every: int) -> tuple[int, ...]:
-    """Pythia's checkpoint pattern: 0, 1, 2, 4, … then every ``every`` steps, and the last."""
-    powers = [0] + [2**k for k in range(0, max(steps, 1).bit_length()) if 2**k < every]
+
+def log_spaced_steps(steps: int, every: int, log_below: int | None = None) -> tuple[int, ...]:
+    """Pythia's checkpoint pattern: 0, 1, 2, 4, … (powers of two below ``log_below``,
+    default ``every``) then every ``every`` steps, and the last."""
+    below = every if log_below is None else log_below
+    powers = [0] + [2**k for k in range(0, max(steps, 1).bit_length()) if 2**k < below and 2**k <= steps]
     return tuple(sorted(set(powers + list(range(every, steps, every)) + [steps])))
 
 
@@ -191,27 +207,30 @@ def run_trace_demo(cfg: TraceDemoConfig, out_dir: str, *, progress: bool = True)
     """Train, save checkpoints, trace them, label the phases and plot; return what was
     written. Training is skipped when ``out_dir`` already holds the same run, and the trace
     resumes where it stopped."""
-    paragraphs = stdlib_docstrings()
-    perm = np.random.default_rng(cfg.seed).permutation(len(paragraphs))
-    held = [paragraphs[i] for i in sorted(perm[: cfg.held_out])]
-    train = [paragraphs[i] for i in sorted(perm[cfg.held_out:])]
-    lm = TinyLMConfig(hidden=cfg.hidden, layers=cfg.layers, steps=cfg.steps, warmup=max(cfg.steps // 10, 1),
-                      seed=cfg.seed, save_steps=log_spaced_steps(cfg.steps, max(cfg.steps // 10, 1)))
+    corpus = stdlib_corpus(held_out=cfg.held_out)
+    held = corpus.held_paragraphs
+    if len(held) < cfg.n_trace:
+        raise ValueError(f"n_trace={cfg.n_trace} but the held-out standard-library files give only {len(held)} "
+                         "docstring paragraphs")
+    lm = cfg.lm()
     if progress:
-        print(f"training a {cfg.layers}-layer, width-{cfg.hidden} GPT-NeoX for {cfg.steps} steps on "
-              f"{len(train)} docstring paragraphs of Python's standard library …", flush=True)
-    dirs = train_checkpoints(train, os.path.join(out_dir, "model"), lm, progress=progress)
+        n_chars = sum(len(t) for t in corpus.train)
+        print(f"training a {cfg.layers}-layer, width-{cfg.hidden} GPT-NeoX for {cfg.steps} steps on the source of "
+              f"{len(corpus.train)} files of Python's standard library ({n_chars / 1e6:.1f}M characters, SHA-256 "
+              f"{corpus.sha256[:12]}…; {len(corpus.held_files)} more files held out) …", flush=True)
+    dirs = train_checkpoints(corpus.train, os.path.join(out_dir, "model"), lm, progress=progress, threads=1)
     if progress:
-        print(f"tracing {len(dirs)} checkpoints on {cfg.n_trace} held-out paragraphs …", flush=True)
-    frame = trace(dirs, held, os.path.join(out_dir, "trace"), n=cfg.n_trace, seed=cfg.seed,
-                  max_length=cfg.max_length, batch_size=32, progress=progress)
+        print(f"tracing {len(dirs)} checkpoints on {cfg.n_trace} held-out docstring paragraphs …", flush=True)
+    frame = trace(dirs, held[:cfg.n_trace], os.path.join(out_dir, "trace"), max_length=cfg.max_length,
+                  batch_size=32, fit_range=cfg.fit_range, progress=progress)
     labelled = phases(frame, warmup_steps=lm.warmup)
     write_csv(labelled, os.path.join(out_dir, "phases.csv"))
     plots = plot_trace(frame, out_dir, warmup_steps=lm.warmup)
     with open(os.path.join(out_dir, "model", "training.json")) as fh:
         losses = {int(k): v for k, v in json.load(fh)["train_loss"].items()}
     return {"trace": frame, "phases": labelled, "plots": plots, "train_loss": losses, "warmup": lm.warmup,
-            "train_texts": train, "held_texts": held}
+            "train_texts": corpus.train, "train_paragraphs": corpus.train_paragraphs, "held_texts": held,
+            "corpus_sha256": corpus.sha256}
 
 
 def format_trace_table(result: dict[str, Any]) -> str:
@@ -226,7 +245,22 @@ def format_trace_table(result: dict[str, Any]) -> str:
         loss = losses.get(int(row["step"]))
         lines.append(f"{int(row['step']):>6}{'' if loss is None else f'{loss:.3f}':>12}{row['rankme']:>10.2f}"
                      f"{row['rankme_sv']:>11.2f}{row['alpha']:>9.3f}{row['alpha_r2']:>8.3f}  {labelled['phase'][i]}")
+    lines.append("phases: " + "; ".join(phase_spans(phase_scores(labelled))))
     return "\n".join(lines)
+
+
+def phase_spans(table: pd.DataFrame) -> list[str]:
+    """"warmup: steps 0–64", "entropy-seeking: steps 64–2500 (RankMe 1.6 → 14.8, α …)", …:
+    each phase of :func:`~fastspec.analyses.phase_scores.phase_scores`' table with how RankMe
+    and α moved over it (a compression phase also with its fall as a share of its peak)."""
+    out = []
+    for row in table.itertuples(index=False):
+        text = (f"{row.phase}: steps {row.first_step}–{row.last_step} (RankMe {row.rankme_start:.1f} → "
+                f"{row.rankme_end:.1f}, α {row.alpha_start:.2f} → {row.alpha_end:.2f}")
+        if row.phase == "compression-seeking":
+            text += f"; {1 - row.rankme_end / row.rankme_start:.0%} below the peak"
+        out.append(text + ")")
+    return out
 
 
 # ---------------------------------------------------------------------------------------
@@ -302,7 +336,7 @@ def memorization_items(paragraphs: list[str], n: int, *, prompt_words: int = 8, 
 
 
 def run_memorization(cfg: TraceDemoConfig, out_dir: str, result: dict[str, Any], *, progress: bool = True) -> Any:
-    """Index the training paragraphs with the model's own tokenizer (an ∞-gram of the
+    """Index the training corpus with the model's own tokenizer (an ∞-gram of the
     pretraining corpus), and score distributional memorization of held-out continuations at
     every traced checkpoint (:func:`fastspec.memorization_trace`, resumable)."""
     from transformers import AutoTokenizer
@@ -314,7 +348,7 @@ def run_memorization(cfg: TraceDemoConfig, out_dir: str, result: dict[str, Any],
         index = InfGramIndex(index_dir)
     else:
         if progress:
-            print("indexing the training paragraphs (∞-gram) …", flush=True)
+            print("indexing the training corpus (∞-gram) …", flush=True)
         ids = tok(result["train_texts"], add_special_tokens=False)["input_ids"]
         index = InfGramIndex.build([np.asarray(x) for x in ids if x], index_dir, vocab_size=len(tok), progress=False)
     # items whose prompt and continuation fit the traced length (docstrings quoting code can be long)
@@ -329,7 +363,7 @@ def run_analyses(cfg: TraceDemoConfig, out_dir: str, result: dict[str, Any], *, 
     """Score every checkpoint (cloze accuracy, pass@k of the next word, distributional
     memorization), correlate the scores with the last layer's RankMe and α, ablate the final
     checkpoint's top-k eigenvectors, and write everything beside the trace."""
-    items = cloze_items(result["train_texts"], cfg.n_items, seed=cfg.seed)
+    items = cloze_items(result["train_paragraphs"], cfg.n_items, seed=cfg.seed)
     problems = items[:cfg.n_problems]
     frame = result["trace"]
     ckpts = frame[["checkpoint", "step"]].drop_duplicates().itertuples(index=False)
@@ -353,6 +387,8 @@ def run_analyses(cfg: TraceDemoConfig, out_dir: str, result: dict[str, Any], *, 
     write_csv(score_frame, os.path.join(out_dir, "scores.csv"))
     correlations = correlate(frame, score_frame)
     write_correlations(correlations, out_dir)
+    by_phase = phase_scores(result["phases"], score_frame)
+    write_table(by_phase, out_dir, "phase_scores", title="Geometry and scores at the start and end of each phase")
 
     final = frame["checkpoint"].iloc[-1]
     with quiet_transformers():
@@ -372,7 +408,7 @@ def run_analyses(cfg: TraceDemoConfig, out_dir: str, result: dict[str, Any], *, 
     toy_runs = run_conditions(seed=cfg.seed)
     write_conditions(toy_runs, out_dir)
     return {"scores": score_frame, "correlations": correlations, "pass_at_k": passk, "ablation": ablation,
-            "toy": summary_table(toy_runs)}
+            "toy": summary_table(toy_runs), "phase_scores": by_phase}
 
 
 def format_analyses(analyses: dict[str, Any]) -> str:
@@ -382,7 +418,8 @@ def format_analyses(analyses: dict[str, Any]) -> str:
              f"{analyses['pass_at_k']['n'].iloc[0]} samples per problem):",
              scores.to_string(index=False, float_format=lambda v: f"{v:.3f}"), "",
              f"correlations with the last layer's geometry across checkpoints (layer {analyses['correlations'].attrs['layer']}):",
-             correlation_table(analyses["correlations"]).to_string(index=False), ""]
+             correlation_table(analyses["correlations"]).to_string(index=False), "",
+             "against the paper (computed from this run's numbers):", paper_comparison(analyses["phase_scores"]), ""]
     base = float(ablation.loc[ablation["mode"] == "none", "accuracy"].iloc[0])
     lines.append(f"top-k eigenvector ablation, final checkpoint (unablated cloze accuracy {base:.3f}, "
                  f"chance {ablation.attrs['chance']:.3f}):")

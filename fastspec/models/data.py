@@ -11,6 +11,8 @@ import ast
 import hashlib
 import json
 import os
+import sysconfig
+from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -148,38 +150,122 @@ def texts_digest(texts: Sequence[str]) -> str:
     return h.hexdigest()
 
 
-def stdlib_docstrings(*, min_words: int = 8, max_paragraphs: int | None = None) -> list[str]:
-    """Paragraphs of the docstrings of Python's own standard library: real English text that
-    every machine with this Python has. Read with ``ast`` (nothing is imported), files in
-    sorted order, so the same Python version gives the same corpus everywhere."""
-    root = os.path.dirname(os.__file__)
-    skip = {"site-packages", "dist-packages", "test", "tests", "idlelib", "lib2to3", "__pycache__"}
-    paragraphs: list[str] = []
+#: Folders of the standard library that are not its own code: test suites (large, and
+#: stripped from some distributions), IDLE and lib2to3 (absent from some), installed packages.
+STDLIB_SKIP = frozenset({"site-packages", "dist-packages", "test", "tests", "idlelib", "lib2to3", "__pycache__"})
+
+
+def stdlib_sources(skip: frozenset[str] | set[str] = STDLIB_SKIP) -> list[tuple[str, str]]:
+    """(path relative to the standard library, source text) of every ``.py`` file of Python's
+    standard library outside the folders named in ``skip``, folders and files in sorted order (files
+    of a folder before its subfolders). Files that are not
+    UTF-8 (a few templates) are left out. The same Python build gives the same list on every
+    machine, whatever is installed beside it."""
+    root = sysconfig.get_paths()["stdlib"]
+    out: list[tuple[str, str]] = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if d not in skip)
         for name in sorted(filenames):
-            if not name.endswith(".py"):
-                continue
-            try:
-                with open(os.path.join(dirpath, name), encoding="utf-8") as fh:
-                    tree = ast.parse(fh.read())
-            except (SyntaxError, UnicodeDecodeError, ValueError):
-                continue  # a few stdlib files are templates or other encodings
-            for node in ast.walk(tree):
-                if not isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            if name.endswith(".py"):
+                path = os.path.join(dirpath, name)
+                try:
+                    with open(path, encoding="utf-8") as fh:
+                        out.append((os.path.relpath(path, root).replace(os.sep, "/"), fh.read()))
+                except UnicodeDecodeError:
                     continue
-                doc = ast.get_docstring(node)
-                if not doc:
-                    continue
-                for para in doc.split("\n\n"):
-                    words = para.split()
-                    if len(words) >= min_words and not para.lstrip().startswith(">>>"):
-                        paragraphs.append(" ".join(words))
-                        if max_paragraphs is not None and len(paragraphs) >= max_paragraphs:
-                            return paragraphs
-    if not paragraphs:
-        raise RuntimeError(f"no docstrings found under {root}; is this Python's standard library stripped?")
+    if not out:
+        raise RuntimeError(f"no Python source found under {root}; is this Python's standard library stripped?")
+    return out
+
+
+def docstring_paragraphs(source: str, *, min_words: int = 8) -> list[str]:
+    """The docstrings' paragraphs of one module's source, each on one line (whitespace runs
+    become one space), at least ``min_words`` words and not doctest examples. Read with
+    ``ast``: nothing is imported. A source ``ast`` cannot parse has none."""
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return []  # a few stdlib files are templates
+    paragraphs = []
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            for para in (ast.get_docstring(node) or "").split("\n\n"):
+                words = para.split()
+                if len(words) >= min_words and not para.lstrip().startswith(">>>"):
+                    paragraphs.append(" ".join(words))
     return paragraphs
 
 
-__all__ = ["load_texts", "read_texts", "sample_texts", "stdlib_docstrings", "texts_digest"]
+def stdlib_docstrings(*, min_words: int = 8, max_paragraphs: int | None = None) -> list[str]:
+    """Paragraphs of the docstrings of Python's own standard library (:func:`stdlib_sources`,
+    :func:`docstring_paragraphs`): real English text that every machine with this Python
+    has, in the same order everywhere."""
+    paragraphs: list[str] = []
+    for _, source in stdlib_sources():
+        paragraphs += docstring_paragraphs(source, min_words=min_words)
+        if max_paragraphs is not None and len(paragraphs) >= max_paragraphs:
+            return paragraphs[:max_paragraphs]
+    if not paragraphs:
+        raise RuntimeError("no docstrings found in the standard library; is it stripped?")
+    return paragraphs
+
+
+@dataclass(frozen=True)
+class StdlibCorpus:
+    """The demo's embedded corpus (:func:`stdlib_corpus`): training documents and held-out
+    probe paragraphs that share no file and no paragraph."""
+
+    train: list[str]
+    """The whole source (code, comments, docstrings) of each training file, one document per file."""
+    train_paragraphs: list[str]
+    """The docstring paragraphs of the training files (text the model was trained on)."""
+    held_paragraphs: list[str]
+    """The docstring paragraphs of the held-out files that no training file's docstrings also hold."""
+    held_files: list[str]
+    """The held-out files' paths, relative to the standard library."""
+    sha256: str
+    """:func:`texts_digest` of ``train``: what the model was trained on."""
+
+
+def stdlib_corpus(*, held_out: int = 5, min_words: int = 8, skip: frozenset[str] | set[str] = STDLIB_SKIP
+                  ) -> StdlibCorpus:
+    """Python's standard library split into training source and held-out docstrings.
+
+    Parameters
+    ----------
+    held_out
+        One file in about ``held_out`` is held out: those whose path's SHA-256, read as an
+        integer, is divisible by it. The split depends on the path alone, so it is the same
+        for every seed and every Python that has the file.
+    min_words
+        The shortest docstring paragraph kept, in words.
+    skip
+        Folders left out (:func:`stdlib_sources`).
+
+    Returns
+    -------
+    StdlibCorpus
+        Training documents (every other file's whole source, in path order), their
+        docstring paragraphs, and the held-out files' paragraphs less any paragraph a
+        training file's docstrings also hold (licence text and repeated boilerplate), so a
+        probe is never text the model saw as a docstring.
+    """
+    if isinstance(held_out, bool) or not isinstance(held_out, int) or held_out < 2:
+        raise ValueError(f"held_out must be an integer >= 2 (one file in held_out is held out), got {held_out!r}")
+    train, train_paras, held_paras, held_files = [], [], [], []
+    for path, source in stdlib_sources(skip):
+        paras = docstring_paragraphs(source, min_words=min_words)
+        if int.from_bytes(hashlib.sha256(path.encode()).digest(), "big") % held_out == 0:
+            held_files.append(path)
+            held_paras += paras
+        else:
+            train.append(source)
+            train_paras += paras
+    seen = set(train_paras)
+    held_paras = [p for p in dict.fromkeys(held_paras) if p not in seen]
+    return StdlibCorpus(train=train, train_paragraphs=train_paras, held_paragraphs=held_paras,
+                        held_files=held_files, sha256=texts_digest(train))
+
+
+__all__ = ["StdlibCorpus", "docstring_paragraphs", "load_texts", "read_texts", "sample_texts", "stdlib_corpus",
+           "stdlib_docstrings", "stdlib_sources", "texts_digest"]

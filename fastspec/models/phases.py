@@ -14,7 +14,9 @@ RankMe falling and α rising. :func:`phases` makes that a rule:
    never moves by more than ``tol`` either way is one run with no trend, labelled ``flat``
    (a fourth label: too little movement to name a phase).
 3. Warmup: checkpoints at step ≤ ``warmup_steps`` when it is given (the learning-rate
-   warmup); otherwise, when the first run falls (the early collapse), that run.
+   warmup), and the rest of a falling run under way at its last one (the collapse often
+   bottoms out just after the learning rate peaks); otherwise, when the first run falls
+   (the early collapse), that run.
 
 ``tol`` defaults to 10%: the paper's phases move RankMe by tens of percent, while one
 checkpoint's wobble on a few thousand sequences is a few percent.
@@ -171,8 +173,16 @@ def phases(results: Any, *, layer: int | str = "last", warmup_steps: int | None 
         steps = sub["step"].to_numpy(dtype=np.float64, na_value=np.nan)
         if np.isnan(steps).any():
             raise ValueError("warmup_steps needs every checkpoint's step, and some are unknown")
-        for i in np.flatnonzero(steps <= warmup_steps):
+        inside = np.flatnonzero(steps <= warmup_steps)
+        for i in inside:
             labels[i] = WARMUP
+        # The collapse the warmup starts can bottom out a checkpoint or two after the learning
+        # rate peaks: a fall under way at the warmup's last checkpoint is warmup to its end,
+        # not a compression-seeking phase.
+        for start, end, direction in runs:
+            if len(inside) and direction < 0 and start <= inside[-1] < end:
+                for i in range(inside[-1] + 1, end + 1):
+                    labels[i] = WARMUP
     elif runs and runs[0][2] < 0:
         for i in range(runs[0][0], runs[0][1] + 1):
             labels[i] = WARMUP

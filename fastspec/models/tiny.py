@@ -21,6 +21,7 @@ import torch
 from tqdm import tqdm
 
 from .._files import bar_off, write_json
+from .data import texts_digest
 from .hf import quiet_transformers
 
 ARCHITECTURES = ("gpt_neox", "olmo2", "llama", "gpt2")
@@ -40,6 +41,8 @@ class TinyLMConfig:
     steps: int = 300
     lr: float = 3e-3
     warmup: int = 30
+    final_lr: float = 0.1       # the cosine ends at final_lr·lr
+    weight_decay: float = 0.01
     seed: int = 0
     save_steps: tuple[int, ...] = field(default=(0, 1, 2, 4, 8, 16, 32, 64, 100, 150, 200, 250, 300))
 
@@ -90,36 +93,52 @@ def pack(tokenizer: Any, texts: Sequence[str], seq_len: int) -> torch.Tensor:
 
 
 def lr_at(step: int, cfg: TinyLMConfig) -> float:
-    """Linear warmup to ``lr`` over ``warmup`` steps, then cosine decay to lr/10."""
+    """Linear warmup to ``lr`` over ``warmup`` steps, then cosine decay to ``final_lr``·lr."""
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
     t = (step - cfg.warmup) / max(cfg.steps - cfg.warmup, 1)
-    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(t, 1.0))))
+    return cfg.lr * (cfg.final_lr + (1 - cfg.final_lr) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0))))
 
 
 def train_checkpoints(texts: Sequence[str], out_dir: str | os.PathLike, cfg: TinyLMConfig = TinyLMConfig(), *,
-                      progress: bool = True) -> list[str]:
+                      progress: bool = True, threads: int | None = None) -> list[str]:
     """Train a tiny LM on ``texts`` and save it at ``cfg.save_steps`` into
     ``out_dir/step<N>``; return those directories in training order. A finished run in
-    ``out_dir`` with the same configuration is reused, not trained again."""
-    from transformers import AutoModelForCausalLM
-
+    ``out_dir`` with the same configuration and texts is reused, not trained again.
+    ``threads``: torch's intra-op threads while training (restored after); a model this
+    small trains faster on one thread than on two, and much faster when the cores are shared."""
     out_dir = os.fspath(out_dir)
     if any(s < 0 or s > cfg.steps for s in cfg.save_steps):
         raise ValueError(f"save_steps {cfg.save_steps} must lie in [0, steps={cfg.steps}]")
     dirs = [os.path.join(out_dir, f"step{s}") for s in sorted(set(cfg.save_steps))]
+    digest = texts_digest(texts)
     done_file = os.path.join(out_dir, "training.json")
     if os.path.exists(done_file):
         with open(done_file) as fh:
-            if json.load(fh).get("config") == _jsonable(cfg) and all(os.path.isdir(d) for d in dirs):
-                return dirs
+            done = json.load(fh)
+        if (done.get("config") == _jsonable(cfg) and done.get("data_sha256") == digest
+                and all(os.path.isdir(d) for d in dirs)):
+            return dirs
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        _train(texts, out_dir, cfg, digest, progress)
+    finally:
+        torch.set_num_threads(before)
+    return dirs
+
+
+def _train(texts: Sequence[str], out_dir: str, cfg: TinyLMConfig, digest: str, progress: bool) -> None:
+    from transformers import AutoModelForCausalLM
+
     torch.manual_seed(cfg.seed)
     tokenizer = train_tokenizer(texts, cfg.vocab_size)
     data = pack(tokenizer, texts, cfg.seq_len)
     config = model_config(cfg.arch, vocab_size=len(tokenizer), hidden=cfg.hidden, layers=cfg.layers, heads=cfg.heads,
                           context=cfg.context, eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id)
     model = AutoModelForCausalLM.from_config(config)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01, betas=(0.9, 0.95))
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
     gen = torch.Generator().manual_seed(cfg.seed)
     save = set(cfg.save_steps)
     losses: dict[int, float] = {}
@@ -143,9 +162,9 @@ def train_checkpoints(texts: Sequence[str], out_dir: str | os.PathLike, cfg: Tin
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         recent.append(loss.item())
-    write_json(done_file, {"config": _jsonable(cfg), "train_loss": {str(k): v for k, v in losses.items()},
-                           "n_train_tokens": int(data.numel())})  # last: its presence means the run is complete
-    return dirs
+    write_json(os.path.join(out_dir, "training.json"),
+               {"config": _jsonable(cfg), "train_loss": {str(k): v for k, v in losses.items()},
+                "n_train_tokens": int(data.numel()), "data_sha256": digest})  # last: its presence means the run is complete
 
 
 def _jsonable(cfg: TinyLMConfig) -> dict[str, Any]:

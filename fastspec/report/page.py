@@ -6,7 +6,9 @@ The report reads what the other commands wrote, by file name, in ``RESULTS_DIR``
 folder below it: a trace (``trace.csv`` with its ``config.json``), ``phases.csv``,
 ``trajectories.png``/``heatmap.png`` (drawn here when missing), ``memorization.csv`` and
 ``suffix_lengths.csv`` (their figures drawn here), ``correlations.csv``,
-``pass_at_k.csv``/``.png``, ``ablation.csv``/``.png`` and ``toy.csv``/``.png``. A section
+``pass_at_k.csv``/``.png``, ``ablation.csv``/``.png``, ``toy.csv``/``.png`` and the demo's
+``phase_scores.csv`` (read by :func:`fastspec.analyses.phase_scores.paper_comparison` into
+a paragraph on what matches the paper). A section
 whose files are absent says which command makes them. Images are linked by relative path, so
 the folder can be moved or zipped whole.
 """
@@ -25,6 +27,7 @@ from .._files import write_text
 from .._version import __version__
 from ..analyses.correlation import correlation_table
 from ..analyses.memorization import SUFFIX_BINS
+from ..analyses.phase_scores import paper_comparison
 from ..analyses.toy import summary_table
 from ..models.phases import phases
 from ..models.trace import load_trace
@@ -165,6 +168,17 @@ def _toy_summary(frame: pd.DataFrame) -> pd.DataFrame:
     return summary_table(runs)
 
 
+def _phase_section(root: str, blocks: list[Block]) -> None:
+    """The paragraph that compares the run with the paper, and the per-phase table it reads."""
+    csv = _find(root, "phase_scores.csv")
+    if csv is None:
+        return  # only the demo writes it (scores per checkpoint beside the phases)
+    table = pd.read_csv(csv)
+    blocks += [("h2", "Against the paper, phase by phase"), ("p", paper_comparison(table)),
+               ("p", "Each metric where each phase starts (the last checkpoint of the phase before, where its move "
+                     "began) and ends:"), ("table", table), ("p", f"Data: {_rel(csv, root)}")]
+
+
 def _ablation_note(frame: pd.DataFrame) -> str:
     base = frame[frame["mode"] == "none"]["accuracy"]
     return ("Multiple-choice accuracy with the top-k eigenvectors of the layer's covariance retained or removed"
@@ -192,6 +206,7 @@ def build_report(results_dir: str | os.PathLike) -> list[Block]:
     scores = _find(root, "scores.csv")
     if scores:
         blocks += [("p", f"The per-checkpoint scores ({_rel(scores, root)}):"), ("table", pd.read_csv(scores))]
+    _phase_section(root, blocks)
     _table_section(root, blocks, "pass@k", "pass_at_k",
                    "Make it with `fastspec pass-at-k TABLE.csv --k 1 16 256 --by step --out RESULTS_DIR`.",
                    "pass@k across checkpoints (unbiased estimator of Chen et al., 2021)")

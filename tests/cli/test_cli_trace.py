@@ -101,16 +101,16 @@ def test_no_option_abbreviates_one_of_torchrun_s():
 
 
 def test_demo_trains_traces_and_labels_at_a_small_size(tmp_path):
-    """120 traced texts, fewer than the width 128: the ablation's k stops at the 119
-    eigenvectors the basis can give, and the run still ends with its report."""
+    """Every output of the demo at 20 steps: the ablation's k stops at the width, 32, and
+    the run ends with its report and the comparison with the paper."""
     proc = _run(f"{BIN}/fastspec", "demo", "--steps", "20", "--n-trace", "120", "--out", str(tmp_path), "--quiet")
     assert proc.returncode == 0, proc.stderr
     assert "RankMe" in proc.stdout and "phase" in proc.stdout
     frame = fastspec.load_trace(tmp_path / "trace")
-    assert frame["step"].max() == 20 and frame["n_samples"].eq(120).all() and frame["dim"].eq(128).all()
-    assert pd.read_csv(tmp_path / "ablation.csv")["k"].max() == 64
+    assert frame["step"].max() == 20 and frame["n_samples"].eq(120).all() and frame["dim"].eq(32).all()
+    assert pd.read_csv(tmp_path / "ablation.csv")["k"].max() == 32
     for name in ("trajectories.png", "heatmap.png", "phases.csv", "scores.csv", "correlations.md", "pass_at_k.png",
-                 "ablation.png", "toy.png", "report.md", "report.html"):
+                 "ablation.png", "toy.png", "phase_scores.csv", "report.md", "report.html"):
         assert (tmp_path / name).exists(), name
     scores = pd.read_csv(tmp_path / "scores.csv")
     assert sorted(scores["step"]) == sorted(frame["step"].unique()) and scores["cloze_accuracy"].between(0, 1).all()
@@ -118,6 +118,8 @@ def test_demo_trains_traces_and_labels_at_a_small_size(tmp_path):
     assert counts["c"].between(0, 32).all() and (counts["n"] == 32).all()
     report = (tmp_path / "report.md").read_text()
     assert "Not in this directory" not in report and report.count("![") == 7  # memorization and Table 1 too
+    assert "## Against the paper, phase by phase" in report and "Phases found on the last layer" in report
+    assert "phases: warmup: steps 0–20" in proc.stdout and "against the paper" in proc.stdout
     memo = pd.read_csv(tmp_path / "memorization.csv")
     assert sorted(memo["step"]) == sorted(frame["step"].unique()) and memo["rho"].between(-1, 1).all()
     assert "memorization" in scores.columns and (tmp_path / "suffix_lengths.csv").exists()

@@ -35,6 +35,20 @@ def test_warmup_steps_and_alpha_disagreement():
     assert fastspec.phases(_frame(rank), layer=0)["rankme"].tolist() == [r * 0.5 for r in rank]
 
 
+def test_a_collapse_that_outlasts_the_warmup_is_warmup_to_its_bottom():
+    """Steps 0, 10, … 50 with warmup_steps=20: RankMe rises, collapses from step 10 to its
+    bottom at step 30 (past the warmup), then rises and falls. The fall under way at step 20
+    is warmup up to step 30; the later fall (step 40 → 50) stays compression-seeking."""
+    rank = [10, 13, 7, 4, 12, 9]
+    got = fastspec.phases(_frame(rank), warmup_steps=20)
+    assert got["phase"].tolist() == ["warmup"] * 4 + ["entropy-seeking", "compression-seeking"]
+    # a warmup that ends on the bottom: nothing to extend
+    assert fastspec.phases(_frame(rank), warmup_steps=30)["phase"].tolist()[3:] == ["warmup", "entropy-seeking",
+                                                                                  "compression-seeking"]
+    # a warmup that ends during a rise: the rise keeps its label
+    assert fastspec.phases(_frame(rank), warmup_steps=0)["phase"].tolist()[:2] == ["warmup", "entropy-seeking"]
+
+
 def test_errors():
     with pytest.raises(ValueError, match=r"layer 5 is not in the trace \(layers: \[0, 1\]\)"):
         fastspec.phases(_frame([1, 2, 3]), layer=5)
