@@ -30,7 +30,9 @@ def built(tmp_path_factory) -> str:
     html = os.path.join(out, "html")
     cmd = [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-n", "-b", "html", "-q",
            "-d", os.path.join(out, "doctrees"), DOCS, html]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900,
+    # Not run from the repository root: `python -m` puts the working directory first on sys.path,
+    # and the source tree's fastspec (no compiled _C) would shadow the installed one.
+    proc = subprocess.run(cmd, cwd=out, capture_output=True, text=True, timeout=900,
                           env={**os.environ, "MPLBACKEND": "Agg"})
     reported = [line for line in proc.stderr.splitlines() if REPORTED.search(line)]
     assert proc.returncode == 0 and not reported, (

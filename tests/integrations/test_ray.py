@@ -5,6 +5,7 @@ the same rows."""
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 
 import numpy as np
@@ -138,12 +139,15 @@ def test_faulty_rows_are_named():
 
 # -- on a local Ray instance ---------------------------------------------------------------
 @pytest.fixture(scope="module")
-def local_ray():
+def local_ray(tmp_path_factory):
     # Ray kills idle workers beyond one per CPU, and a shuffle's map and reduce tasks run in
     # different worker pools, so each aggregation would start (and import torch in) fresh
     # workers; keeping a few alive makes every aggregation after the first take about a second.
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
-             _system_config={"num_workers_soft_limit": 6, "idle_worker_killing_time_threshold_ms": 600_000})
+    # Ray puts the driver's working directory on its workers' sys.path: started in a source
+    # checkout, the workers would import its uninstalled fastspec (no _C), not the installed one.
+    with contextlib.chdir(tmp_path_factory.mktemp("ray")):
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
+                 _system_config={"num_workers_soft_limit": 6, "idle_worker_killing_time_threshold_ms": 600_000})
     with warnings.catch_warnings():  # DataContext's first use re-sets its own deprecated fields
         warnings.simplefilter("ignore", DeprecationWarning)
         context = ray.data.DataContext.get_current()
