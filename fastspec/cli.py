@@ -55,7 +55,8 @@ from .spectral.metrics import DEFAULT_FIT_RANGE
 def cmd_demo(args: argparse.Namespace) -> int:
     if args.synthetic:
         return _synthetic_demo(args)
-    cfg = TraceDemoConfig(steps=args.steps, every=args.every, n_trace=args.n_trace, seed=args.seed)
+    cfg = TraceDemoConfig(steps=args.steps, every=args.every, n_trace=args.n_trace, seed=args.seed,
+                          threads=args.threads)
     result = run_trace_demo(cfg, args.out, progress=not args.quiet)
     print(format_trace_table(result))
     print(f"wrote {os.path.join(args.out, 'trace', 'trace.csv')}, {os.path.join(args.out, 'phases.csv')}, "
@@ -309,6 +310,8 @@ def _add_demo(sub: Any) -> None:
                       help="checkpoint spacing after the log-spaced start (0, 1, 2, 4, …)")
     demo.add_argument("--n-trace", type=int, default=defaults.n_trace, help="held-out sequences traced per checkpoint")
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--threads", type=int, default=defaults.threads,
+                      help="torch threads while training (1 is faster when another job shares the cores)")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.add_argument("--synthetic", action="store_true",
                       help="instead: synthetic activations with a known power-law spectrum (options below)")
