@@ -34,7 +34,8 @@ callbacks' ``out_dir`` (:class:`fastspec.integrations._online.OnlineGeometry`) a
   whose process is gone (same host) or that has not been refreshed for :data:`CLAIM_STALE`
   seconds is a dead job's, and is taken over. A checkpoint that fails leaves
   ``<slug>.failed`` (the error; a later run retries it). Under torchrun, rank 0 of each job
-  claims and its answer reaches every rank.
+  claims and its answer reaches every rank. A job ended by SIGTERM (Slurm's time limit)
+  releases its claims on the way out, as on Ctrl-C (exit status 143).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ import dataclasses
 import datetime
 import json
 import os
+import signal
 import socket
 import threading
 import time
@@ -496,6 +498,10 @@ class _Heartbeat:
             claim.release()
 
 
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)  # the shell's code for a process ended by the signal
+
+
 def _holder(info: Mapping[str, Any]) -> str:
     if not info.get("host"):
         return "another job"
@@ -566,6 +572,7 @@ class Sweep:
             if rank == 0 or (node_local and node_rank()[1] == 0) else None
         self.done: dict[str, dict[str, Any]] = {}
         self.heartbeat = _Heartbeat() if rank == 0 else None
+        self._sigterm: Any = None  # the SIGTERM handler to restore on close
         #: (checkpoint, why) of those left to other jobs (claimed by them, or done meanwhile).
         self.skipped: list[tuple[Checkpoint, str]] = []
 
@@ -581,12 +588,21 @@ class Sweep:
             raise ValueError(refused)
         # Rank 0's records: another node may not see the directory (or see it late)
         self.done = broadcast(self.done, self.world)
+        # SIGTERM (Slurm at a job's time limit, `kill`, torchrun stopping its ranks) ends the
+        # sweep as Ctrl-C does, through close(): its claims are released, not left to go stale.
+        # Only where nobody else handles SIGTERM, and only the main thread can.
+        if threading.current_thread() is threading.main_thread() \
+                and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+            self._sigterm = signal.signal(signal.SIGTERM, _exit_on_sigterm)
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
     def close(self) -> None:
+        if self._sigterm is not None:
+            signal.signal(signal.SIGTERM, self._sigterm)
+            self._sigterm = None
         if self.heartbeat is not None:
             self.heartbeat.close()
         if self.downloads is not None:

@@ -202,6 +202,40 @@ def test_two_jobs_racing_on_one_checkpoint_leave_one_record(ckpts, whole, data, 
     assert got == want
 
 
+STUCK = """
+import sys, time
+from fastspec.cli import main
+trace_mod = sys.modules["fastspec.models.trace"]  # the module, not the function fastspec.models exports
+marker = sys.argv[1]
+
+def stuck(self, *args, **kwargs):  # claimed, then working for ever
+    open(marker, "w").close()
+    time.sleep(600)
+
+trace_mod._Checkpoints.measure = stuck
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def test_a_job_ended_by_sigterm_releases_its_claim(ckpts, data, tmp_path):
+    """What Slurm sends at a job's time limit: the claim goes with the job (not left for other
+    jobs to wait out for CLAIM_STALE seconds), and no failed marker is written."""
+    out, marker = tmp_path / "out", tmp_path / "working"
+    argv = ["trace", ckpts[0], "--data", str(data), "--out", str(out), *ARGS, "--shard", "0/1"]
+    job = subprocess.Popen([sys.executable, "-c", STUCK, str(marker), *argv], env=ENV, cwd=tmp_path,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not marker.exists():
+        assert job.poll() is None and time.monotonic() < deadline, job.communicate()
+        time.sleep(0.05)
+    assert any(n.endswith(".claim") for n in os.listdir(out / "checkpoints"))
+    job.terminate()
+    _, stderr = job.communicate(timeout=60)
+    assert job.returncode == 143, stderr
+    assert _leftovers(out) == []
+    assert runs.status(out).count("pending") == 1
+
+
 def test_a_torchrun_job_is_one_shard_its_rank_0_claiming_for_every_rank(ckpts, whole, data, tmp_path):
     """Shard 0/2 as a torchrun job of two processes (gloo), shard 1/2 as one process, into one
     directory; step4 (shard 0's) is held by another job: every rank of the torchrun job leaves
