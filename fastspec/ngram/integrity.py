@@ -78,6 +78,9 @@ def _read_checksums(directory: str) -> dict[str, Any] | None:
         files = content["files"]
         if not isinstance(files, dict) or not all(isinstance(v, dict) for v in files.values()):
             raise TypeError("'files' is not a mapping of file name to {size, blake2b}")
+        outside = [name for name in files if os.path.basename(name) != name or name in ("", ".", "..")]
+        if outside:  # it lists the index's own files by name: a path would check (and read) another file
+            raise TypeError(f"it lists {outside[0]!r}, not the name of a file in the index directory")
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError) as err:

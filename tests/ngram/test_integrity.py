@@ -5,6 +5,7 @@ directory holding both formats; the fingerprint tells corpora apart and is stabl
 from __future__ import annotations
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import pytest
 
 from fastspec import InfGramIndex
 from fastspec.cli import main
-from fastspec.ngram.integrity import CHECKSUMS, fingerprint
+from fastspec.ngram.integrity import CHECKSUMS, fingerprint, verify_checksums
 from infgram_layout import write_infini_gram_layout
 
 DOCS = [np.array([0, 1, 2, 1, 2]), np.array([2, 2, 0])]
@@ -188,3 +189,15 @@ def test_the_infini_gram_fingerprint_samples_each_file_s_ends(tmp_path):
     with open(tmp_path / "offset.0", "ab") as fh:
         fh.write(b"\0" * 8)
     assert fingerprint(tmp_path, "infini-gram", 1) != base
+
+
+@pytest.mark.parametrize("name", ["../outside.bin", "/etc/hostname", "sub/tokens.0", ".."])
+def test_checksums_that_list_a_path_outside_the_index_are_refused(tmp_path, name):
+    d = tmp_path / "idx"
+    InfGramIndex.build(DOCS, d, progress=False)
+    (tmp_path / "outside.bin").write_bytes(b"x")
+    content = json.loads((d / CHECKSUMS).read_text())
+    content["files"][name] = {"size": 1, "blake2b": "0" * 64}
+    (d / CHECKSUMS).write_text(json.dumps(content))
+    with pytest.raises(ValueError, match=f"unreadable checksums .*{re.escape(repr(name))}, not the name of a file"):
+        verify_checksums(d, "fastspec")
