@@ -328,7 +328,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     Parameters
     ----------
     argv : sequence of str, optional
-        The arguments, in place of ``sys.argv[1:]`` (which they replace for lm-eval to read).
+        The arguments, in place of ``sys.argv[1:]`` (which they replace while lm-eval runs).
 
     Examples
     --------
@@ -346,9 +346,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     """
     from lm_eval.__main__ import cli_evaluate
 
-    if argv is not None:
-        sys.argv = [sys.argv[0], *argv]
-    cli_evaluate()
+    if argv is None:
+        cli_evaluate()
+        return
+    saved = sys.argv
+    sys.argv = [sys.argv[0], *argv]  # lm-eval's parser reads sys.argv alone
+    try:
+        cli_evaluate()
+    finally:
+        sys.argv = saved
 
 
 if __name__ == "__main__":

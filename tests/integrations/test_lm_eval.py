@@ -323,3 +323,13 @@ def test_command_line_bad_model_args_are_one_error_line_and_exit_2(tmp_path):
 def test_import_fastspec_does_not_import_lm_eval(setup):
     _, _, _, _, out, _ = setup
     assert out["fastspec_imported_lm_eval"] is False
+
+
+def test_main_with_arguments_leaves_sys_argv_as_it_was(monkeypatch, capsys):
+    from fastspec.integrations.lm_eval import main
+
+    monkeypatch.setattr(sys, "argv", ["host-program", "--its-own-flag"])
+    with pytest.raises(SystemExit) as stop:
+        main(["--help"])  # lm-eval's parser prints its help and exits
+    assert stop.value.code == 0 and "lm-eval" in capsys.readouterr().out.lower()
+    assert sys.argv == ["host-program", "--its-own-flag"]
