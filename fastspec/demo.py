@@ -11,6 +11,7 @@ estimates differ from them only by finite-N noise; the naive one-pass float32 fo
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -184,7 +185,7 @@ class TraceDemoConfig:
     held_out: int = 5           # one standard-library file in this many is held out
     n_items: int = 200          # cloze questions for accuracy and the ablation
     n_problems: int = 64        # next-word problems for pass@k
-    n_samples: int = 32         # samples per problem
+    n_samples: int = 16         # samples per problem (pass@16 at most)
     pass_ks: tuple[int, ...] = (1, 4, 16)
     n_memorization: int = 300   # held-out prompt → continuation items for distributional memorization
     threads: int = 2            # torch threads while training: 2 is fastest on two idle cores, 1 when they are shared
@@ -375,14 +376,19 @@ def run_analyses(cfg: TraceDemoConfig, out_dir: str, result: dict[str, Any], *, 
         acc = evaluate(model, items, tok, prompt="{question}", batch_size=64)
         c = next_word_counts(model, tok, problems, cfg.n_samples, seed=cfg.seed)
         counts += [{"step": ckpt.step, "problem": i, "n": cfg.n_samples, "c": ci} for i, ci in enumerate(c)]
-        scores.append({"step": ckpt.step, "cloze_accuracy": acc["accuracy"], "cloze_acc_norm": acc["acc_norm"]})
+        p = acc["accuracy"]
+        scores.append({"step": ckpt.step, "cloze_accuracy": p, "cloze_acc_norm": acc["acc_norm"],
+                       "cloze_accuracy_se": math.sqrt(p * (1 - p) / len(items))})  # binomial
     counts_frame = pd.DataFrame(counts)
     write_csv(counts_frame, os.path.join(out_dir, "pass_at_k_counts.csv"))
     passk = pass_at_k_table(counts_frame, cfg.pass_ks, by="step")
     write_table(passk, out_dir, "pass_at_k", title="pass@k of the next word")
     plot_pass_at_k(passk, "step", os.path.join(out_dir, "pass_at_k.png"))
     memo = run_memorization(cfg, out_dir, result, progress=progress)
+    # pass@1's standard error: of the mean over problems of each problem's c/n
+    pass1_se = (counts_frame["c"] / counts_frame["n"]).groupby(counts_frame["step"]).sem().rename("pass@1_se")
     score_frame = (pd.DataFrame(scores).merge(passk.drop(columns=["n_problems", "n"]), on="step")
+                   .merge(pass1_se.reset_index(), on="step")
                    .merge(memo[["step", "rho"]].rename(columns={"rho": "memorization"}), on="step"))
     score_frame["train_loss"] = score_frame["step"].map(result["train_loss"])
     write_csv(score_frame, os.path.join(out_dir, "scores.csv"))
@@ -417,7 +423,8 @@ def format_analyses(analyses: dict[str, Any]) -> str:
     scores, ablation = analyses["scores"], analyses["ablation"]
     lines = ["scores per checkpoint (cloze: 4-way multiple choice on training paragraphs; pass@k: next word, "
              f"{analyses['pass_at_k']['n'].iloc[0]} samples per problem):",
-             scores.to_string(index=False, float_format=lambda v: f"{v:.3f}"), "",
+             scores.drop(columns=[c for c in scores.columns if c.endswith("_se")])
+             .to_string(index=False, float_format=lambda v: f"{v:.3f}"), "",
              f"correlations with the last layer's geometry across checkpoints (layer {analyses['correlations'].attrs['layer']}):",
              correlation_table(analyses["correlations"]).to_string(index=False), "",
              "against the paper (computed from this run's numbers):", paper_comparison(analyses["phase_scores"]), ""]

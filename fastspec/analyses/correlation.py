@@ -79,7 +79,7 @@ def correlate(geometry: Any, scores: Any, *, metrics: Sequence[str] = ("rankme",
         The layer of ``geometry`` to use when it holds several (``"last"``: the deepest).
     score_columns : sequence of str, optional
         The score columns to correlate (default: every numeric, non-boolean column but
-        ``on``).
+        ``on`` and the standard errors, columns named ``<score>_se``).
 
     Returns
     -------
@@ -125,8 +125,8 @@ def correlate(geometry: Any, scores: Any, *, metrics: Sequence[str] = ("rankme",
     if missing:
         raise ValueError(f"the geometry table has no column {missing[0]!r} (columns: {', '.join(map(str, geo.columns))})")
     if score_columns is None:
-        score_columns = [c for c in sc.columns if c != on and pd.api.types.is_numeric_dtype(sc[c])
-                         and not pd.api.types.is_bool_dtype(sc[c])]
+        score_columns = [c for c in sc.columns if c != on and not c.endswith("_se")
+                         and pd.api.types.is_numeric_dtype(sc[c]) and not pd.api.types.is_bool_dtype(sc[c])]
     else:
         absent = [c for c in score_columns if c not in sc.columns]
         if absent:

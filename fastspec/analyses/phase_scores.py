@@ -25,6 +25,10 @@ SCORES = ("cloze_accuracy", "pass@1", "memorization")
 #: A memorization peak within this fraction of the step where entropy-seeking ends counts as
 #: "at the end of entropy-seeking" (checkpoints are spaced; the peak of a noisy score wanders).
 PEAK_TOLERANCE = 0.25
+#: Where the scores come with standard errors (``<score>_se``), a change over a phase counts
+#: as a rise or a fall only beyond this many standard errors of the difference (the two
+#: checkpoints' errors taken as independent).
+SIGNIFICANT = 2.0
 
 
 def phase_scores(labelled: pd.DataFrame, scores: pd.DataFrame | None = None, *,
@@ -37,7 +41,8 @@ def phase_scores(labelled: pd.DataFrame, scores: pd.DataFrame | None = None, *,
         :func:`fastspec.phases`' table: ``step``, ``rankme``, ``alpha``, ``phase``, in
         training order.
     scores
-        Per-checkpoint scores with a ``step`` column (the demo's ``scores.csv``), or None.
+        Per-checkpoint scores with a ``step`` column (the demo's ``scores.csv``), or None. A
+        score's standard error, where known, is the column ``<score>_se``.
     columns
         The score columns reported, where ``scores`` has them.
 
@@ -50,14 +55,17 @@ def phase_scores(labelled: pd.DataFrame, scores: pd.DataFrame | None = None, *,
         run before it (where the move it is named for began), as the phase rule cuts runs at
         extrema; the first run from its own first checkpoint. A score is also given its
         ``<score>_peak_step``: the step of its highest value over the whole trajectory (the
-        same in every row).
+        same in every row), and, where ``scores`` has them, ``<score>_se_start`` and
+        ``<score>_se_end``.
     """
     frame = labelled[["step", "rankme", "alpha", "phase"]].reset_index(drop=True)
-    present = []
+    present: list[str] = []
+    errors: list[str] = []
     if scores is not None:
         present = [c for c in columns if c in scores.columns]
-        frame = frame.merge(scores[["step", *present]], on="step", how="left")
-    metrics = ["rankme", "alpha", *present]
+        errors = [f"{c}_se" for c in present if f"{c}_se" in scores.columns]
+        frame = frame.merge(scores[["step", *present, *errors]], on="step", how="left")
+    metrics = ["rankme", "alpha", *present, *errors]
     labels = frame["phase"].tolist()
     rows, start = [], 0
     for i in range(1, len(labels) + 1):
@@ -86,6 +94,19 @@ def _direction(start: float, end: float) -> str:
     return "rises" if end > start else "falls"
 
 
+def _score_move(row: Any, name: str, col: str) -> tuple[str, float | None]:
+    """"pass@1 rises (0.021 → 0.025, 0.9 standard errors)" and the change in standard errors
+    of the difference (None without standard errors)."""
+    start, end = row[f"{col}_start"], row[f"{col}_end"]
+    text, z = f"{name} {_direction(start, end)} ({_move(start, end)}", None
+    if f"{col}_se_start" in row:
+        se = math.hypot(row[f"{col}_se_start"], row[f"{col}_se_end"])
+        if se > 0 and math.isfinite(se):
+            z = (end - start) / se
+            text += f", {abs(z):.1f} standard errors"
+    return text + ")", z
+
+
 def paper_comparison(table: pd.DataFrame) -> str:
     """One paragraph: what of the paper's picture this run reproduces, and what it does not.
 
@@ -100,7 +121,8 @@ def paper_comparison(table: pd.DataFrame) -> str:
         Sentences on the phases found (with the compression fall as a share of peak
         RankMe), α in each phase, the memorization peak against the end of entropy-seeking,
         and the scores during compression-seeking, each followed by whether it matches the
-        paper.
+        paper. Where the table has the scores' standard errors, a score's change counts only
+        beyond :data:`SIGNIFICANT` standard errors of the difference.
     """
     phases = table["phase"].tolist()
     found = [p for p in ("warmup", ENTROPY, COMPRESSION) if p in phases]
@@ -136,11 +158,19 @@ def paper_comparison(table: pd.DataFrame) -> str:
         downs = [(name, col) for name, col in (("multiple-choice accuracy", "cloze_accuracy"), ("pass@1", "pass@1"))
                  if f"{col}_start" in c]
         if downs:
-            moves = [f"{name} {_direction(c[f'{col}_start'], c[f'{col}_end'])} "
-                     f"({_move(c[f'{col}_start'], c[f'{col}_end'])})" for name, col in downs]
-            up = all(c[f"{col}_end"] > c[f"{col}_start"] for _, col in downs)
-            parts.append(f"During compression-seeking {' and '.join(moves)} (the paper: downstream scores improve "
-                         f"in compression-seeking — {'matches' if up else 'does not match'}).")
+            moves = [_score_move(c, name, col) for name, col in downs]
+            zs = [z for _, z in moves]
+            if any(z is None for z in zs):  # no standard errors: the direction alone
+                verdict = "matches" if all(c[f"{col}_end"] > c[f"{col}_start"] for _, col in downs) \
+                    else "does not match"
+            elif all(z > SIGNIFICANT for z in zs):
+                verdict = "matches"
+            elif any(z < -SIGNIFICANT for z in zs):
+                verdict = "does not match"
+            else:
+                verdict = f"not shown: no score moved by more than {SIGNIFICANT:g} standard errors"
+            parts.append(f"During compression-seeking {' and '.join(m for m, _ in moves)} (the paper: downstream "
+                         f"scores improve in compression-seeking — {verdict}).")
     elif len(ent):
         parts.append("No compression-seeking phase: the paper's claims about it (α rising while RankMe falls, "
                      "scores improving, memorization past its peak) cannot be checked on this run.")

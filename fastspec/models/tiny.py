@@ -178,7 +178,8 @@ def _train(texts: Sequence[str], out_dir: str, cfg: TinyLMConfig, digest: str, p
     config = model_config(cfg.arch, vocab_size=len(tokenizer), hidden=cfg.hidden, layers=cfg.layers, heads=cfg.heads,
                           context=cfg.context, eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id)
     model = AutoModelForCausalLM.from_config(config)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95),
+                            fused=True)  # one kernel per step, not one per tensor: ~5% of a step here
     gen = torch.Generator().manual_seed(cfg.seed)
     save = set(cfg.save_steps)
     losses: dict[int, float] = {}
@@ -189,6 +190,8 @@ def _train(texts: Sequence[str], out_dir: str, cfg: TinyLMConfig, digest: str, p
         opt.load_state_dict(state["optimizer"])
         gen.set_state(state["generator"])
         losses, recent, start = state["losses"], state["recent"], state["step"]
+        if progress:
+            print(f"resuming the training at step {start} of {cfg.steps} ({resume_file})", flush=True)
     model.train()
     for step in tqdm(range(start, cfg.steps + 1), initial=start, total=cfg.steps + 1, desc="training", unit="step",
                      disable=bar_off(progress), leave=False):

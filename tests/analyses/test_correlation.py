@@ -25,10 +25,11 @@ def test_matches_scipy_on_the_last_layer():
     steps = [0, 10, 20, 40, 80, 160]
     geo = _geometry(steps)
     rng = np.random.default_rng(1)
-    scores = pd.DataFrame({"step": steps[::-1], "acc": rng.random(6), "loss": rng.random(6), "name": list("abcdef")})
+    scores = pd.DataFrame({"step": steps[::-1], "acc": rng.random(6), "loss": rng.random(6), "name": list("abcdef"),
+                           "acc_se": rng.random(6)})
     out = fastspec.correlate(geo, scores)
     assert out.attrs["layer"] == 2
-    assert set(out["score"]) == {"acc", "loss"}  # the text column is not a score
+    assert set(out["score"]) == {"acc", "loss"}  # neither the text column nor a standard error is a score
     last = geo[geo["layer"] == 2].set_index("step")
     sc = scores.set_index("step").loc[last.index]
     for row in out.itertuples():

@@ -66,6 +66,27 @@ def test_a_run_that_does_not():
            "not match" in text
 
 
+@pytest.mark.parametrize("se, verdict, z", [
+    (0.01, "matches", "5.7 standard errors"),  # cloze 0.42 → 0.50 over √2·0.01: 5.7 SE; pass@1 0.2 → 0.3: 7.1
+    (0.05, "not shown: no score moved by more than 2 standard errors", "1.1 standard errors"),
+])
+def test_score_changes_are_weighed_against_their_standard_errors(se, verdict, z):
+    scores = _scores(CLOZE, MEMO).assign(**{"cloze_accuracy_se": se, "pass@1_se": se})
+    table = phase_scores(_labelled(RANK, ALPHA), scores)
+    assert table["cloze_accuracy_se_start"].tolist() == [se] * 3 and "memorization_se_start" not in table
+    text = paper_comparison(table)
+    assert f"multiple-choice accuracy rises (0.420 → 0.500, {z})" in text
+    assert f"improve in compression-seeking — {verdict})" in text
+
+
+def test_a_score_that_falls_beyond_its_standard_errors_does_not_match():
+    cloze = CLOZE[:7] + [0.3, 0.25, 0.2]
+    scores = _scores(cloze, MEMO).assign(**{"cloze_accuracy_se": 0.01, "pass@1_se": 0.01})
+    text = paper_comparison(phase_scores(_labelled(RANK, ALPHA), scores))
+    assert "multiple-choice accuracy falls (0.420 → 0.200, 15.6 standard errors)" in text
+    assert "improve in compression-seeking — does not match)" in text
+
+
 def test_a_run_without_compression():
     rank = [20, 8, 3, 5, 9, 12, 15, 16, 17, 18]
     labelled = _labelled(rank, ALPHA).assign(phase=["warmup"] * 3 + ["entropy-seeking"] * 7)

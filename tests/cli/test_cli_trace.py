@@ -11,6 +11,7 @@ import pytest
 from tinylm import CORPUS, checkpoints
 
 import fastspec
+from fastspec.demo import TraceDemoConfig
 
 BIN = os.path.dirname(sys.executable)
 
@@ -115,7 +116,14 @@ def test_demo_trains_traces_and_labels_at_a_small_size(tmp_path):
     scores = pd.read_csv(tmp_path / "scores.csv")
     assert sorted(scores["step"]) == sorted(frame["step"].unique()) and scores["cloze_accuracy"].between(0, 1).all()
     counts = pd.read_csv(tmp_path / "pass_at_k_counts.csv")
-    assert counts["c"].between(0, 32).all() and (counts["n"] == 32).all()
+    n = TraceDemoConfig().n_samples
+    assert counts["c"].between(0, n).all() and (counts["n"] == n).all()
+    # standard errors beside the scores: binomial for the cloze, over the problems for pass@1
+    p = scores["cloze_accuracy"]
+    np.testing.assert_allclose(scores["cloze_accuracy_se"], np.sqrt(p * (1 - p) / TraceDemoConfig().n_items))
+    per = (counts["c"] / counts["n"]).groupby(counts["step"])
+    np.testing.assert_allclose(scores.set_index("step")["pass@1_se"].sort_index().to_numpy(),
+                               (per.std(ddof=1) / np.sqrt(per.size())).sort_index().to_numpy())
     report = (tmp_path / "report.md").read_text()
     assert "Not in this directory" not in report and report.count("![") == 7  # memorization and Table 1 too
     assert "## Against the paper, phase by phase" in report and "Phases found on the last layer" in report

@@ -38,7 +38,8 @@ def test_a_run_records_its_texts_and_retrains_on_others(tmp_path):
     assert json.loads((tmp_path / "training.json").read_text())["data_sha256"] == texts_digest(CORPUS[::-1])
 
 
-def test_an_interrupted_run_resumes_from_its_last_saved_step_and_ends_as_an_uninterrupted_one(tmp_path, monkeypatch):
+def test_an_interrupted_run_resumes_from_its_last_saved_step_and_ends_as_an_uninterrupted_one(tmp_path, monkeypatch,
+                                                                                               capsys):
     import fastspec.models.tiny as tiny
 
     cfg = TinyLMConfig(vocab_size=300, hidden=16, layers=1, heads=2, context=32, seq_len=16, batch_size=4, steps=12,
@@ -57,11 +58,12 @@ def test_an_interrupted_run_resumes_from_its_last_saved_step_and_ends_as_an_unin
     assert sorted(os.listdir(tmp_path / "cut")) == ["resume.pt", "step0", "step4", "step8"]  # no temporary left
     steps_run = []
     monkeypatch.setattr(tiny, "lr_at", lambda step, c: steps_run.append(step) or lr_at(step, c))
-    resumed = train_checkpoints(CORPUS, tmp_path / "cut", cfg, progress=False, threads=1)
+    resumed = train_checkpoints(CORPUS, tmp_path / "cut", cfg, progress=True, threads=1)
     assert steps_run == [8, 9, 10, 11]  # from step 8's saved state, not from the start
+    assert "resuming the training at step 8 of 12" in capsys.readouterr().out
     assert not (tmp_path / "cut" / "resume.pt").exists()
     for a, b in zip(whole, resumed):
-        sa, sb = AutoModelForCausalLM.from_pretrained(a).state_dict(), AutoModelForCausalLM.from_pretrained(b).state_dict()
+        sa, sb = (AutoModelForCausalLM.from_pretrained(d).state_dict() for d in (a, b))
         assert all(torch.equal(sa[k], sb[k]) for k in sa), os.path.basename(a)
     want = json.loads((tmp_path / "whole" / "training.json").read_text())
     assert json.loads((tmp_path / "cut" / "training.json").read_text()) == want  # the losses too
