@@ -553,6 +553,10 @@ def cmd_lm_eval(argv: Sequence[str]) -> int:
     return 0
 
 
+#: The commands that pick up where an interrupted run of them stopped.
+RESUMABLE = ("demo", "trace", "memorization")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["lm-eval"]:  # every argument after it is lm-eval's, parsed by lm-eval
@@ -567,6 +571,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"fastspec {args.command}: error: {msg}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        again = "; run the same command again to resume where it stopped" if args.command in RESUMABLE else ""
+        print(f"\nfastspec {args.command}: interrupted (what was finished is kept{again})", file=sys.stderr)
+        return 130  # the shell's status for a process ended by SIGINT
     except MemoryError as err:
         print(f"fastspec {args.command}: error: out of memory{': ' + str(err) if str(err) else ''} "
               "(a smaller --batch-size, --memory-budget or input helps)", file=sys.stderr)

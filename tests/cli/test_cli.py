@@ -202,3 +202,20 @@ def test_progress_bars_stay_out_of_logs(tmp_path):
     assert run.returncode == 0, run.stderr[-2000:]
     assert "%|" not in run.stderr and "step/s" not in run.stderr, run.stderr[-2000:]
     assert "wrote" in run.stdout
+
+
+@pytest.mark.parametrize("argv, patched, resumes", [
+    (["demo", "--out", "OUT"], "run_trace_demo", True),
+    (["toy", "--out", "OUT"], "run_conditions", False),
+])
+def test_ctrl_c_ends_a_command_with_one_line_and_status_130(argv, patched, resumes, tmp_path, monkeypatch, capsys):
+    import fastspec.cli as cli
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, patched, interrupted)
+    assert main([str(tmp_path) if a == "OUT" else a for a in argv]) == 130
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and f"fastspec {argv[0]}: interrupted (what was finished is kept" in err
+    assert ("run the same command again to resume" in err) == resumes
