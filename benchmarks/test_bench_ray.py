@@ -15,14 +15,13 @@ d = 512, 8 blocks.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
-import warnings
 
 import numpy as np
 import pytest
 import torch
+from localray import local_ray
 from reference import make_activations
 
 pytest.importorskip("pytest_benchmark", reason="pytest-benchmark is not installed (pip install '.[test]')")
@@ -41,22 +40,8 @@ ROUNDS = 3
 def rows(tmp_path_factory):
     lam = np.arange(1, D + 1, dtype=np.float64) ** -1.0
     x = make_activations(N, lam, mean=np.linspace(0, 3, D), seed=0, dtype=torch.float32).numpy()
-    # As tests/integrations/test_ray.py: workers kept alive between aggregations, so that the
-    # rounds after the first measure the aggregation, not the start of Python processes.
-    # Ray puts the driver's working directory on its workers' sys.path: started in a source
-    # checkout, the workers would import its uninstalled fastspec (no _C), not the installed one.
-    with contextlib.chdir(tmp_path_factory.mktemp("ray")):
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
-                 _system_config={"num_workers_soft_limit": 6, "idle_worker_killing_time_threshold_ms": 600_000})
-    with warnings.catch_warnings():  # DataContext's first use re-sets its own deprecated fields
-        warnings.simplefilter("ignore", DeprecationWarning)
-        context = ray.data.DataContext.get_current()
-    saved = context.enable_progress_bars
-    context.enable_progress_bars = False
-    ds = ray.data.from_numpy(np.array_split(x, BLOCKS)).materialize()
-    yield x, ds
-    context.enable_progress_bars = saved
-    ray.shutdown()
+    with local_ray(tmp_path_factory.mktemp("ray")):  # as tests/integrations/test_ray.py
+        yield x, ray.data.from_numpy(np.array_split(x, BLOCKS)).materialize()
 
 
 def test_ray_aggregate_beside_spectrum(benchmark, rows):

@@ -5,13 +5,11 @@ the same rows."""
 
 from __future__ import annotations
 
-import contextlib
-import warnings
-
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
+from localray import local_ray
 from reference import ref_alpha, ref_eigenvalues, ref_rankme, rel
 
 pytest.importorskip("ray.data", reason="Ray Data is not installed (pip install 'fastspec[ray]')")
@@ -139,28 +137,14 @@ def test_faulty_rows_are_named():
 
 # -- on a local Ray instance ---------------------------------------------------------------
 @pytest.fixture(scope="module")
-def local_ray(tmp_path_factory):
-    # Ray kills idle workers beyond one per CPU, and a shuffle's map and reduce tasks run in
-    # different worker pools, so each aggregation would start (and import torch in) fresh
-    # workers; keeping a few alive makes every aggregation after the first take about a second.
-    # Ray puts the driver's working directory on its workers' sys.path: started in a source
-    # checkout, the workers would import its uninstalled fastspec (no _C), not the installed one.
-    with contextlib.chdir(tmp_path_factory.mktemp("ray")):
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
-                 _system_config={"num_workers_soft_limit": 6, "idle_worker_killing_time_threshold_ms": 600_000})
-    with warnings.catch_warnings():  # DataContext's first use re-sets its own deprecated fields
-        warnings.simplefilter("ignore", DeprecationWarning)
-        context = ray.data.DataContext.get_current()
-    saved = context.enable_progress_bars, context.shuffle_input_batch_bytes
+def ray_instance(tmp_path_factory):
     # One map task per block (Ray otherwise coalesces small blocks into one task), so the
     # per-block states really are merged by combine.
-    context.enable_progress_bars, context.shuffle_input_batch_bytes = False, 0
-    yield
-    context.enable_progress_bars, context.shuffle_input_batch_bytes = saved
-    ray.shutdown()
+    with local_ray(tmp_path_factory.mktemp("ray"), shuffle_input_batch_bytes=0):
+        yield
 
 
-def test_on_ray_tensor_and_list_columns(local_ray):
+def test_on_ray_tensor_and_list_columns(ray_instance):
     x = data()
     parts = [x[:200], x[200:450], x[450:451], x[451:]]
     ds = ray.data.from_numpy(parts)  # a tensor column "data", one block per array
@@ -177,7 +161,7 @@ def test_on_ray_tensor_and_list_columns(local_ray):
         check_against_reference(r["geom"], reference(x[r["g"]::2]))
 
 
-def test_on_ray_errors_name_the_column(local_ray):
+def test_on_ray_errors_name_the_column(ray_instance):
     x = data(300)
     ds = ray.data.from_numpy([x[:, :10], x[:, :10]])
     with pytest.raises(ValueError, match=r"column 'data' holds values of shape \(10,\) per row.*dim=24"):
